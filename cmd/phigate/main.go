@@ -1,0 +1,41 @@
+// Command phigate is the secure messaging gateway: `phigate serve` runs it,
+// the other subcommands administer it.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `phigate — HIPAA-safe secure messaging gateway
+
+Usage:
+  phigate serve [--dev] [--config FILE] [--data DIR] [--smtp ADDR] [--smtps ADDR] [--http ADDR]
+  phigate user add --email ADDR --role ROLE --password-stdin [--data DIR | --config FILE]
+  phigate user app-password --email ADDR (--name NAME | --revoke NAME) [--data DIR | --config FILE]
+
+Run "phigate COMMAND -h" for the flags of one command.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(args[1:], stdout, stderr)
+	case "user":
+		return user(args[1:], stdin, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "phigate: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}

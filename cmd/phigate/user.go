@@ -1,0 +1,114 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/phigate/phigate/gateway"
+)
+
+func user(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "add":
+		return userAdd(args[1:], stdin, stdout, stderr)
+	case "app-password":
+		return userAppPassword(args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "phigate user: unknown subcommand %q\n", args[0])
+	return 2
+}
+
+// openAdmin opens keys and store for an admin command. Without --config the
+// data folder is taken to have the --dev layout.
+func openAdmin(cf commonFlags, stderr io.Writer) (*gateway.Gateway, error) {
+	cfg, err := cf.load(cf.config == "", nil)
+	if err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return gateway.Open(context.Background(), cfg, log)
+}
+
+func userAdd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("user add", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf commonFlags
+	cf.register(fs)
+	email := fs.String("email", "", "the account's email `address`")
+	role := fs.String("role", "staff", "staff, admin, security or patient")
+	pwStdin := fs.Bool("password-stdin", false, "read the portal password from standard input (first line)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *email == "" || !*pwStdin {
+		fmt.Fprintln(stderr, "phigate user add: --email and --password-stdin are required")
+		return 2
+	}
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && line == "" {
+		fmt.Fprintln(stderr, "phigate user add: no password on standard input")
+		return 2
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	g, err := openAdmin(cf, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "phigate user add: %v\n", err)
+		return 1
+	}
+	defer g.Store.Close()
+	u, err := g.Identity.AddUser(context.Background(), *email, *role, pw)
+	if err != nil {
+		fmt.Fprintf(stderr, "phigate user add: %v\n", strings.TrimPrefix(err.Error(), "identity: "))
+		return 1
+	}
+	fmt.Fprintf(stdout, "created %s account %s (id %s)\n", u.Role, *email, u.ID)
+	return 0
+}
+
+func userAppPassword(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("user app-password", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf commonFlags
+	cf.register(fs)
+	email := fs.String("email", "", "the account's email `address`")
+	name := fs.String("name", "", "a label for the device or client, e.g. laptop")
+	revoke := fs.String("revoke", "", "revoke the app password called `NAME` instead of creating one")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *email == "" || (*name == "") == (*revoke == "") {
+		fmt.Fprintln(stderr, "phigate user app-password: --email and one of --name or --revoke are required")
+		return 2
+	}
+	g, err := openAdmin(cf, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "phigate user app-password: %v\n", err)
+		return 1
+	}
+	defer g.Store.Close()
+	ctx := context.Background()
+	if *revoke != "" {
+		if err := g.Identity.RevokeAppPassword(ctx, *email, *revoke); err != nil {
+			fmt.Fprintf(stderr, "phigate user app-password: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "revoked app password %q of %s\n", *revoke, *email)
+		return 0
+	}
+	secret, err := g.Identity.AddAppPassword(ctx, *email, *name)
+	if err != nil {
+		fmt.Fprintf(stderr, "phigate user app-password: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "App password %q for %s (shown once; use it as the SMTP password):\n%s\n", *name, *email, secret)
+	return 0
+}

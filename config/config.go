@@ -1,0 +1,364 @@
+// Package config holds phigate's settings: embedded defaults, a TOML file,
+// and PHIGATE_SECTION_KEY environment overrides, in that order of precedence.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Duration is a time.Duration that reads from TOML/env as "10m", "20s".
+type Duration struct{ time.Duration }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+type Config struct {
+	Server    Server    `toml:"server"`
+	Org       Org       `toml:"org"`
+	TLS       TLS       `toml:"tls"`
+	Keys      Keys      `toml:"keys"`
+	Database  Database  `toml:"database"`
+	SMTP      SMTP      `toml:"smtp"`
+	Smarthost Smarthost `toml:"smarthost"`
+	Portal    Portal    `toml:"portal"`
+	Log       Log       `toml:"log"`
+
+	// Dev is set by `serve --dev`, never from a file.
+	Dev bool `toml:"-"`
+}
+
+type Server struct {
+	DataDir   string `toml:"data_dir"`
+	SMTPAddr  string `toml:"smtp_addr"`
+	SMTPSAddr string `toml:"smtps_addr"`
+	HTTPAddr  string `toml:"http_addr"`
+	PublicURL string `toml:"public_url"`
+	Hostname  string `toml:"hostname"`
+}
+
+type Org struct {
+	Name       string   `toml:"name"`
+	Domains    []string `toml:"domains"`
+	Contact    string   `toml:"contact"`
+	NotifyFrom string   `toml:"notify_from"`
+}
+
+type TLS struct {
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+}
+
+type Keys struct {
+	MasterKeyFile         string `toml:"master_key_file"`
+	MasterKey             string `toml:"master_key"`
+	EscrowPublicKeyFile   string `toml:"escrow_public_key_file"`
+	EscrowPrivateKeyFile  string `toml:"escrow_private_key_file"`
+	GatewayKeyFile        string `toml:"gateway_key_file"`
+	PasswordTime          uint32 `toml:"password_time"`
+	PasswordMemoryKiB     uint32 `toml:"password_memory_kib"`
+	PasswordThreads       uint8  `toml:"password_threads"`
+	MaxConcurrentPassword int    `toml:"max_concurrent_password_hashes"`
+}
+
+type Database struct {
+	Driver string `toml:"driver"`
+	DSN    string `toml:"dsn"`
+}
+
+type SMTP struct {
+	MaxMessageBytes int64    `toml:"max_message_bytes"`
+	MaxRecipients   int      `toml:"max_recipients"`
+	MaxLineLength   int      `toml:"max_line_length"`
+	ReadTimeout     Duration `toml:"read_timeout"`
+	WriteTimeout    Duration `toml:"write_timeout"`
+}
+
+type Smarthost struct {
+	Addr         string `toml:"addr"`
+	ImplicitTLS  bool   `toml:"implicit_tls"`
+	Username     string `toml:"username"`
+	PasswordFile string `toml:"password_file"`
+	CAFile       string `toml:"ca_file"`
+}
+
+type Portal struct {
+	IdleTimeout   Duration `toml:"idle_timeout"`
+	ClaimTTL      Duration `toml:"claim_ttl"`
+	MessageExpiry Duration `toml:"message_expiry"`
+}
+
+type Log struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+	File   string `toml:"file"`
+}
+
+// Default returns the embedded defaults (the values docs/configuration.md lists).
+func Default() Config {
+	return Config{
+		Server: Server{
+			DataDir:   "./phigate-data",
+			SMTPAddr:  "127.0.0.1:2587",
+			SMTPSAddr: "127.0.0.1:2465",
+			HTTPAddr:  "127.0.0.1:8443",
+			Hostname:  "localhost",
+		},
+		Org: Org{
+			Name:       "Example Clinic",
+			Domains:    []string{"clinic.example"},
+			Contact:    "privacy@clinic.example",
+			NotifyFrom: "no-reply@clinic.example",
+		},
+		Keys: Keys{
+			PasswordTime:          3,
+			PasswordMemoryKiB:     64 * 1024,
+			PasswordThreads:       2,
+			MaxConcurrentPassword: 4,
+		},
+		Database: Database{Driver: "sqlite"},
+		SMTP: SMTP{
+			MaxMessageBytes: 25 << 20,
+			MaxRecipients:   100,
+			// RFC 5321 4.5.3.1.6: 1000 octets including CRLF.
+			MaxLineLength: 1000,
+			ReadTimeout:   Duration{5 * time.Minute},
+			WriteTimeout:  Duration{time.Minute},
+		},
+		Portal: Portal{
+			IdleTimeout:   Duration{10 * time.Minute},
+			ClaimTTL:      Duration{7 * 24 * time.Hour},
+			MessageExpiry: Duration{30 * 24 * time.Hour},
+		},
+		Log: Log{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads defaults, then file (if not empty), then environment overrides.
+func Load(file string, environ []string) (Config, error) {
+	c := Default()
+	if file != "" {
+		md, err := toml.DecodeFile(file, &c)
+		if err != nil {
+			return c, fmt.Errorf("config %s: %w", file, err)
+		}
+		if und := md.Undecoded(); len(und) > 0 {
+			return c, fmt.Errorf("config %s: unknown setting %s", file, und[0])
+		}
+	}
+	if err := applyEnv(&c, environ); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// applyEnv sets fields from PHIGATE_<SECTION>_<KEY> variables, where SECTION
+// and KEY are the upper-cased TOML names.
+func applyEnv(c *Config, environ []string) error {
+	env := map[string]string{}
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "PHIGATE_") {
+			env[k] = v
+		}
+	}
+	if len(env) == 0 {
+		return nil
+	}
+	known := map[string]bool{}
+	root := reflect.ValueOf(c).Elem()
+	for i := 0; i < root.NumField(); i++ {
+		sec := root.Type().Field(i)
+		secName := tagName(sec)
+		if secName == "-" || sec.Type.Kind() != reflect.Struct {
+			continue
+		}
+		sv := root.Field(i)
+		for j := 0; j < sv.NumField(); j++ {
+			f := sv.Type().Field(j)
+			name := "PHIGATE_" + strings.ToUpper(secName) + "_" + strings.ToUpper(tagName(f))
+			known[name] = true
+			v, ok := env[name]
+			if !ok {
+				continue
+			}
+			if err := setField(sv.Field(j), v); err != nil {
+				return fmt.Errorf("environment %s: %w", name, err)
+			}
+		}
+	}
+	for k := range env {
+		if !known[k] && k != "PHIGATE_CONFIG" {
+			return fmt.Errorf("environment %s: no such setting", k)
+		}
+	}
+	return nil
+}
+
+func tagName(f reflect.StructField) string {
+	t := f.Tag.Get("toml")
+	if t == "" {
+		return f.Name
+	}
+	return strings.Split(t, ",")[0]
+}
+
+func setField(v reflect.Value, s string) error {
+	if u, ok := v.Addr().Interface().(interface{ UnmarshalText([]byte) error }); ok {
+		return u.UnmarshalText([]byte(s))
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return err
+		}
+		v.SetBool(b)
+	case reflect.Int, reflect.Int64, reflect.Int32:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return err
+		}
+		v.SetInt(n)
+	case reflect.Uint8, reflect.Uint32, reflect.Uint64:
+		n, err := strconv.ParseUint(s, 10, v.Type().Bits())
+		if err != nil {
+			return err
+		}
+		v.SetUint(n)
+	case reflect.Slice:
+		var parts []string
+		for _, p := range strings.Split(s, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				parts = append(parts, p)
+			}
+		}
+		v.Set(reflect.ValueOf(parts))
+	default:
+		return fmt.Errorf("unsupported type %s", v.Type())
+	}
+	return nil
+}
+
+// ApplyDev fills in what dev mode generates inside the data folder.
+func (c *Config) ApplyDev() {
+	c.Dev = true
+	d := c.Server.DataDir
+	if c.Keys.MasterKeyFile == "" {
+		c.Keys.MasterKeyFile = filepath.Join(d, "master.key")
+	}
+	if c.Keys.EscrowPublicKeyFile == "" {
+		c.Keys.EscrowPublicKeyFile = filepath.Join(d, "escrow-public.asc")
+	}
+	if c.Keys.GatewayKeyFile == "" {
+		c.Keys.GatewayKeyFile = filepath.Join(d, "gateway-key.wrapped")
+	}
+	if c.TLS.CertFile == "" {
+		c.TLS.CertFile = filepath.Join(d, "tls-cert.pem")
+		c.TLS.KeyFile = filepath.Join(d, "tls-key.pem")
+	}
+	if c.Log.Format == "json" {
+		c.Log.Format = "text"
+	}
+}
+
+// Fill derives settings that default from others.
+func (c *Config) Fill() {
+	if c.Database.DSN == "" && c.Database.Driver == "sqlite" {
+		c.Database.DSN = filepath.Join(c.Server.DataDir, "phigate.db")
+	}
+	if c.Keys.GatewayKeyFile == "" {
+		c.Keys.GatewayKeyFile = filepath.Join(c.Server.DataDir, "gateway-key.wrapped")
+	}
+	if c.Server.PublicURL == "" {
+		host, port, err := net.SplitHostPort(c.Server.HTTPAddr)
+		if err != nil || host == "" || host == "0.0.0.0" || host == "::" {
+			host = c.Server.Hostname
+		}
+		if port == "443" {
+			c.Server.PublicURL = "https://" + host
+		} else {
+			c.Server.PublicURL = "https://" + net.JoinHostPort(host, port)
+		}
+	}
+	c.Server.PublicURL = strings.TrimRight(c.Server.PublicURL, "/")
+	for i, d := range c.Org.Domains {
+		c.Org.Domains[i] = strings.ToLower(strings.TrimSpace(d))
+	}
+}
+
+// MaxIdleTimeout is the ceiling DESIGN.md sets for session idle time.
+const MaxIdleTimeout = 30 * time.Minute
+
+// Validate checks settings every mode needs; ValidateProduction adds the
+// refusals that keep a production gateway from starting unsafe.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Server.DataDir == "" {
+		errs = append(errs, errors.New("server.data_dir is empty"))
+	}
+	if len(c.Org.Domains) == 0 {
+		errs = append(errs, errors.New("org.domains: at least one organisation domain is needed"))
+	}
+	if it := c.Portal.IdleTimeout.Duration; it <= 0 || it > MaxIdleTimeout {
+		errs = append(errs, fmt.Errorf("portal.idle_timeout %s: must be > 0 and at most %s", it, MaxIdleTimeout))
+	}
+	if c.SMTP.MaxRecipients < 1 {
+		errs = append(errs, errors.New("smtp.max_recipients must be at least 1"))
+	}
+	if c.SMTP.MaxMessageBytes < 1024 {
+		errs = append(errs, errors.New("smtp.max_message_bytes must be at least 1024"))
+	}
+	if c.Database.Driver != "sqlite" {
+		errs = append(errs, fmt.Errorf("database.driver %q: only \"sqlite\" is supported in this version", c.Database.Driver))
+	}
+	if !strings.HasPrefix(c.Server.PublicURL, "https://") {
+		errs = append(errs, fmt.Errorf("server.public_url %q must start with https://", c.Server.PublicURL))
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateProduction names every unsafe setting; serve without --dev refuses
+// to start when any is found.
+func (c *Config) ValidateProduction(fileExists func(string) bool) error {
+	var errs []error
+	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+		errs = append(errs, errors.New("tls.cert_file and tls.key_file: a TLS certificate is required (no self-signed certificates outside --dev)"))
+	} else {
+		for _, f := range []string{c.TLS.CertFile, c.TLS.KeyFile} {
+			if !fileExists(f) {
+				errs = append(errs, fmt.Errorf("tls: %s does not exist", f))
+			}
+		}
+	}
+	if c.Smarthost.Addr == "" {
+		errs = append(errs, errors.New("smarthost.addr: a smarthost is required for onward mail and notifications (the maildrop folder is for --dev only)"))
+	}
+	if c.Keys.EscrowPrivateKeyFile != "" {
+		errs = append(errs, errors.New("keys.escrow_private_key_file: the escrow private key must not be on the gateway; the security officer keeps it offline"))
+	}
+	if c.Keys.EscrowPublicKeyFile == "" {
+		errs = append(errs, errors.New("keys.escrow_public_key_file: the escrow public key is required"))
+	}
+	if c.Keys.MasterKeyFile == "" && c.Keys.MasterKey == "" {
+		errs = append(errs, errors.New("keys.master_key_file (or PHIGATE_KEYS_MASTER_KEY): the master key is required"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,223 @@
+// Package gateway wires phigate's parts together from a Config: keys, store,
+// identity, intake, SMTP listeners, notification dispatcher and portal. The
+// serve command and the end-to-end tests both start the gateway through it.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-smtp"
+	"github.com/phigate/phigate/config"
+	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/identity"
+	"github.com/phigate/phigate/intake"
+	"github.com/phigate/phigate/keys"
+	"github.com/phigate/phigate/logx"
+	"github.com/phigate/phigate/notify"
+	"github.com/phigate/phigate/outbound"
+	"github.com/phigate/phigate/policy"
+	"github.com/phigate/phigate/portal"
+	"github.com/phigate/phigate/session"
+	"github.com/phigate/phigate/smtpd"
+	"github.com/phigate/phigate/store"
+)
+
+// AbsoluteSessionLifetime caps a session however active it is.
+const AbsoluteSessionLifetime = 12 * time.Hour
+
+type Gateway struct {
+	Cfg        config.Config
+	Log        *slog.Logger
+	Keys       *keys.Ring
+	Store      *store.SQL
+	Identity   *identity.Service
+	Intake     *intake.Intake
+	Dispatcher *notify.Dispatcher
+	Sessions   *session.Manager
+	TLS        *tls.Config
+
+	smtp, smtps, http net.Listener
+	httpSrv           *http.Server
+	smtpSrv           *smtpd.Server
+	smtpServers       []*smtp.Server
+	cancel            context.CancelFunc
+	wg                sync.WaitGroup
+	closeOnce         sync.Once
+}
+
+// DataPath returns a path inside the data folder.
+func DataPath(cfg config.Config, parts ...string) string {
+	return filepath.Join(append([]string{cfg.Server.DataDir}, parts...)...)
+}
+
+// OpenLogger returns the logger for cfg: stderr, plus in dev mode (or when
+// log.file is set) a file, so an operator can look back at a dev session.
+func OpenLogger(cfg config.Config, stderr io.Writer) (*slog.Logger, io.Closer, error) {
+	path := cfg.Log.File
+	if path == "" && cfg.Dev {
+		path = DataPath(cfg, "logs", "phigate.log")
+	}
+	if path == "" {
+		return logx.New(stderr, cfg.Log.Format, cfg.Log.Level), io.NopCloser(nil), nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log.file: %w", err)
+	}
+	return logx.New(io.MultiWriter(stderr, f), cfg.Log.Format, cfg.Log.Level), f, nil
+}
+
+// Open loads keys and state for cfg (already filled and validated). It
+// starts nothing: Start does.
+func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Gateway, error) {
+	if err := os.MkdirAll(cfg.Server.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("server.data_dir: %w", err)
+	}
+	ring, err := keys.Load(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	logx.SetPseudonymKey(ring.PseudonymKey())
+	st, err := store.OpenSQLite(ctx, cfg.Database.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	pcrypto.SetMaxConcurrentHashes(cfg.Keys.MaxConcurrentPassword)
+	g := &Gateway{Cfg: cfg, Log: log, Keys: ring, Store: st}
+	g.Identity = &identity.Service{Store: st, Keys: ring, Password: pcrypto.PasswordParams{
+		Time: cfg.Keys.PasswordTime, MemoryKiB: cfg.Keys.PasswordMemoryKiB, Threads: cfg.Keys.PasswordThreads}}
+	return g, nil
+}
+
+func (g *Gateway) sender() (outbound.Sender, error) {
+	if g.Cfg.Smarthost.Addr != "" {
+		return outbound.NewSmarthost(g.Cfg.Smarthost, g.Cfg.Server.Hostname)
+	}
+	if !g.Cfg.Dev {
+		return nil, errors.New("smarthost.addr is required outside --dev")
+	}
+	return &outbound.Maildrop{Dir: DataPath(g.Cfg, "maildrop")}, nil
+}
+
+// Start opens the listeners and runs every service until Close.
+func (g *Gateway) Start(ctx context.Context) error {
+	cfg := g.Cfg
+	tlsCfg, err := keys.LoadTLS(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.Server.Hostname, cfg.Dev, g.Log)
+	if err != nil {
+		return fmt.Errorf("tls: %w", err)
+	}
+	g.TLS = tlsCfg
+	snd, err := g.sender()
+	if err != nil {
+		return err
+	}
+	ctx, g.cancel = context.WithCancel(ctx)
+	g.Dispatcher = &notify.Dispatcher{Store: g.Store, Keys: g.Keys, Sender: snd, Org: cfg.Org,
+		Hostname: cfg.Server.Hostname, Log: g.Log}
+	pol := policy.Default{OrgDomains: cfg.Org.Domains}
+	g.Intake = &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: pol, Relay: snd,
+		Notifier: g.Dispatcher, Log: g.Log, Opts: intake.Options{Expiry: cfg.Portal.MessageExpiry.Duration,
+			ClaimTTL: cfg.Portal.ClaimTTL.Duration, PublicURL: cfg.Server.PublicURL}}
+	mem := session.NewMemory()
+	g.Sessions = &session.Manager{Store: mem, Idle: cfg.Portal.IdleTimeout.Duration, Absolute: AbsoluteSessionLifetime}
+	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Policy: pol, Log: g.Log, Opts: smtpd.Options{
+		Hostname: cfg.Server.Hostname, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
+		MaxLineLength: cfg.SMTP.MaxLineLength, ReadTimeout: cfg.SMTP.ReadTimeout.Duration,
+		WriteTimeout: cfg.SMTP.WriteTimeout.Duration, TLS: tlsCfg}}
+	ps := &portal.Server{Store: g.Store, Identity: g.Identity, Sessions: g.Sessions, Gateway: g.Keys.Gateway.Public(),
+		Org: cfg.Org, Log: g.Log}
+
+	if g.smtp, err = net.Listen("tcp", cfg.Server.SMTPAddr); err != nil {
+		return fmt.Errorf("server.smtp_addr: %w", err)
+	}
+	if g.smtps, err = net.Listen("tcp", cfg.Server.SMTPSAddr); err != nil {
+		g.smtp.Close()
+		return fmt.Errorf("server.smtps_addr: %w", err)
+	}
+	if g.http, err = net.Listen("tcp", cfg.Server.HTTPAddr); err != nil {
+		g.smtp.Close()
+		g.smtps.Close()
+		return fmt.Errorf("server.http_addr: %w", err)
+	}
+	g.httpSrv = &http.Server{Handler: ps.Handler(), TLSConfig: tlsCfg.Clone(),
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute,
+		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(g.Log.Handler(), slog.LevelWarn)}
+
+	g.goRun(func() { g.Dispatcher.Run(ctx) })
+	g.goRun(func() { sweep(ctx, mem, g.Sessions.Idle) })
+	g.smtpServers = []*smtp.Server{g.smtpSrv.NewSMTPServer(), g.smtpSrv.NewSMTPServer()}
+	g.goRun(func() { logServe("smtp", g.Log, g.smtpServers[0].Serve(g.smtpSrv.WrapListener(g.smtp, false))) })
+	g.goRun(func() { logServe("smtps", g.Log, g.smtpServers[1].Serve(g.smtpSrv.WrapListener(g.smtps, true))) })
+	g.goRun(func() { logServe("https", g.Log, g.httpSrv.ServeTLS(g.http, "", "")) })
+	return nil
+}
+
+func (g *Gateway) goRun(f func()) {
+	g.wg.Add(1)
+	go func() { defer g.wg.Done(); f() }()
+}
+
+func logServe(name string, log *slog.Logger, err error) {
+	if err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, http.ErrServerClosed) {
+		log.Error("listener stopped", "listener", name, "err", err)
+	}
+}
+
+func sweep(ctx context.Context, m *session.Memory, idle time.Duration) {
+	t := time.NewTicker(min(idle/2, time.Minute))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			m.Sweep(now, idle)
+		}
+	}
+}
+
+// Addrs returns the bound listener addresses (useful with port 0).
+func (g *Gateway) Addrs() (smtp, smtps, https string) {
+	return g.smtp.Addr().String(), g.smtps.Addr().String(), g.http.Addr().String()
+}
+
+// Close stops the listeners, waits for in-flight work and closes the store.
+// Only the first call does anything.
+func (g *Gateway) Close() error {
+	var err error
+	g.closeOnce.Do(func() { err = g.close() })
+	return err
+}
+
+func (g *Gateway) close() error {
+	if g.cancel != nil {
+		g.cancel()
+	}
+	for _, s := range g.smtpServers {
+		// Sessions in DATA are cut; they never got a 250, so the client
+		// still holds the message and retries.
+		s.Close()
+	}
+	if g.httpSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		g.httpSrv.Shutdown(ctx)
+		cancel()
+	}
+	g.wg.Wait()
+	return g.Store.Close()
+}

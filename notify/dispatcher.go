@@ -1,0 +1,145 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/phigate/phigate/config"
+	"github.com/phigate/phigate/outbound"
+	"github.com/phigate/phigate/store"
+)
+
+// Sealer opens outbox payloads (implemented by keys.Ring).
+type Sealer interface {
+	SealField(purpose string, plaintext []byte) ([]byte, error)
+	OpenField(purpose string, sealed []byte) ([]byte, error)
+}
+
+// PayloadPurpose binds a sealed payload to its outbox row.
+func PayloadPurpose(outboxID string) string { return "outbox:" + outboxID }
+
+// MaxAttempts bounds retries (about a day and a half with the back-off
+// below); after that the notice is left failed and logged as an error.
+const MaxAttempts = 40
+
+// Dispatcher sends due notices from the outbox with retries and back-off.
+type Dispatcher struct {
+	Store    store.Store
+	Keys     Sealer
+	Sender   outbound.Sender
+	Org      config.Org
+	Hostname string
+	Log      *slog.Logger
+	Now      func() time.Time
+
+	kick chan struct{}
+}
+
+func (d *Dispatcher) now() time.Time {
+	if d.Now != nil {
+		return d.Now()
+	}
+	return time.Now()
+}
+
+// Kick asks the dispatcher to look at the outbox now (after a commit).
+func (d *Dispatcher) Kick() {
+	if d.kick == nil {
+		return
+	}
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run sends until ctx ends. It polls as a safety net, so a notice committed
+// just before a crash goes out after restart without any kick.
+func (d *Dispatcher) Run(ctx context.Context) {
+	d.kick = make(chan struct{}, 1)
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		if _, err := d.RunOnce(ctx); err != nil && ctx.Err() == nil {
+			d.Log.Error("outbox", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// backoff: 30 s doubling to at most one hour.
+func backoff(attempts int) time.Duration {
+	d := 30 * time.Second
+	for i := 1; i < attempts && d < time.Hour; i++ {
+		d *= 2
+	}
+	return min(d, time.Hour)
+}
+
+// RunOnce sends every due notice once and returns how many went out.
+func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
+	sent := 0
+	for {
+		items, err := d.Store.DueOutbox(ctx, d.now(), 50)
+		if err != nil || len(items) == 0 {
+			return sent, err
+		}
+		progress := false
+		for _, it := range items {
+			err := d.send(ctx, it)
+			if err == nil {
+				if err := d.Store.OutboxSent(ctx, it.ID, d.now()); err != nil {
+					return sent, err
+				}
+				sent++
+				progress = true
+				d.Log.Info("notice sent", "outbox", it.ID, "kind", it.Kind, "message", it.MessageID)
+				continue
+			}
+			attempts := it.Attempts + 1
+			next := d.now().Add(backoff(attempts))
+			var perm *outbound.PermanentError
+			if errors.As(err, &perm) || attempts >= MaxAttempts {
+				next = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+				d.Log.Error("notice failed for good", "outbox", it.ID, "attempts", attempts, "err", outbound.Describe(err))
+			} else {
+				d.Log.Warn("notice not sent, will retry", "outbox", it.ID, "attempts", attempts, "next", next, "err", outbound.Describe(err))
+			}
+			if err := d.Store.OutboxRetry(ctx, it.ID, attempts, next, outbound.Describe(err)); err != nil {
+				return sent, err
+			}
+		}
+		if !progress || len(items) < 50 {
+			return sent, nil
+		}
+	}
+}
+
+func (d *Dispatcher) send(ctx context.Context, it store.OutboxItem) error {
+	if it.Kind != KindNewMessage {
+		return &outbound.PermanentError{Err: errors.New("unknown outbox kind " + it.Kind)}
+	}
+	plain, err := d.Keys.OpenField(PayloadPurpose(it.ID), it.Payload)
+	if err != nil {
+		return &outbound.PermanentError{Err: err}
+	}
+	var n Notice
+	if err := json.Unmarshal(plain, &n); err != nil {
+		return &outbound.PermanentError{Err: err}
+	}
+	msg, err := Render(n, d.Org, d.Hostname, it.ID, d.now())
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return d.Sender.Send(sctx, d.Org.NotifyFrom, []string{n.To}, msg)
+}

@@ -1,0 +1,199 @@
+// Package outbound hands finished messages to the next hop: the
+// organisation's smarthost over TLS, or in dev mode a maildrop folder.
+package outbound
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/phigate/phigate/config"
+)
+
+// Sender delivers one message to the next hop. A *PermanentError means
+// retrying will not help.
+type Sender interface {
+	Send(ctx context.Context, from string, to []string, msg []byte) error
+}
+
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Maildrop writes each message as one .eml file into Dir (dev mode only).
+type Maildrop struct {
+	Dir string
+	seq atomic.Uint64
+}
+
+func (m *Maildrop) Send(_ context.Context, _ string, _ []string, msg []byte) error {
+	if err := os.MkdirAll(m.Dir, 0o700); err != nil {
+		return err
+	}
+	name := time.Now().UTC().Format("20060102T150405.000000000Z") + "-" + strconv.FormatUint(m.seq.Add(1), 10) + ".eml"
+	tmp := filepath.Join(m.Dir, "."+name+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(msg)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	// Rename after sync: a reader never sees half a file.
+	return os.Rename(tmp, filepath.Join(m.Dir, name))
+}
+
+// Smarthost relays over SMTP with STARTTLS required (or implicit TLS), never
+// in the clear.
+type Smarthost struct {
+	Addr        string
+	ImplicitTLS bool
+	Username    string
+	Password    string
+	TLS         *tls.Config
+	HeloName    string
+	Timeout     time.Duration
+}
+
+// NewSmarthost builds a Smarthost from config, reading the password and CA files.
+func NewSmarthost(c config.Smarthost, hostname string) (*Smarthost, error) {
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("smarthost.addr %q: %w", c.Addr, err)
+	}
+	s := &Smarthost{Addr: c.Addr, ImplicitTLS: c.ImplicitTLS, Username: c.Username, HeloName: hostname,
+		TLS: &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12}, Timeout: 2 * time.Minute}
+	if c.PasswordFile != "" {
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("smarthost.password_file: %w", err)
+		}
+		s.Password = string(trimNL(b))
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("smarthost.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("smarthost.ca_file %s: no certificates found", c.CAFile)
+		}
+		s.TLS.RootCAs = pool
+	}
+	return s, nil
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+var ErrNoSTARTTLS = errors.New("the smarthost does not offer STARTTLS; refusing to send in the clear")
+
+func (s *Smarthost) Send(ctx context.Context, from string, to []string, msg []byte) error {
+	d := net.Dialer{Timeout: 30 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", s.Addr)
+	if err != nil {
+		return err
+	}
+	setDeadline(ctx, conn, s.Timeout)
+	var c *smtp.Client
+	if s.ImplicitTLS {
+		tc := tls.Client(conn, s.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return fmt.Errorf("smarthost TLS: %w", err)
+		}
+		c = smtp.NewClient(tc)
+		if err := c.Hello(s.HeloName); err != nil {
+			c.Close()
+			return err
+		}
+	} else {
+		// go-smtp greets as "localhost" here; it offers no way to pick the
+		// name and still upgrade on the same connection.
+		if c, err = smtp.NewClientStartTLS(conn, s.TLS); err != nil {
+			conn.Close()
+			if strings.Contains(err.Error(), "doesn't support STARTTLS") {
+				return &PermanentError{ErrNoSTARTTLS}
+			}
+			return fmt.Errorf("smarthost STARTTLS: %w", err)
+		}
+	}
+	defer c.Close()
+	if s.Username != "" {
+		if err := c.Auth(sasl.NewPlainClient("", s.Username, s.Password)); err != nil {
+			return classify(fmt.Errorf("smarthost AUTH: %w", err))
+		}
+	}
+	if err := c.SendMail(from, to, bytesReader(msg)); err != nil {
+		return classify(err)
+	}
+	return c.Quit()
+}
+
+func setDeadline(ctx context.Context, conn net.Conn, d time.Duration) {
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	} else if d > 0 {
+		conn.SetDeadline(time.Now().Add(d))
+	}
+}
+
+// classify marks 5xx replies as permanent.
+func classify(err error) error {
+	var se *smtp.SMTPError
+	if errors.As(err, &se) && se.Code >= 500 {
+		return &PermanentError{err}
+	}
+	return err
+}
+
+// Describe gives a PHI-free account of a send error for logs and the outbox
+// row: a peer's reply text can echo the recipient address, so only its
+// codes are kept.
+func Describe(err error) string {
+	var se *smtp.SMTPError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &se):
+		return fmt.Sprintf("smarthost replied %d %d.%d.%d", se.Code, se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
+	case errors.Is(err, ErrNoSTARTTLS):
+		return ErrNoSTARTTLS.Error()
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return "network error: " + ne.Error()
+	}
+	var te *tls.CertificateVerificationError
+	if errors.As(err, &te) {
+		return "smarthost certificate not trusted"
+	}
+	return "delivery error"
+}

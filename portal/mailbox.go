@@ -1,0 +1,81 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/message"
+	"github.com/phigate/phigate/store"
+)
+
+var errNoMessage = errors.New("no such message")
+
+// listItem is one inbox row, decrypted from the separately sealed summary so
+// the listing never opens whole bodies.
+type listItem struct {
+	ID          string    `json:"id"`
+	From        string    `json:"from"`
+	Subject     string    `json:"subject"`
+	Date        time.Time `json:"date"`
+	ReceivedAt  time.Time `json:"received_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	Read        bool      `json:"read"`
+	Attachments int       `json:"attachments"`
+	Size        int64     `json:"size"`
+	Signature   string    `json:"signature"`
+}
+
+func (s *Server) list(ctx context.Context, v *viewer) ([]listItem, error) {
+	msgs, err := s.Store.ListMessages(ctx, v.rec.UserID, s.now())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]listItem, 0, len(msgs))
+	for _, m := range msgs {
+		it := listItem{ID: m.ID, ReceivedAt: m.CreatedAt, ExpiresAt: m.ExpiresAt, Read: m.ReadAt != nil, Size: m.Size}
+		plain, sig, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: m.SummaryKeys, Data: m.Summary}, v.key, s.Gateway)
+		if err != nil {
+			// Show the row rather than hide a message we hold.
+			s.Log.ErrorContext(ctx, "summary unreadable", "message", m.ID, "err", err)
+			it.Subject, it.Signature = "(this message's summary could not be read)", "error"
+		} else {
+			var sum message.Summary
+			if err := json.Unmarshal(plain, &sum); err == nil {
+				it.From, it.Subject, it.Date, it.Attachments = sum.From, sum.Subject, sum.Date, sum.Attachments
+			}
+			it.Signature = sig.String()
+		}
+		if it.Date.IsZero() {
+			it.Date = m.CreatedAt
+		}
+		out = append(out, it)
+	}
+	return out, nil
+}
+
+// opened is one decrypted, parsed message.
+type opened struct {
+	Meta      *store.Message
+	View      *message.View
+	Signature pcrypto.SignatureStatus
+}
+
+// open decrypts one message for v. A message of someone else is "not
+// found", so its existence is not revealed.
+func (s *Server) open(ctx context.Context, v *viewer, id string) (*opened, error) {
+	m, err := s.Store.GetMessage(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (m.RecipientID != v.rec.UserID || !s.now().Before(m.ExpiresAt))) {
+		return nil, errNoMessage
+	}
+	if err != nil {
+		return nil, err
+	}
+	plain, sig, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: m.KeyPackets, Data: m.Body}, v.key, s.Gateway)
+	if err != nil {
+		return nil, err
+	}
+	return &opened{Meta: m, View: message.Parse(plain), Signature: sig}, nil
+}

@@ -1,0 +1,62 @@
+package smtpd
+
+import (
+	"fmt"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Error is the one error type at the SMTP session boundary. Policy refusals
+// carry a reason the client sees; our own faults carry a Cause that is only
+// logged, while the client gets a generic text and the correlation id.
+type Error struct {
+	Code     int
+	Enhanced smtp.EnhancedCode
+	Message  string // shown to the client
+	Cause    error  // logged, never shown
+	Fault    bool   // our fault (4xx, generic text)
+}
+
+func (e *Error) Error() string {
+	if e.Cause != nil {
+		return fmt.Sprintf("%d %d.%d.%d %s: %v", e.Code, e.Enhanced[0], e.Enhanced[1], e.Enhanced[2], e.Message, e.Cause)
+	}
+	return fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.Enhanced[0], e.Enhanced[1], e.Enhanced[2], e.Message)
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
+
+// reply converts e to what go-smtp sends. go-smtp recognises only an
+// unwrapped *smtp.SMTPError; anything else goes out as 554 with its text
+// (LIBRARY-NOTES), so nothing else may leave a session method.
+func (e *Error) reply(cid string) *smtp.SMTPError {
+	msg := e.Message
+	if e.Fault {
+		msg = fmt.Sprintf("%s (ref %s)", msg, cid)
+	}
+	return &smtp.SMTPError{Code: e.Code, EnhancedCode: e.Enhanced, Message: msg}
+}
+
+func refuse(code int, enh smtp.EnhancedCode, msg string) *Error {
+	return &Error{Code: code, Enhanced: enh, Message: msg}
+}
+
+// fault is a temporary failure on our side: the client keeps the message and
+// retries (RFC 5321 4.2.5), so nothing is lost.
+func fault(cause error) *Error {
+	return &Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 3, 0},
+		Message: "Temporary local problem, please try again later", Cause: cause, Fault: true}
+}
+
+// Refusals, with the reply codes RFC 5321, 3207, 4954 and 5248 assign.
+var (
+	errNeedTLS        = refuse(530, smtp.EnhancedCode{5, 7, 0}, "Must issue a STARTTLS command first")
+	errNeedAuth       = refuse(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required")
+	errSenderNotOwned = refuse(553, smtp.EnhancedCode{5, 7, 1}, "Sender address is not yours: use the address of the account you authenticated as")
+	errNullSender     = refuse(553, smtp.EnhancedCode{5, 7, 1}, "A sender address is required for submission")
+	errBadRcpt        = refuse(501, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address syntax")
+	errTooManyRcpts   = refuse(452, smtp.EnhancedCode{4, 5, 3}, "Too many recipients; send the rest in another message")
+	errLineTooLong    = refuse(500, smtp.EnhancedCode{5, 6, 0}, "Line too long: RFC 5321 4.5.3.1.6 allows 998 characters per line; use a transfer encoding")
+	errAuthFailed     = refuse(535, smtp.EnhancedCode{5, 7, 8}, "Authentication failed: use an app password, not your portal password")
+	errAuthzMismatch  = refuse(535, smtp.EnhancedCode{5, 7, 8}, "Authentication failed: authorization identity must be empty or equal the user name")
+)

@@ -1,0 +1,408 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite"
+)
+
+//go:embed migrations/sqlite/*.sql
+var sqliteMigrations embed.FS
+
+// SQL implements Store on database/sql with portable queries.
+type SQL struct {
+	db *sql.DB
+}
+
+// OpenSQLite opens (creating if needed) the database file at path and runs
+// migrations. WAL with synchronous=FULL: a committed transaction survives a
+// crash or kill -9, which is what lets intake answer 250.
+func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	// The database holds key material and ciphertext: owner-only.
+	for _, f := range []string{path, path + "-wal", path + "-shm"} {
+		_ = os.Chmod(f, 0o600)
+	}
+	if err := migrate(ctx, db, goose.DialectSQLite3, sqliteMigrations, "migrations/sqlite"); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &SQL{db: db}, nil
+}
+
+func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, fsys embed.FS, dir string) error {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		return err
+	}
+	p, err := goose.NewProvider(d, db, sub)
+	if err != nil {
+		return err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+func (s *SQL) Close() error { return s.db.Close() }
+
+// DB exposes the handle for tests that inspect raw rows.
+func (s *SQL) DB() *sql.DB { return s.db }
+
+func unix(t time.Time) int64 { return t.UTC().UnixNano() }
+
+func fromUnix(n int64) time.Time { return time.Unix(0, n).UTC() }
+
+func fromNull(n sql.NullInt64) *time.Time {
+	if !n.Valid {
+		return nil
+	}
+	t := fromUnix(n.Int64)
+	return &t
+}
+
+func isUnique(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "UNIQUE constraint") || strings.Contains(err.Error(), "duplicate key"))
+}
+
+func (s *SQL) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+const userCols = `id, email_index, email_enc, role, status, pw_params, pw_salt, pw_verifier,
+	key_fpr, public_key, private_key_wrapped, key_wrap, created_at, updated_at`
+
+func scanUser(row interface{ Scan(...any) error }) (*User, error) {
+	var u User
+	var c, up int64
+	err := row.Scan(&u.ID, &u.EmailIndex, &u.EmailEnc, &u.Role, &u.Status, &u.PwParams, &u.PwSalt,
+		&u.PwVerifier, &u.KeyFpr, &u.PublicKey, &u.PrivateKeyWrapped, &u.KeyWrap, &c, &up)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	u.CreatedAt, u.UpdatedAt = fromUnix(c), fromUnix(up)
+	return &u, nil
+}
+
+func (s *SQL) CreateUser(ctx context.Context, u *User) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO users (`+userCols+`)
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)`,
+		u.ID, u.EmailIndex, u.EmailEnc, u.Role, u.Status, u.PwParams, u.PwSalt, u.PwVerifier,
+		u.KeyFpr, u.PublicKey, u.PrivateKeyWrapped, u.KeyWrap, unix(u.CreatedAt), unix(u.UpdatedAt))
+	if isUnique(err) {
+		return ErrExists
+	}
+	return err
+}
+
+func (s *SQL) UserByID(ctx context.Context, id string) (*User, error) {
+	return scanUser(s.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`, id))
+}
+
+func (s *SQL) UserByEmailIndex(ctx context.Context, idx []byte) (*User, error) {
+	return scanUser(s.db.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE email_index = $1`, idx))
+}
+
+func (s *SQL) AddAppPassword(ctx context.Context, p AppPassword) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO app_passwords (id, user_id, name, mac, created_at)
+		VALUES ($1,$2,$3,$4,$5)`, p.ID, p.UserID, p.Name, p.MAC, unix(p.CreatedAt))
+	if isUnique(err) {
+		return ErrExists
+	}
+	return err
+}
+
+func (s *SQL) RevokeAppPassword(ctx context.Context, userID, name string, at time.Time) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE app_passwords SET revoked_at = $1
+		WHERE user_id = $2 AND name = $3 AND revoked_at IS NULL`, unix(at), userID, name)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (s *SQL) UserByAppPassword(ctx context.Context, mac []byte) (*User, *AppPassword, error) {
+	var p AppPassword
+	var c int64
+	err := s.db.QueryRowContext(ctx, `SELECT id, user_id, name, created_at FROM app_passwords
+		WHERE mac = $1 AND revoked_at IS NULL`, mac).Scan(&p.ID, &p.UserID, &p.Name, &c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	p.CreatedAt = fromUnix(c)
+	u, err := s.UserByID(ctx, p.UserID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if u.Status != StatusActive {
+		return nil, nil, ErrNotFound
+	}
+	return u, &p, nil
+}
+
+func (s *SQL) Deliver(ctx context.Context, d Delivery) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		// Touching the recipient row takes its write lock, so a concurrent
+		// claim either finished before (key_fpr differs: reseal) or waits.
+		checked := map[string]bool{}
+		for _, m := range d.Messages {
+			if checked[m.RecipientID] {
+				continue
+			}
+			checked[m.RecipientID] = true
+			res, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = updated_at
+				WHERE id = $1 AND key_fpr = $2`, m.RecipientID, m.KeyFpr)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return ErrKeyChanged
+			}
+		}
+		for _, m := range d.Messages {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO messages (id, recipient_id, sender_id,
+				created_at, expires_at, size, policy, key_packets, body, summary_keys, summary)
+				VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)`,
+				m.ID, m.RecipientID, m.SenderID, unix(m.CreatedAt), unix(m.ExpiresAt), m.Size,
+				m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary); err != nil {
+				return err
+			}
+		}
+		for _, t := range d.ClaimTokens {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO claim_tokens (token_hash, user_id, created_at, expires_at)
+				VALUES ($1,$2,$3,$4)`, t.Hash, t.UserID, unix(t.CreatedAt), unix(t.ExpiresAt)); err != nil {
+				return err
+			}
+		}
+		for _, o := range d.Outbox {
+			if err := insertOutbox(ctx, tx, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func insertOutbox(ctx context.Context, tx *sql.Tx, o OutboxItem) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, kind, user_id, message_id, payload,
+		created_at, next_attempt_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
+		o.ID, o.Kind, nullStr(o.UserID), nullStr(o.MessageID), o.Payload, unix(o.CreatedAt), unix(o.NextAttemptAt))
+	return err
+}
+
+func nullStr(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
+
+const msgCols = `id, recipient_id, sender_id, created_at, expires_at, size, policy,
+	key_packets, summary_keys, summary, read_at`
+
+func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, error) {
+	var m Message
+	var c, e int64
+	var r sql.NullInt64
+	dest := []any{&m.ID, &m.RecipientID, &m.SenderID, &c, &e, &m.Size, &m.Policy,
+		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r}
+	if withBody {
+		dest = append(dest, &m.Body)
+	}
+	if err := row.Scan(dest...); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	m.CreatedAt, m.ExpiresAt, m.ReadAt = fromUnix(c), fromUnix(e), fromNull(r)
+	return &m, nil
+}
+
+// ListMessages returns a recipient's unexpired messages, newest first,
+// without bodies: listing never touches the large ciphertext.
+func (s *SQL) ListMessages(ctx context.Context, recipientID string, now time.Time) ([]Message, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+` FROM messages
+		WHERE recipient_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id`, recipientID, unix(now))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		m, err := scanMessage(rows, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *m)
+	}
+	return out, rows.Err()
+}
+
+func (s *SQL) GetMessage(ctx context.Context, id string) (*Message, error) {
+	return scanMessage(s.db.QueryRowContext(ctx, `SELECT `+msgCols+`, body FROM messages WHERE id = $1`, id), true)
+}
+
+func (s *SQL) MarkRead(ctx context.Context, id string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE messages SET read_at = $1 WHERE id = $2 AND read_at IS NULL`, unix(at), id)
+	return err
+}
+
+func (s *SQL) ClaimTokenByHash(ctx context.Context, hash []byte) (*ClaimToken, error) {
+	var t ClaimToken
+	var c, e int64
+	var u sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT token_hash, user_id, created_at, expires_at, used_at
+		FROM claim_tokens WHERE token_hash = $1`, hash).Scan(&t.Hash, &t.UserID, &c, &e, &u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.CreatedAt, t.ExpiresAt, t.UsedAt = fromUnix(c), fromUnix(e), fromNull(u)
+	return &t, nil
+}
+
+func (s *SQL) MessageKeysForUser(ctx context.Context, userID string) ([]MessageKeys, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, key_packets, summary_keys FROM messages
+		WHERE recipient_id = $1 ORDER BY id`, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []MessageKeys
+	for rows.Next() {
+		var k MessageKeys
+		if err := rows.Scan(&k.MessageID, &k.KeyPackets, &k.SummaryKeys); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// Claim activates a pending account: spends the token, stores the new key
+// and password verifier, re-wraps every message and drops the pending key.
+func (s *SQL) Claim(ctx context.Context, c Claim) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1
+			WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1`,
+			unix(c.At), c.TokenHash, c.UserID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrTokenSpent
+		}
+		res, err = tx.ExecContext(ctx, `UPDATE users SET status = $1, key_fpr = $2, public_key = $3,
+			private_key_wrapped = $4, key_wrap = $5, pw_params = $6, pw_salt = $7, pw_verifier = $8,
+			updated_at = $9 WHERE id = $10 AND status = $11 AND key_fpr = $12`,
+			StatusActive, c.NewKeyFpr, c.PublicKey, c.PrivateKeyWrapped, KeyWrapPassword,
+			c.PwParams, c.PwSalt, c.PwVerifier, unix(c.At), c.UserID, StatusPending, c.OldKeyFpr)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrTokenSpent
+		}
+		// Every message must have been re-wrapped, or one sealed to the
+		// pending key would become unreadable once that key is gone.
+		var count int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM messages WHERE recipient_id = $1`,
+			c.UserID).Scan(&count); err != nil {
+			return err
+		}
+		if count != len(c.Rewrapped) {
+			return ErrConflict
+		}
+		for _, k := range c.Rewrapped {
+			res, err := tx.ExecContext(ctx, `UPDATE messages SET key_packets = $1, summary_keys = $2
+				WHERE id = $3 AND recipient_id = $4`, k.KeyPackets, k.SummaryKeys, k.MessageID, c.UserID)
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n != 1 {
+				return ErrConflict
+			}
+		}
+		// Other outstanding claim links for this account die with the claim.
+		_, err = tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL`,
+			unix(c.At), c.UserID)
+		return err
+	})
+}
+
+func (s *SQL) DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxItem, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, kind, COALESCE(user_id, ''), COALESCE(message_id, ''),
+		payload, created_at, next_attempt_at, attempts, last_error FROM outbox
+		WHERE sent_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2`, unix(now), limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []OutboxItem
+	for rows.Next() {
+		var o OutboxItem
+		var c, n int64
+		if err := rows.Scan(&o.ID, &o.Kind, &o.UserID, &o.MessageID, &o.Payload, &c, &n, &o.Attempts, &o.LastError); err != nil {
+			return nil, err
+		}
+		o.CreatedAt, o.NextAttemptAt = fromUnix(c), fromUnix(n)
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+// OutboxSent marks an item done and drops its payload: once the notice has
+// gone, the sealed address and claim token have no reason to stay.
+func (s *SQL) OutboxSent(ctx context.Context, id string, at time.Time) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE outbox SET sent_at = $1, payload = $2, last_error = '' WHERE id = $3`,
+		unix(at), []byte{}, id)
+	return err
+}
+
+func (s *SQL) OutboxRetry(ctx context.Context, id string, attempts int, next time.Time, lastErr string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3
+		WHERE id = $4`, attempts, unix(next), lastErr, id)
+	return err
+}

@@ -1,0 +1,163 @@
+// Package store is phigate's durable state behind one interface. The SQL is
+// kept portable (positional $N parameters, no dialect functions) so a
+// PostgreSQL backend can run the same queries and the same test suite.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrExists   = errors.New("store: already exists")
+	// ErrKeyChanged means a recipient's key changed between sealing and
+	// commit (the account was claimed meanwhile): seal again and retry.
+	ErrKeyChanged = errors.New("store: recipient key changed")
+	// ErrConflict means the rows a multi-step update was computed from
+	// changed meanwhile; recompute and retry.
+	ErrConflict   = errors.New("store: concurrent change")
+	ErrTokenSpent = errors.New("store: token already used or expired")
+)
+
+// Roles and account states.
+const (
+	RolePatient  = "patient"
+	RoleStaff    = "staff"
+	RoleAdmin    = "admin"
+	RoleSecurity = "security"
+
+	StatusPending  = "pending"
+	StatusActive   = "active"
+	StatusDisabled = "disabled"
+
+	// KeyWrapMaster: private key sealed under the server master key (pending
+	// accounts). KeyWrapPassword: sealed under the user's password-derived key.
+	KeyWrapMaster   = "master"
+	KeyWrapPassword = "password"
+)
+
+type User struct {
+	ID                string
+	EmailIndex        []byte // blind index of the normalised address
+	EmailEnc          []byte // the address, sealed under the master field key
+	Role              string
+	Status            string
+	PwParams          string
+	PwSalt            []byte
+	PwVerifier        []byte
+	KeyFpr            string
+	PublicKey         []byte
+	PrivateKeyWrapped []byte
+	KeyWrap           string
+	CreatedAt         time.Time
+	UpdatedAt         time.Time
+}
+
+type AppPassword struct {
+	ID        string
+	UserID    string
+	Name      string
+	MAC       []byte
+	CreatedAt time.Time
+	RevokedAt *time.Time
+}
+
+// Message is one recipient's stored copy: OpenPGP key packets and data
+// packets kept apart so re-wrapping never rewrites the body.
+type Message struct {
+	ID          string
+	RecipientID string
+	SenderID    string
+	KeyFpr      string // the recipient key it was sealed to (checked at commit)
+	CreatedAt   time.Time
+	ExpiresAt   time.Time
+	Size        int64
+	Policy      string
+	KeyPackets  []byte
+	Body        []byte
+	SummaryKeys []byte
+	Summary     []byte
+	ReadAt      *time.Time
+}
+
+// MessageKeys are the re-wrappable parts of one message.
+type MessageKeys struct {
+	MessageID   string
+	KeyPackets  []byte
+	SummaryKeys []byte
+}
+
+type ClaimToken struct {
+	Hash      []byte
+	UserID    string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    *time.Time
+}
+
+// OutboxItem is one PHI-free notification waiting to go out. Payload is
+// sealed under the master field key (it holds the address and claim link).
+type OutboxItem struct {
+	ID            string
+	Kind          string
+	UserID        string
+	MessageID     string
+	Payload       []byte
+	CreatedAt     time.Time
+	NextAttemptAt time.Time
+	Attempts      int
+	SentAt        *time.Time
+	LastError     string
+}
+
+// Delivery is everything one accepted SMTP transaction commits at once.
+type Delivery struct {
+	Messages    []Message
+	ClaimTokens []ClaimToken
+	Outbox      []OutboxItem
+}
+
+// Claim turns a pending account into an active one in one transaction.
+type Claim struct {
+	UserID            string
+	TokenHash         []byte
+	OldKeyFpr         string
+	NewKeyFpr         string
+	PublicKey         []byte
+	PrivateKeyWrapped []byte
+	PwParams          string
+	PwSalt            []byte
+	PwVerifier        []byte
+	Rewrapped         []MessageKeys // must cover every message of the user
+	At                time.Time
+}
+
+type Store interface {
+	Close() error
+
+	CreateUser(ctx context.Context, u *User) error
+	UserByID(ctx context.Context, id string) (*User, error)
+	UserByEmailIndex(ctx context.Context, idx []byte) (*User, error)
+
+	AddAppPassword(ctx context.Context, p AppPassword) error
+	RevokeAppPassword(ctx context.Context, userID, name string, at time.Time) error
+	// UserByAppPassword returns the active user owning an unrevoked app password.
+	UserByAppPassword(ctx context.Context, mac []byte) (*User, *AppPassword, error)
+
+	// Deliver commits messages, claim tokens and notifications together.
+	Deliver(ctx context.Context, d Delivery) error
+
+	ListMessages(ctx context.Context, recipientID string, now time.Time) ([]Message, error)
+	GetMessage(ctx context.Context, id string) (*Message, error)
+	MarkRead(ctx context.Context, id string, at time.Time) error
+
+	ClaimTokenByHash(ctx context.Context, hash []byte) (*ClaimToken, error)
+	MessageKeysForUser(ctx context.Context, userID string) ([]MessageKeys, error)
+	Claim(ctx context.Context, c Claim) error
+
+	DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxItem, error)
+	OutboxSent(ctx context.Context, id string, at time.Time) error
+	OutboxRetry(ctx context.Context, id string, attempts int, next time.Time, lastErr string) error
+}

@@ -1,0 +1,49 @@
+// Package web holds the portal's templates and static assets, embedded in
+// the binary so a deployment is one file and no CDN is ever involved.
+package web
+
+import (
+	"embed"
+	"html/template"
+	"io/fs"
+	"time"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Static is the /static/ tree (CSS; small self-hosted scripts later).
+func Static() fs.FS {
+	sub, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		panic(err)
+	}
+	return sub
+}
+
+var funcs = template.FuncMap{
+	"date": func(t time.Time) string {
+		if t.IsZero() {
+			return ""
+		}
+		return t.Local().Format("2 Jan 2006, 15:04")
+	},
+	"size": func(n int64) string {
+		switch {
+		case n >= 1<<20:
+			return trim(float64(n)/(1<<20)) + " MB"
+		case n >= 1<<10:
+			return trim(float64(n)/(1<<10)) + " KB"
+		}
+		return itoa(n) + " bytes"
+	},
+}
+
+// Templates parses every page; each page template is named after its file
+// and uses the shared "layout" blocks.
+func Templates() *template.Template {
+	return template.Must(template.New("").Funcs(funcs).ParseFS(templateFS, "templates/*.html"))
+}
