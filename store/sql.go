@@ -32,6 +32,13 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
+	// Create the file owner-only before SQLite does; its -wal and -shm
+	// inherit these permissions.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
 		q.Add("_pragma", p)
@@ -188,12 +195,13 @@ func (s *SQL) Deliver(ctx context.Context, d Delivery) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		// Touching the recipient row takes its write lock, so a concurrent
 		// claim either finished before (key_fpr differs: reseal) or waits.
-		checked := map[string]bool{}
+		type rk struct{ rcpt, fpr string }
+		checked := map[rk]bool{}
 		for _, m := range d.Messages {
-			if checked[m.RecipientID] {
+			if checked[rk{m.RecipientID, m.KeyFpr}] {
 				continue
 			}
-			checked[m.RecipientID] = true
+			checked[rk{m.RecipientID, m.KeyFpr}] = true
 			res, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = updated_at
 				WHERE id = $1 AND key_fpr = $2`, m.RecipientID, m.KeyFpr)
 			if err != nil {
@@ -352,7 +360,14 @@ func (s *SQL) Claim(ctx context.Context, c Claim) error {
 			c.UserID).Scan(&count); err != nil {
 			return err
 		}
-		if count != len(c.Rewrapped) {
+		seen := make(map[string]bool, len(c.Rewrapped))
+		for _, k := range c.Rewrapped {
+			if seen[k.MessageID] {
+				return ErrConflict
+			}
+			seen[k.MessageID] = true
+		}
+		if count != len(seen) {
 			return ErrConflict
 		}
 		for _, k := range c.Rewrapped {
