@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"net/mail"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	pcrypto "github.com/phigate/phigate/crypto"
@@ -33,6 +35,9 @@ type Service struct {
 	Keys     *keys.Ring
 	Password pcrypto.PasswordParams
 	Now      func() time.Time
+
+	pubCache  sync.Map // fingerprint -> *pcrypto.Key
+	pubCacheN atomic.Int64
 }
 
 func (s *Service) now() time.Time {
@@ -191,8 +196,30 @@ func (s *Service) EnsureRecipient(ctx context.Context, addr string) (*store.User
 	return u, err
 }
 
-// PublicKey returns the user's current encryption key.
-func PublicKey(u *store.User) (*pcrypto.Key, error) { return pcrypto.ReadKey(u.PublicKey) }
+// PublicKey returns the user's current encryption key. Parsed keys are
+// cached by fingerprint (a key's bytes never change under one fingerprint):
+// parsing costs as much as a third of sealing a small message.
+func (s *Service) PublicKey(u *store.User) (*pcrypto.Key, error) {
+	if k, ok := s.pubCache.Load(u.KeyFpr); ok {
+		return k.(*pcrypto.Key), nil
+	}
+	k, err := pcrypto.ReadKey(u.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	if k.Fingerprint() != u.KeyFpr {
+		return nil, fmt.Errorf("account %s: stored key does not match its fingerprint", u.ID)
+	}
+	if s.pubCacheN.Add(1) > maxCachedKeys {
+		// Crude bound: start over rather than track recency.
+		s.pubCache.Clear()
+		s.pubCacheN.Store(1)
+	}
+	s.pubCache.Store(u.KeyFpr, k)
+	return k, nil
+}
+
+const maxCachedKeys = 10000
 
 // UserByEmail finds an account by address.
 func (s *Service) UserByEmail(ctx context.Context, email string) (*store.User, error) {

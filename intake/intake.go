@@ -142,7 +142,7 @@ func (in *Intake) prepare(ctx context.Context, env Envelope, rcpts []string, raw
 		if err != nil {
 			return d, nil, fmt.Errorf("recipient account: %w", err)
 		}
-		pub, err := identity.PublicKey(u)
+		pub, err := in.Identity.PublicKey(u)
 		if err != nil {
 			return d, nil, err
 		}

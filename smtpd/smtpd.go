@@ -110,6 +110,7 @@ type session struct {
 	user *store.User
 	from string
 	to   []string
+	size int64 // declared with MAIL SIZE=, 0 if not
 }
 
 // fail logs a refusal or fault and returns what go-smtp must send.
@@ -179,6 +180,9 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 		return s.fail("mail", refuse(552, smtp.EnhancedCode{5, 3, 4}, "Message too big for system"))
 	}
 	s.from = keys.NormalizeAddr(from)
+	if opts != nil {
+		s.size = opts.Size
+	}
 	return nil
 }
 
@@ -209,7 +213,11 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (s *session) Data(r io.Reader) error {
-	raw, err := io.ReadAll(r)
+	// Start the buffer at the declared SIZE (RFC 1870) or a typical size, so
+	// a message is not copied a dozen times while it grows.
+	buf := bytes.NewBuffer(make([]byte, 0, min(max(s.size, 64<<10), s.b.Opts.MaxMessageBytes)+4096))
+	_, err := buf.ReadFrom(r)
+	raw := buf.Bytes()
 	if err != nil {
 		var se *smtp.SMTPError
 		switch {
@@ -259,7 +267,7 @@ func (s *session) missingHeaders(raw []byte) []byte {
 }
 
 func (s *session) Reset() {
-	s.from, s.to = "", nil
+	s.from, s.to, s.size = "", nil, 0
 }
 
 func (s *session) Logout() error {

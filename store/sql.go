@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -22,7 +23,17 @@ var sqliteMigrations embed.FS
 
 // SQL implements Store on database/sql with portable queries.
 type SQL struct {
-	db *sql.DB
+	db        *sql.DB
+	deliverCh chan *deliverReq
+	closed    chan struct{}
+	loopDone  chan struct{}
+	closeOnce sync.Once
+	// wmu serialises this process's writers. SQLite allows one writer at a
+	// time and its busy handler waits by sleeping (1, 2, 5, 10, 20 ms...),
+	// which under load costs far more than the write itself; queueing on a
+	// mutex instead hands the lock over at once. busy_timeout still covers
+	// other processes (the CLI) writing to the same file.
+	wmu sync.Mutex
 }
 
 // OpenSQLite opens (creating if needed) the database file at path and runs
@@ -60,7 +71,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 		db.Close()
 		return nil, err
 	}
-	return &SQL{db: db}, nil
+	return newSQL(db), nil
 }
 
 func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, fsys embed.FS, dir string) error {
@@ -78,7 +89,31 @@ func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, fsys embed.FS, di
 	return nil
 }
 
-func (s *SQL) Close() error { return s.db.Close() }
+func newSQL(db *sql.DB) *SQL {
+	s := &SQL{db: db, deliverCh: make(chan *deliverReq, maxBatch), closed: make(chan struct{}), loopDone: make(chan struct{})}
+	go s.deliverLoop()
+	return s
+}
+
+// Close stops the group committer (finishing the batch in hand) and closes
+// the database. Deliveries still queued get errClosed: their callers never
+// answered 250.
+func (s *SQL) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		<-s.loopDone
+		for {
+			select {
+			case r := <-s.deliverCh:
+				r.done <- errClosed
+				continue
+			default:
+			}
+			break
+		}
+	})
+	return s.db.Close()
+}
 
 // DB exposes the handle for tests that inspect raw rows.
 func (s *SQL) DB() *sql.DB { return s.db }
@@ -99,7 +134,16 @@ func isUnique(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "UNIQUE constraint") || strings.Contains(err.Error(), "duplicate key"))
 }
 
+// exec runs one writing statement under the process write lock.
+func (s *SQL) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	return s.db.ExecContext(ctx, query, args...)
+}
+
 func (s *SQL) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -130,7 +174,7 @@ func scanUser(row interface{ Scan(...any) error }) (*User, error) {
 }
 
 func (s *SQL) CreateUser(ctx context.Context, u *User) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO users (`+userCols+`)
+	_, err := s.exec(ctx, `INSERT INTO users (`+userCols+`)
 		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)`,
 		u.ID, u.EmailIndex, u.EmailEnc, u.Role, u.Status, u.PwParams, u.PwSalt, u.PwVerifier,
 		u.KeyFpr, u.PublicKey, u.PrivateKeyWrapped, u.KeyWrap, unix(u.CreatedAt), unix(u.UpdatedAt))
@@ -149,7 +193,7 @@ func (s *SQL) UserByEmailIndex(ctx context.Context, idx []byte) (*User, error) {
 }
 
 func (s *SQL) AddAppPassword(ctx context.Context, p AppPassword) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO app_passwords (id, user_id, name, mac, created_at)
+	_, err := s.exec(ctx, `INSERT INTO app_passwords (id, user_id, name, mac, created_at)
 		VALUES ($1,$2,$3,$4,$5)`, p.ID, p.UserID, p.Name, p.MAC, unix(p.CreatedAt))
 	if isUnique(err) {
 		return ErrExists
@@ -158,7 +202,7 @@ func (s *SQL) AddAppPassword(ctx context.Context, p AppPassword) error {
 }
 
 func (s *SQL) RevokeAppPassword(ctx context.Context, userID, name string, at time.Time) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE app_passwords SET revoked_at = $1
+	res, err := s.exec(ctx, `UPDATE app_passwords SET revoked_at = $1
 		WHERE user_id = $2 AND name = $3 AND revoked_at IS NULL`, unix(at), userID, name)
 	if err != nil {
 		return err
@@ -191,48 +235,129 @@ func (s *SQL) UserByAppPassword(ctx context.Context, mac []byte) (*User, *AppPas
 	return u, &p, nil
 }
 
+// Deliver commits one delivery. Concurrent deliveries are group-committed:
+// one writer goroutine puts every delivery waiting at that moment into a
+// single transaction, each inside its own savepoint so one failure rolls
+// back only its own rows. Each caller still returns only after the commit
+// (and its fsync) that holds its rows, so "250 after commit" stays true
+// while the fsync cost is shared.
 func (s *SQL) Deliver(ctx context.Context, d Delivery) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		// Touching the recipient row takes its write lock, so a concurrent
-		// claim either finished before (key_fpr differs: reseal) or waits.
-		type rk struct{ rcpt, fpr string }
-		checked := map[rk]bool{}
-		for _, m := range d.Messages {
-			if checked[rk{m.RecipientID, m.KeyFpr}] {
-				continue
-			}
-			checked[rk{m.RecipientID, m.KeyFpr}] = true
-			res, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = updated_at
-				WHERE id = $1 AND key_fpr = $2`, m.RecipientID, m.KeyFpr)
-			if err != nil {
-				return err
-			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				return ErrKeyChanged
+	req := &deliverReq{d: d, done: make(chan error, 1)}
+	select {
+	case s.deliverCh <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closed:
+		return errClosed
+	}
+	// Once queued, wait for the outcome even if ctx ends: answering before
+	// knowing whether the rows committed would make the reply a guess.
+	return <-req.done
+}
+
+var errClosed = errors.New("store: closed")
+
+type deliverReq struct {
+	d    Delivery
+	done chan error
+}
+
+// maxBatch bounds one group commit.
+const maxBatch = 64
+
+func (s *SQL) deliverLoop() {
+	defer close(s.loopDone)
+	for {
+		var first *deliverReq
+		select {
+		case first = <-s.deliverCh:
+		case <-s.closed:
+			return
+		}
+		batch := []*deliverReq{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-s.deliverCh:
+				batch = append(batch, r)
+			default:
+				break fill
 			}
 		}
-		for _, m := range d.Messages {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO messages (id, recipient_id, sender_id,
-				created_at, expires_at, size, policy, key_packets, body, summary_keys, summary)
-				VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)`,
-				m.ID, m.RecipientID, m.SenderID, unix(m.CreatedAt), unix(m.ExpiresAt), m.Size,
-				m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary); err != nil {
+		s.commitBatch(batch)
+	}
+}
+
+func (s *SQL) commitBatch(batch []*deliverReq) {
+	ctx := context.Background()
+	errs := make([]error, len(batch))
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for i, r := range batch {
+			if _, err := tx.ExecContext(ctx, `SAVEPOINT delivery`); err != nil {
 				return err
 			}
-		}
-		for _, t := range d.ClaimTokens {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO claim_tokens (token_hash, user_id, created_at, expires_at)
-				VALUES ($1,$2,$3,$4)`, t.Hash, t.UserID, unix(t.CreatedAt), unix(t.ExpiresAt)); err != nil {
-				return err
+			errs[i] = deliverTx(ctx, tx, r.d)
+			undo := `RELEASE SAVEPOINT delivery`
+			if errs[i] != nil {
+				undo = `ROLLBACK TO SAVEPOINT delivery; RELEASE SAVEPOINT delivery`
 			}
-		}
-		for _, o := range d.Outbox {
-			if err := insertOutbox(ctx, tx, o); err != nil {
-				return err
+			for _, stmt := range strings.Split(undo, "; ") {
+				if _, err := tx.ExecContext(ctx, stmt); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
 	})
+	for i, r := range batch {
+		if err != nil {
+			r.done <- err
+		} else {
+			r.done <- errs[i]
+		}
+	}
+}
+
+func deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
+	// Touching the recipient row takes its write lock, so a concurrent
+	// claim either finished before (key_fpr differs: reseal) or waits.
+	type rk struct{ rcpt, fpr string }
+	checked := map[rk]bool{}
+	for _, m := range d.Messages {
+		if checked[rk{m.RecipientID, m.KeyFpr}] {
+			continue
+		}
+		checked[rk{m.RecipientID, m.KeyFpr}] = true
+		res, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = updated_at
+			WHERE id = $1 AND key_fpr = $2`, m.RecipientID, m.KeyFpr)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrKeyChanged
+		}
+	}
+	for _, m := range d.Messages {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO messages (id, recipient_id, sender_id,
+			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)`,
+			m.ID, m.RecipientID, m.SenderID, unix(m.CreatedAt), unix(m.ExpiresAt), m.Size,
+			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary); err != nil {
+			return err
+		}
+	}
+	for _, t := range d.ClaimTokens {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO claim_tokens (token_hash, user_id, created_at, expires_at)
+			VALUES ($1,$2,$3,$4)`, t.Hash, t.UserID, unix(t.CreatedAt), unix(t.ExpiresAt)); err != nil {
+			return err
+		}
+	}
+	for _, o := range d.Outbox {
+		if err := insertOutbox(ctx, tx, o); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func insertOutbox(ctx context.Context, tx *sql.Tx, o OutboxItem) error {
@@ -291,7 +416,7 @@ func (s *SQL) GetMessage(ctx context.Context, id string) (*Message, error) {
 }
 
 func (s *SQL) MarkRead(ctx context.Context, id string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE messages SET read_at = $1 WHERE id = $2 AND read_at IS NULL`, unix(at), id)
+	_, err := s.exec(ctx, `UPDATE messages SET read_at = $1 WHERE id = $2 AND read_at IS NULL`, unix(at), id)
 	return err
 }
 
@@ -411,13 +536,13 @@ func (s *SQL) DueOutbox(ctx context.Context, now time.Time, limit int) ([]Outbox
 // OutboxSent marks an item done and drops its payload: once the notice has
 // gone, the sealed address and claim token have no reason to stay.
 func (s *SQL) OutboxSent(ctx context.Context, id string, at time.Time) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE outbox SET sent_at = $1, payload = $2, last_error = '' WHERE id = $3`,
+	_, err := s.exec(ctx, `UPDATE outbox SET sent_at = $1, payload = $2, last_error = '' WHERE id = $3`,
 		unix(at), []byte{}, id)
 	return err
 }
 
 func (s *SQL) OutboxRetry(ctx context.Context, id string, attempts int, next time.Time, lastErr string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3
+	_, err := s.exec(ctx, `UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3
 		WHERE id = $4`, attempts, unix(next), lastErr, id)
 	return err
 }
