@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -146,7 +147,8 @@ func Default() Config {
 			ClaimTTL:      Duration{7 * 24 * time.Hour},
 			MessageExpiry: Duration{30 * 24 * time.Hour},
 		},
-		Log: Log{Level: "info", Format: "json"},
+		// Format "" picks json in production and text in --dev.
+		Log: Log{Level: "info"},
 	}
 }
 
@@ -274,13 +276,16 @@ func (c *Config) ApplyDev() {
 		c.TLS.CertFile = filepath.Join(d, "tls-cert.pem")
 		c.TLS.KeyFile = filepath.Join(d, "tls-key.pem")
 	}
-	if c.Log.Format == "json" {
+	if c.Log.Format == "" {
 		c.Log.Format = "text"
 	}
 }
 
 // Fill derives settings that default from others.
 func (c *Config) Fill() {
+	if c.Log.Format == "" {
+		c.Log.Format = "json"
+	}
 	if c.Database.DSN == "" && c.Database.Driver == "sqlite" {
 		c.Database.DSN = filepath.Join(c.Server.DataDir, "phigate.db")
 	}
@@ -302,6 +307,22 @@ func (c *Config) Fill() {
 	for i, d := range c.Org.Domains {
 		c.Org.Domains[i] = strings.ToLower(strings.TrimSpace(d))
 	}
+}
+
+// passwordParamsValid bounds the Argon2id settings the same way stored
+// parameters are bounded, so a typo fails at start, not at first sign-in.
+func (k Keys) passwordParamsValid() error {
+	switch {
+	case k.PasswordTime < 1 || k.PasswordTime > 64:
+		return fmt.Errorf("keys.password_time %d: use 1 to 64", k.PasswordTime)
+	case k.PasswordThreads < 1:
+		return errors.New("keys.password_threads must be at least 1")
+	case k.PasswordMemoryKiB < 8*uint32(k.PasswordThreads) || k.PasswordMemoryKiB > 1<<20:
+		return fmt.Errorf("keys.password_memory_kib %d: use %d to 1048576", k.PasswordMemoryKiB, 8*uint32(k.PasswordThreads))
+	case k.MaxConcurrentPassword < 1:
+		return errors.New("keys.max_concurrent_password_hashes must be at least 1")
+	}
+	return nil
 }
 
 // MaxIdleTimeout is the ceiling DESIGN.md sets for session idle time.
@@ -328,6 +349,32 @@ func (c *Config) Validate() error {
 	}
 	if c.Database.Driver != "sqlite" {
 		errs = append(errs, fmt.Errorf("database.driver %q: only \"sqlite\" is supported in this version", c.Database.Driver))
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("log.format %q: use json or text", c.Log.Format))
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level %q: use debug, info, warn or error", c.Log.Level))
+	}
+	if c.Server.HTTPAddr == "" {
+		errs = append(errs, errors.New("server.http_addr is empty: the portal is required"))
+	}
+	if c.Server.SMTPAddr == "" && c.Server.SMTPSAddr == "" {
+		errs = append(errs, errors.New("server.smtp_addr and server.smtps_addr are both empty: nothing could submit mail"))
+	}
+	if c.Portal.ClaimTTL.Duration <= 0 || c.Portal.MessageExpiry.Duration <= 0 {
+		errs = append(errs, errors.New("portal.claim_ttl and portal.message_expiry must be positive"))
+	}
+	if c.SMTP.MaxLineLength < 1000 {
+		// RFC 5321 4.5.3.1.6: receivers must accept 1000-octet lines.
+		errs = append(errs, fmt.Errorf("smtp.max_line_length %d: must be at least 1000 (RFC 5321 4.5.3.1.6)", c.SMTP.MaxLineLength))
+	}
+	if err := c.Keys.passwordParamsValid(); err != nil {
+		errs = append(errs, err)
 	}
 	if !strings.HasPrefix(c.Server.PublicURL, "https://") {
 		errs = append(errs, fmt.Errorf("server.public_url %q must start with https://", c.Server.PublicURL))
@@ -356,6 +403,11 @@ func (c *Config) ValidateProduction(fileExists func(string) bool) error {
 	}
 	if c.Keys.EscrowPublicKeyFile == "" {
 		errs = append(errs, errors.New("keys.escrow_public_key_file: the escrow public key is required"))
+	}
+	if u, err := url.Parse(c.Server.PublicURL); err == nil {
+		if h := u.Hostname(); h == "localhost" || strings.HasPrefix(h, "127.") || h == "::1" {
+			errs = append(errs, fmt.Errorf("server.public_url %q: notices would send recipients to a loopback address; set the portal's public https URL", c.Server.PublicURL))
+		}
 	}
 	if c.Keys.MasterKeyFile == "" && c.Keys.MasterKey == "" {
 		errs = append(errs, errors.New("keys.master_key_file (or PHIGATE_KEYS_MASTER_KEY): the master key is required"))

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -141,17 +142,14 @@ func (g *Gateway) Start(ctx context.Context) error {
 	ps := &portal.Server{Store: g.Store, Identity: g.Identity, Sessions: g.Sessions, Gateway: g.Keys.Gateway.Public(),
 		Org: cfg.Org, Log: g.Log}
 
-	if g.smtp, err = net.Listen("tcp", cfg.Server.SMTPAddr); err != nil {
-		return fmt.Errorf("server.smtp_addr: %w", err)
+	if err := g.listen(); err != nil {
+		return err
 	}
-	if g.smtps, err = net.Listen("tcp", cfg.Server.SMTPSAddr); err != nil {
-		g.smtp.Close()
-		return fmt.Errorf("server.smtps_addr: %w", err)
-	}
-	if g.http, err = net.Listen("tcp", cfg.Server.HTTPAddr); err != nil {
-		g.smtp.Close()
-		g.smtps.Close()
-		return fmt.Errorf("server.http_addr: %w", err)
+	if strings.HasSuffix(g.Cfg.Server.PublicURL, ":0") {
+		// Port 0 (tests): links must name the port actually bound.
+		_, port, _ := net.SplitHostPort(g.http.Addr().String())
+		g.Cfg.Server.PublicURL = strings.TrimSuffix(g.Cfg.Server.PublicURL, "0") + port
+		g.Intake.Opts.PublicURL = g.Cfg.Server.PublicURL
 	}
 	g.httpSrv = &http.Server{Handler: ps.Handler(), TLSConfig: tlsCfg.Clone(),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute,
@@ -160,11 +158,48 @@ func (g *Gateway) Start(ctx context.Context) error {
 
 	g.goRun(func() { g.Dispatcher.Run(ctx) })
 	g.goRun(func() { sweep(ctx, mem, g.Sessions.Idle) })
-	g.smtpServers = []*smtp.Server{g.smtpSrv.NewSMTPServer(), g.smtpSrv.NewSMTPServer()}
-	g.goRun(func() { logServe("smtp", g.Log, g.smtpServers[0].Serve(g.smtpSrv.WrapListener(g.smtp, false))) })
-	g.goRun(func() { logServe("smtps", g.Log, g.smtpServers[1].Serve(g.smtpSrv.WrapListener(g.smtps, true))) })
+	for _, l := range []struct {
+		name     string
+		ln       net.Listener
+		implicit bool
+	}{{"smtp", g.smtp, false}, {"smtps", g.smtps, true}} {
+		if l.ln == nil {
+			continue
+		}
+		srv := g.smtpSrv.NewSMTPServer()
+		g.smtpServers = append(g.smtpServers, srv)
+		g.goRun(func() { logServe(l.name, g.Log, srv.Serve(g.smtpSrv.WrapListener(l.ln, l.implicit))) })
+	}
 	g.goRun(func() { logServe("https", g.Log, g.httpSrv.ServeTLS(g.http, "", "")) })
 	return nil
+}
+
+// listen binds the configured addresses; an empty SMTP address disables
+// that listener (never "listen anywhere").
+func (g *Gateway) listen() error {
+	cfg := g.Cfg.Server
+	var err error
+	for _, l := range []struct {
+		addr, setting string
+		dst           *net.Listener
+	}{{cfg.SMTPAddr, "server.smtp_addr", &g.smtp}, {cfg.SMTPSAddr, "server.smtps_addr", &g.smtps}, {cfg.HTTPAddr, "server.http_addr", &g.http}} {
+		if l.addr == "" {
+			continue
+		}
+		if *l.dst, err = net.Listen("tcp", l.addr); err != nil {
+			g.closeListeners()
+			return fmt.Errorf("%s: %w", l.setting, err)
+		}
+	}
+	return nil
+}
+
+func (g *Gateway) closeListeners() {
+	for _, l := range []net.Listener{g.smtp, g.smtps, g.http} {
+		if l != nil {
+			l.Close()
+		}
+	}
 }
 
 func (g *Gateway) goRun(f func()) {
@@ -191,9 +226,16 @@ func sweep(ctx context.Context, m *session.Memory, idle time.Duration) {
 	}
 }
 
-// Addrs returns the bound listener addresses (useful with port 0).
+// Addrs returns the bound listener addresses (useful with port 0); a
+// disabled listener is "".
 func (g *Gateway) Addrs() (smtp, smtps, https string) {
-	return g.smtp.Addr().String(), g.smtps.Addr().String(), g.http.Addr().String()
+	addr := func(l net.Listener) string {
+		if l == nil {
+			return ""
+		}
+		return l.Addr().String()
+	}
+	return addr(g.smtp), addr(g.smtps), addr(g.http)
 }
 
 // Close stops the listeners, waits for in-flight work and closes the store.

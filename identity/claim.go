@@ -68,11 +68,7 @@ func (s *Service) Claim(ctx context.Context, raw, password string) (*store.User,
 	if err != nil {
 		return nil, nil, err
 	}
-	email, err := s.Email(u)
-	if err != nil {
-		return nil, nil, err
-	}
-	k, err := pcrypto.GenerateKey(pcrypto.KeyOptions{Email: email})
+	k, err := pcrypto.GenerateKey(accountKeyOptions(u.ID))
 	if err != nil {
 		return nil, nil, err
 	}

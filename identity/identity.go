@@ -121,7 +121,7 @@ func (s *Service) AddUser(ctx context.Context, email, role, password string) (*s
 		return nil, err
 	}
 	id := NewID()
-	k, err := pcrypto.GenerateKey(pcrypto.KeyOptions{Email: addr})
+	k, err := pcrypto.GenerateKey(accountKeyOptions(id))
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +172,7 @@ func (s *Service) EnsureRecipient(ctx context.Context, addr string) (*store.User
 		return u, err
 	}
 	id := NewID()
-	k, err := pcrypto.GenerateKey(pcrypto.KeyOptions{Email: addr})
+	k, err := pcrypto.GenerateKey(accountKeyOptions(id))
 	if err != nil {
 		return nil, err
 	}
@@ -194,6 +194,13 @@ func (s *Service) EnsureRecipient(ctx context.Context, addr string) (*store.User
 		return s.Store.UserByEmailIndex(ctx, s.Keys.EmailIndex(addr))
 	}
 	return u, err
+}
+
+// accountKeyOptions names an account key by its opaque id only: the stored
+// public key is readable to anyone with the database, so it must not carry
+// the address (DESIGN.md invariant 1).
+func accountKeyOptions(userID string) pcrypto.KeyOptions {
+	return pcrypto.KeyOptions{Name: "phigate account " + userID}
 }
 
 // PublicKey returns the user's current encryption key. Parsed keys are

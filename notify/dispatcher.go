@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/phigate/phigate/config"
@@ -35,7 +36,14 @@ type Dispatcher struct {
 	Log      *slog.Logger
 	Now      func() time.Time
 
-	kick chan struct{}
+	kickOnce sync.Once
+	kick     chan struct{}
+}
+
+// kicks returns the kick channel, made once (Kick may run before Run).
+func (d *Dispatcher) kicks() chan struct{} {
+	d.kickOnce.Do(func() { d.kick = make(chan struct{}, 1) })
+	return d.kick
 }
 
 func (d *Dispatcher) now() time.Time {
@@ -47,11 +55,8 @@ func (d *Dispatcher) now() time.Time {
 
 // Kick asks the dispatcher to look at the outbox now (after a commit).
 func (d *Dispatcher) Kick() {
-	if d.kick == nil {
-		return
-	}
 	select {
-	case d.kick <- struct{}{}:
+	case d.kicks() <- struct{}{}:
 	default:
 	}
 }
@@ -59,7 +64,7 @@ func (d *Dispatcher) Kick() {
 // Run sends until ctx ends. It polls as a safety net, so a notice committed
 // just before a crash goes out after restart without any kick.
 func (d *Dispatcher) Run(ctx context.Context) {
-	d.kick = make(chan struct{}, 1)
+	kick := d.kicks()
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
@@ -69,11 +74,16 @@ func (d *Dispatcher) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-d.kick:
+		case <-kick:
 		case <-t.C:
 		}
 	}
 }
+
+// never is the next_attempt_at of a notice that failed for good. It must
+// fit the store's int64 Unix nanoseconds (years 1678 to 2262): year 9999
+// wrapped round to 1815 and made the notice due again at once.
+var never = time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // backoff: 30 s doubling to at most one hour.
 func backoff(attempts int) time.Duration {
@@ -108,7 +118,7 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 			next := d.now().Add(backoff(attempts))
 			var perm *outbound.PermanentError
 			if errors.As(err, &perm) || attempts >= MaxAttempts {
-				next = time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)
+				next = never
 				d.Log.Error("notice failed for good", "outbox", it.ID, "attempts", attempts, "err", outbound.Describe(err))
 			} else {
 				d.Log.Warn("notice not sent, will retry", "outbox", it.ID, "attempts", attempts, "next", next, "err", outbound.Describe(err))

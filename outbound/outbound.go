@@ -59,8 +59,17 @@ func (m *Maildrop) Send(_ context.Context, _ string, _ []string, msg []byte) err
 		os.Remove(tmp)
 		return err
 	}
-	// Rename after sync: a reader never sees half a file.
-	return os.Rename(tmp, filepath.Join(m.Dir, name))
+	// Rename after sync: a reader never sees half a file. Then sync the
+	// folder so the rename itself survives a power loss.
+	if err := os.Rename(tmp, filepath.Join(m.Dir, name)); err != nil {
+		return err
+	}
+	d, err := os.Open(m.Dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Smarthost relays over SMTP with STARTTLS required (or implicit TLS), never
@@ -113,12 +122,28 @@ func trimNL(b []byte) []byte {
 
 var ErrNoSTARTTLS = errors.New("the smarthost does not offer STARTTLS; refusing to send in the clear")
 
-func (s *Smarthost) Send(ctx context.Context, from string, to []string, msg []byte) error {
+func (s *Smarthost) Send(ctx context.Context, from string, to []string, msg []byte) (err error) {
+	if _, ok := ctx.Deadline(); !ok && s.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.Timeout)
+		defer cancel()
+	}
 	d := net.Dialer{Timeout: 30 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", s.Addr)
 	if err != nil {
 		return err
 	}
+	// go-smtp sets its own per-command deadlines (five minutes), replacing
+	// any deadline set here; closing the connection when ctx ends is what
+	// bounds a stalled smarthost.
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	defer func() {
+		var perm *PermanentError
+		if err != nil && ctx.Err() != nil && !errors.As(err, &perm) {
+			err = fmt.Errorf("smarthost: %w", ctx.Err())
+		}
+	}()
 	setDeadline(ctx, conn, s.Timeout)
 	var c *smtp.Client
 	if s.ImplicitTLS {
@@ -152,7 +177,10 @@ func (s *Smarthost) Send(ctx context.Context, from string, to []string, msg []by
 	if err := c.SendMail(from, to, bytesReader(msg)); err != nil {
 		return classify(err)
 	}
-	return c.Quit()
+	// The 250 after DATA handed the message over; a failed QUIT must not
+	// make the caller send it again.
+	_ = c.Quit()
+	return nil
 }
 
 func setDeadline(ctx context.Context, conn net.Conn, d time.Duration) {

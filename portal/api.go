@@ -32,7 +32,7 @@ func writeJSONError(w http.ResponseWriter, status int, code, msg string) {
 }
 
 func (s *Server) apiFail(w http.ResponseWriter, r *http.Request, err error) {
-	s.Log.ErrorContext(r.Context(), "api request failed", "path", r.URL.Path, "err", err)
+	s.Log.ErrorContext(r.Context(), "api request failed", "route", r.Pattern, "err", err)
 	writeJSON(w, http.StatusInternalServerError, apiError{Error: "internal",
 		Message: "the request could not be completed; try again or contact support with the reference", Ref: info(r).cid})
 }
@@ -161,9 +161,12 @@ func (s *Server) apiMessage(w http.ResponseWriter, r *http.Request, v *viewer) {
 		return
 	}
 	m := o.View
-	atts := m.Attachments
+	atts, problems := m.Attachments, m.Problems
 	if atts == nil {
 		atts = []message.Attachment{}
+	}
+	if problems == nil {
+		problems = []string{}
 	}
 	writeJSON(w, http.StatusOK, messageJSON{
 		ID:          o.Meta.ID,
@@ -174,6 +177,6 @@ func (s *Server) apiMessage(w http.ResponseWriter, r *http.Request, v *viewer) {
 		Signature:   o.Signature.String(),
 		ReceivedAt:  o.Meta.CreatedAt,
 		ExpiresAt:   o.Meta.ExpiresAt,
-		Problems:    m.Problems,
+		Problems:    problems,
 	})
 }

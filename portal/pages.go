@@ -44,7 +44,8 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 
 // fail shows a generic error page with the request id: never the cause.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	s.Log.ErrorContext(r.Context(), "request failed", "path", r.URL.Path, "err", err)
+	// The route pattern, not the path: a path can hold a claim token.
+	s.Log.ErrorContext(r.Context(), "request failed", "route", r.Pattern, "err", err)
 	d := s.data("Something went wrong")
 	d.Error = "We could not complete this request. Please try again; if it keeps happening, contact " +
 		s.Org.Contact + " and mention reference " + info(r).cid + "."

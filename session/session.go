@@ -33,10 +33,15 @@ type Record struct {
 
 // Store keeps records; in process for now, Redis for scale-out (issue #3).
 type Store interface {
+	// Put stores r and ends every other session of r.UserID in the same
+	// atomic step, so two sign-ins racing each other leave one session.
 	Put(ctx context.Context, r Record) error
 	Get(ctx context.Context, id string) (*Record, error)
 	Touch(ctx context.Context, id string, at time.Time) error
 	Delete(ctx context.Context, id string) error
+	// Expire deletes a timed-out session but remembers its id for a while,
+	// so the browser can be told why it was signed out.
+	Expire(ctx context.Context, id string, at time.Time) error
 	// DeleteUser ends every session of userID (one session per user).
 	DeleteUser(ctx context.Context, userID string) error
 }
@@ -109,7 +114,7 @@ func (m *Manager) Resume(ctx context.Context, token string) (*Record, []byte, er
 	}
 	now := m.now()
 	if now.Sub(r.LastSeen) >= m.Idle || (m.Absolute > 0 && now.Sub(r.Created) >= m.Absolute) {
-		_ = m.Store.Delete(ctx, id)
+		_ = m.Store.Expire(ctx, id, now)
 		return nil, nil, ErrExpired
 	}
 	priv, err := pcrypto.Unwrap(secret, r.WrappedKey, keyAAD(id))
@@ -150,6 +155,12 @@ const tombstoneTTL = time.Hour
 func (s *Memory) Put(_ context.Context, r Record) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// One session per user, even when two Starts race past DeleteUser.
+	for id, o := range s.byID {
+		if o.UserID == r.UserID && id != r.ID {
+			delete(s.byID, id)
+		}
+	}
 	s.byID[r.ID] = &r
 	return nil
 }
@@ -182,6 +193,16 @@ func (s *Memory) Delete(_ context.Context, id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.byID, id)
+	return nil
+}
+
+func (s *Memory) Expire(_ context.Context, id string, at time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.byID[id]; ok {
+		delete(s.byID, id)
+		s.ended[id] = at
+	}
 	return nil
 }
 

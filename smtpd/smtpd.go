@@ -176,9 +176,6 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if !bytes.Equal(s.b.Identity.Keys.EmailIndex(from), s.user.EmailIndex) {
 		return s.fail("mail", errSenderNotOwned)
 	}
-	if opts != nil && opts.Size > s.b.Opts.MaxMessageBytes {
-		return s.fail("mail", refuse(552, smtp.EnhancedCode{5, 3, 4}, "Message too big for system"))
-	}
 	s.from = keys.NormalizeAddr(from)
 	if opts != nil {
 		s.size = opts.Size

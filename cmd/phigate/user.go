@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/phigate/phigate/gateway"
@@ -33,6 +35,12 @@ func openAdmin(cf commonFlags, stderr io.Writer) (*gateway.Gateway, error) {
 	cfg, err := cf.load(cf.config == "", nil)
 	if err != nil {
 		return nil, err
+	}
+	// A mistyped --data must not silently create a second gateway with
+	// fresh keys: admin commands only open an existing data folder.
+	if _, err := os.Stat(cfg.Keys.MasterKeyFile); cfg.Keys.MasterKey == "" && err != nil {
+		return nil, fmt.Errorf("no phigate data folder at %s (no %s): start the gateway once (phigate serve --dev, or with --config) or give the right --data/--config",
+			cfg.Server.DataDir, filepath.Base(cfg.Keys.MasterKeyFile))
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	return gateway.Open(context.Background(), cfg, log)
