@@ -95,11 +95,11 @@ func (s *Service) Claim(ctx context.Context, raw, password string) (*store.User,
 		for i, m := range msgs {
 			kp, err := pcrypto.Rewrap(m.KeyPackets, pending, k)
 			if err != nil {
-				return nil, nil, fmt.Errorf("rewrap message %s: %w", m.MessageID, err)
+				return nil, nil, s.rewrapFailed(ctx, u.ID, "message "+m.MessageID, err)
 			}
 			sk, err := pcrypto.Rewrap(m.SummaryKeys, pending, k)
 			if err != nil {
-				return nil, nil, fmt.Errorf("rewrap summary %s: %w", m.MessageID, err)
+				return nil, nil, s.rewrapFailed(ctx, u.ID, "summary "+m.MessageID, err)
 			}
 			re[i] = store.MessageKeys{MessageID: m.MessageID, KeyPackets: kp, SummaryKeys: sk}
 		}
@@ -121,4 +121,16 @@ func (s *Service) Claim(ctx context.Context, raw, password string) (*store.User,
 		}
 	}
 	return nil, nil, errors.New("claim: messages kept arriving; try again")
+}
+
+// rewrapFailed explains a failed re-wrap. When another claim with the same
+// link won meanwhile, the messages are already sealed to that claim's key:
+// this request is then simply a used link, not an internal error.
+func (s *Service) rewrapFailed(ctx context.Context, userID, what string, err error) error {
+	if errors.Is(err, pcrypto.ErrNoKeyPacket) {
+		if u, uerr := s.Store.UserByID(ctx, userID); uerr == nil && u.Status != store.StatusPending {
+			return ErrBadToken
+		}
+	}
+	return fmt.Errorf("rewrap %s: %w", what, err)
 }

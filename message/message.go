@@ -147,9 +147,15 @@ func (w *walker) walk(e *gomessage.Entity, depth int, path string) {
 			if errors.Is(err, io.EOF) {
 				return
 			}
-			if err != nil {
+			if err != nil && p == nil {
 				w.v.Problems = append(w.v.Problems, "a part could not be read: "+err.Error())
 				return
+			}
+			if err != nil {
+				// Unknown transfer encoding or charset: go-message still
+				// hands back the part, undecoded. Show it and go on, so the
+				// parts after it are not lost.
+				w.v.Problems = append(w.v.Problems, "a part is shown undecoded: "+err.Error())
 			}
 			w.walk(p, depth+1, path+strconv.Itoa(i)+".")
 		}

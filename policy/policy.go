@@ -57,7 +57,8 @@ func (d Default) IsOrgAddress(addr string) bool {
 	}
 	dom := strings.ToLower(strings.TrimSuffix(addr[at+1:], "."))
 	for _, o := range d.OrgDomains {
-		if dom == o {
+		// Configured domains may carry case or a trailing dot too.
+		if dom != "" && dom == strings.ToLower(strings.TrimSuffix(strings.TrimSpace(o), ".")) {
 			return true
 		}
 	}
