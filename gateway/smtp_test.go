@@ -84,6 +84,14 @@ func TestSMTPRefusals(t *testing.T) {
 		expectLogged(t, h, 553, "mail")
 		code, msg = r.Cmd("MAIL FROM:<DR.LEE@clinic.example>")
 		expect(t, "own address, other case", code, msg, 250, "2.")
+		r.Cmd("RCPT TO:<owned@example.net>")
+		r.Cmd("DATA")
+		code, msg = r.Write([]byte("Subject: ok\r\n\r\nhello\r\n.\r\n"))
+		expect(t, "accepted", code, msg, 250, "2.0.0 OK: queued as ")
+		ref := strings.TrimPrefix(msg, "2.0.0 OK: queued as ")
+		if !bytes.Contains(h.Logs.Bytes(), []byte("ref="+ref)) {
+			t.Errorf("reference %q of the 250 is not in the log", ref)
+		}
 	})
 	t.Run("portal password and revoked app password fail", func(t *testing.T) {
 		err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: "staff portal password 123", From: staff, To: []string{"a@example.net"}, Msg: []byte("Subject: x\r\n\r\nx\r\n")})
@@ -163,9 +171,9 @@ func TestSMTPRefusals(t *testing.T) {
 		expect(t, "over-long line", code, msg, 500, "5.6.0")
 		expectLogged(t, h, 500, "data")
 	})
-	// Only the one accepted message (fresh app password) made a notice.
-	h.WaitNotices(1)
-	if n := len(h.Notices()); n != 1 {
+	// Only the two accepted messages made notices.
+	h.WaitNotices(2)
+	if n := len(h.Notices()); n != 2 {
 		t.Errorf("refused transactions produced notices: %d", n)
 	}
 }

@@ -94,43 +94,73 @@ func backoff(attempts int) time.Duration {
 	return min(d, time.Hour)
 }
 
+// Concurrency is how many notices go out at once: smarthost round trips
+// (or the maildrop's fsyncs) overlap, and the sent marks of a whole batch
+// are committed together, so the dispatcher takes the database's write
+// lock once per batch instead of once per notice.
+const Concurrency = 8
+
+const batchSize = 64
+
 // RunOnce sends every due notice once and returns how many went out.
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 	sent := 0
 	for {
-		items, err := d.Store.DueOutbox(ctx, d.now(), 50)
+		items, err := d.Store.DueOutbox(ctx, d.now(), batchSize)
 		if err != nil || len(items) == 0 {
 			return sent, err
 		}
-		progress := false
-		for _, it := range items {
-			err := d.send(ctx, it)
-			if err == nil {
-				if err := d.Store.OutboxSent(ctx, it.ID, d.now()); err != nil {
-					return sent, err
-				}
-				sent++
-				progress = true
+		errs := make([]error, len(items))
+		sem := make(chan struct{}, Concurrency)
+		var wg sync.WaitGroup
+		for i, it := range items {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				errs[i] = d.send(ctx, it)
+			}()
+		}
+		wg.Wait()
+		var ok []string
+		for i, it := range items {
+			if errs[i] == nil {
+				ok = append(ok, it.ID)
 				d.Log.Info("notice sent", "outbox", it.ID, "kind", it.Kind, "message", it.MessageID)
-				continue
-			}
-			attempts := it.Attempts + 1
-			next := d.now().Add(backoff(attempts))
-			var perm *outbound.PermanentError
-			if errors.As(err, &perm) || attempts >= MaxAttempts {
-				next = never
-				d.Log.Error("notice failed for good", "outbox", it.ID, "attempts", attempts, "err", outbound.Describe(err))
-			} else {
-				d.Log.Warn("notice not sent, will retry", "outbox", it.ID, "attempts", attempts, "next", next, "err", outbound.Describe(err))
-			}
-			if err := d.Store.OutboxRetry(ctx, it.ID, attempts, next, outbound.Describe(err)); err != nil {
-				return sent, err
 			}
 		}
-		if !progress || len(items) < 50 {
+		if len(ok) > 0 {
+			if err := d.Store.OutboxSent(ctx, d.now(), ok...); err != nil {
+				return sent, err
+			}
+			sent += len(ok)
+		}
+		for i, it := range items {
+			if errs[i] != nil {
+				if err := d.retry(ctx, it, errs[i]); err != nil {
+					return sent, err
+				}
+			}
+		}
+		if len(ok) == 0 || len(items) < batchSize {
 			return sent, nil
 		}
 	}
+}
+
+// retry schedules the next attempt with back-off, or gives up on a
+// permanent error or after MaxAttempts.
+func (d *Dispatcher) retry(ctx context.Context, it store.OutboxItem, sendErr error) error {
+	attempts := it.Attempts + 1
+	next := d.now().Add(backoff(attempts))
+	var perm *outbound.PermanentError
+	if errors.As(sendErr, &perm) || attempts >= MaxAttempts {
+		next = never
+		d.Log.Error("notice failed for good", "outbox", it.ID, "attempts", attempts, "err", outbound.Describe(sendErr))
+	} else {
+		d.Log.Warn("notice not sent, will retry", "outbox", it.ID, "attempts", attempts, "next", next, "err", outbound.Describe(sendErr))
+	}
+	return d.Store.OutboxRetry(ctx, it.ID, attempts, next, outbound.Describe(sendErr))
 }
 
 func (d *Dispatcher) send(ctx context.Context, it store.OutboxItem) error {

@@ -407,9 +407,11 @@ type signalStore struct {
 	sent chan string
 }
 
-func (s signalStore) OutboxSent(ctx context.Context, id string, at time.Time) error {
-	err := s.SQL.OutboxSent(ctx, id, at)
-	s.sent <- id
+func (s signalStore) OutboxSent(ctx context.Context, at time.Time, ids ...string) error {
+	err := s.SQL.OutboxSent(ctx, at, ids...)
+	for _, id := range ids {
+		s.sent <- id
+	}
 	return err
 }
 

@@ -111,6 +111,7 @@ type session struct {
 	from string
 	to   []string
 	size int64 // declared with MAIL SIZE=, 0 if not
+	txn  int   // accepted transactions in this session
 }
 
 // fail logs a refusal or fault and returns what go-smtp must send.
@@ -232,9 +233,14 @@ func (s *session) Data(r io.Reader) error {
 	if err != nil {
 		return s.fail("data", fault(err))
 	}
+	s.txn++
+	ref := fmt.Sprintf("%s-%d", s.cid, s.txn)
 	s.b.Log.InfoContext(s.ctx, "smtp accepted", "user", s.user.ID, "ip", s.ip, "size", len(raw),
-		"portal", res.Portal, "relayed", res.Relayed, "messages", res.MessageIDs)
-	return nil
+		"portal", res.Portal, "relayed", res.Relayed, "messages", res.MessageIDs, "ref", ref)
+	// go-smtp sends a fixed "250 OK: queued" for nil; an SMTPError with code
+	// 250 lets the reply carry a reference the client's admin can match
+	// against our log, as "queued as" does in other MTAs.
+	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: "OK: queued as " + ref}
 }
 
 // received is the trace header RFC 5321 4.4 requires of every relay; it

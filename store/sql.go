@@ -533,12 +533,18 @@ func (s *SQL) DueOutbox(ctx context.Context, now time.Time, limit int) ([]Outbox
 	return out, rows.Err()
 }
 
-// OutboxSent marks an item done and drops its payload: once the notice has
-// gone, the sealed address and claim token have no reason to stay.
-func (s *SQL) OutboxSent(ctx context.Context, id string, at time.Time) error {
-	_, err := s.exec(ctx, `UPDATE outbox SET sent_at = $1, payload = $2, last_error = '' WHERE id = $3`,
-		unix(at), []byte{}, id)
-	return err
+// OutboxSent marks items done and drops their payloads: once a notice has
+// gone, its sealed address and claim token have no reason to stay.
+func (s *SQL) OutboxSent(ctx context.Context, at time.Time, ids ...string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET sent_at = $1, payload = $2, last_error = ''
+				WHERE id = $3`, unix(at), []byte{}, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func (s *SQL) OutboxRetry(ctx context.Context, id string, attempts int, next time.Time, lastErr string) error {

@@ -158,6 +158,7 @@ type Store interface {
 	Claim(ctx context.Context, c Claim) error
 
 	DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxItem, error)
-	OutboxSent(ctx context.Context, id string, at time.Time) error
+	// OutboxSent marks notices sent (one transaction for all ids).
+	OutboxSent(ctx context.Context, at time.Time, ids ...string) error
 	OutboxRetry(ctx context.Context, id string, attempts int, next time.Time, lastErr string) error
 }

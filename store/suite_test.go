@@ -1077,10 +1077,10 @@ func testOutbox(t *testing.T, s Store) {
 		}
 	}
 
-	if err := s.OutboxSent(ctx, o2.ID, now); err != nil {
+	if err := s.OutboxSent(ctx, now, o2.ID); err != nil {
 		t.Fatalf("OutboxSent: %v", err)
 	}
-	if err := s.OutboxSent(ctx, o1.ID, now); err != nil {
+	if err := s.OutboxSent(ctx, now, o1.ID); err != nil {
 		t.Fatalf("OutboxSent after retry: %v", err)
 	}
 	due, err = s.DueOutbox(ctx, farFuture, 100)
