@@ -68,11 +68,7 @@ func (s *Service) Claim(ctx context.Context, raw, password string) (*store.User,
 	if err != nil {
 		return nil, nil, err
 	}
-	k, err := pcrypto.GenerateKey(accountKeyOptions(u.ID))
-	if err != nil {
-		return nil, nil, err
-	}
-	priv, err := k.PrivateBytes()
+	k, priv, err := newAccountKey(u.ID)
 	if err != nil {
 		return nil, nil, err
 	}

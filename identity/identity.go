@@ -121,11 +121,7 @@ func (s *Service) AddUser(ctx context.Context, email, role, password string) (*s
 		return nil, err
 	}
 	id := NewID()
-	k, err := pcrypto.GenerateKey(accountKeyOptions(id))
-	if err != nil {
-		return nil, err
-	}
-	priv, err := k.PrivateBytes()
+	k, priv, err := newAccountKey(id)
 	if err != nil {
 		return nil, err
 	}
@@ -172,11 +168,7 @@ func (s *Service) EnsureRecipient(ctx context.Context, addr string) (*store.User
 		return u, err
 	}
 	id := NewID()
-	k, err := pcrypto.GenerateKey(accountKeyOptions(id))
-	if err != nil {
-		return nil, err
-	}
-	priv, err := k.PrivateBytes()
+	k, priv, err := newAccountKey(id)
 	if err != nil {
 		return nil, err
 	}
@@ -201,6 +193,16 @@ func (s *Service) EnsureRecipient(ctx context.Context, addr string) (*store.User
 // the address (DESIGN.md invariant 1).
 func accountKeyOptions(userID string) pcrypto.KeyOptions {
 	return pcrypto.KeyOptions{Name: "phigate account " + userID}
+}
+
+// newAccountKey generates an account key and its unlocked private bytes.
+func newAccountKey(userID string) (*pcrypto.Key, []byte, error) {
+	k, err := pcrypto.GenerateKey(accountKeyOptions(userID))
+	if err != nil {
+		return nil, nil, err
+	}
+	priv, err := k.PrivateBytes()
+	return k, priv, err
 }
 
 // PublicKey returns the user's current encryption key. Parsed keys are

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phigate/phigate/internal/syncbuf"
+
 	"github.com/emersion/go-smtp"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/keys"
@@ -53,7 +55,7 @@ type fixture struct {
 	st    *store.SQL
 	ring  *keys.Ring
 	clock *fakeClock
-	logs  *syncBuf
+	logs  *syncbuf.Buffer
 	user  *store.User
 }
 
@@ -69,23 +71,6 @@ func (c *fakeClock) Set(t time.Time) {
 	c.mu.Unlock()
 }
 
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 const patient = "pat.canary-91@example.net"
 
 func newFixture(t *testing.T) *fixture {
@@ -96,7 +81,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{dir: dir, st: st, ring: newRing(t), clock: &fakeClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}, logs: &syncBuf{}}
+	f := &fixture{dir: dir, st: st, ring: newRing(t), clock: &fakeClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}, logs: &syncbuf.Buffer{}}
 	enc, err := f.ring.SealField("email:u1", []byte(patient))
 	if err != nil {
 		t.Fatal(err)

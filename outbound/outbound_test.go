@@ -24,6 +24,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phigate/phigate/internal/syncbuf"
+
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/phigate/phigate/config"
@@ -158,24 +160,6 @@ func localCert(t *testing.T) *testCert {
 	return newCert(t, []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")})
 }
 
-// lockedBuf collects the server's protocol transcript (go-smtp Debug).
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type delivery struct {
 	from    string
 	to      []string
@@ -282,13 +266,13 @@ const (
 
 // startServer runs a go-smtp server on 127.0.0.1:0 and returns its address
 // and protocol transcript.
-func startServer(t *testing.T, be *backend, mode serverMode, cert *testCert) (string, *lockedBuf) {
+func startServer(t *testing.T, be *backend, mode serverMode, cert *testCert) (string, *syncbuf.Buffer) {
 	t.Helper()
 	s := smtp.NewServer(be)
 	s.Domain = "smarthost.test"
 	s.ReadTimeout, s.WriteTimeout = time.Minute, time.Minute
 	s.ErrorLog = log.New(io.Discard, "", 0)
-	transcript := &lockedBuf{}
+	transcript := &syncbuf.Buffer{}
 	s.Debug = transcript
 	var tlsCfg *tls.Config
 	if cert != nil {

@@ -40,6 +40,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phigate/phigate/internal/syncbuf"
+
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	pcrypto "github.com/phigate/phigate/crypto"
@@ -101,29 +103,11 @@ func childEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// syncBuffer collects a child's stdout.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is one running `phigate serve`.
 type proc struct {
 	t          *testing.T
 	cmd        *exec.Cmd
-	stdout     *syncBuffer
+	stdout     *syncbuf.Buffer
 	stderrPath string
 	done       chan struct{} // closed once the process has exited
 	waitErr    error
@@ -142,7 +126,7 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{t: t, stdout: &syncBuffer{}, stderrPath: errPath, done: make(chan struct{})}
+	p := &proc{t: t, stdout: &syncbuf.Buffer{}, stderrPath: errPath, done: make(chan struct{})}
 	p.cmd = exec.Command(binPath, args...)
 	p.cmd.Env = env
 	p.cmd.Stdout = p.stdout

@@ -19,7 +19,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +27,7 @@ import (
 	"github.com/phigate/phigate/config"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/gateway"
+	"github.com/phigate/phigate/internal/syncbuf"
 	"github.com/phigate/phigate/logx"
 )
 
@@ -36,29 +36,11 @@ type Harness struct {
 	T       testing.TB
 	Cfg     config.Config
 	G       *gateway.Gateway
-	Logs    *SyncBuffer
+	Logs    *syncbuf.Buffer
 	SMTP    string
 	SMTPS   string
 	HTTPS   string
 	BaseURL string
-}
-
-// SyncBuffer is a goroutine-safe log sink.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]byte(nil), s.b.Bytes()...)
 }
 
 // Config returns a dev configuration in dir with loopback port-0 listeners
@@ -81,7 +63,7 @@ func Start(t testing.TB, cfg config.Config) *Harness {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &SyncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log, closer, err := gateway.OpenLogger(cfg, logs)
 	if err != nil {
 		t.Fatal(err)
