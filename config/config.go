@@ -39,6 +39,9 @@ type Config struct {
 	SMTP      SMTP      `toml:"smtp"`
 	Smarthost Smarthost `toml:"smarthost"`
 	Portal    Portal    `toml:"portal"`
+	Session   Session   `toml:"session"`
+	Security  Security  `toml:"security"`
+	Redis     Redis     `toml:"redis"`
 	Log       Log       `toml:"log"`
 
 	// Dev is set by `serve --dev`, never from a file.
@@ -100,9 +103,32 @@ type Smarthost struct {
 }
 
 type Portal struct {
-	IdleTimeout   Duration `toml:"idle_timeout"`
 	ClaimTTL      Duration `toml:"claim_ttl"`
 	MessageExpiry Duration `toml:"message_expiry"`
+}
+
+// Session settings (HIPAA 164.312(a)(2)(iii) automatic logoff).
+type Session struct {
+	IdleTimeout      Duration `toml:"idle_timeout"`
+	AbsoluteLifetime Duration `toml:"absolute_lifetime"`
+}
+
+// Security holds sign-in protection and account recovery settings.
+type Security struct {
+	LockoutFailures   int      `toml:"lockout_failures"`
+	LockoutDuration   Duration `toml:"lockout_duration"`
+	IPMaxFailures     int      `toml:"ip_max_failures"`
+	IPWindow          Duration `toml:"ip_window"`
+	RequirePatient2FA bool     `toml:"require_patient_2fa"`
+	ResetTTL          Duration `toml:"reset_ttl"`
+	OfficerEmail      string   `toml:"officer_email"`
+}
+
+// Redis, when URL is set, holds sessions, lock-out counters and live events
+// shared by every node; without it they live in this process.
+type Redis struct {
+	URL    string `toml:"url"`
+	Prefix string `toml:"prefix"`
 }
 
 type Log struct {
@@ -142,8 +168,20 @@ func Default() Config {
 			ReadTimeout:   Duration{5 * time.Minute},
 			WriteTimeout:  Duration{time.Minute},
 		},
+		Session: Session{
+			IdleTimeout:      Duration{10 * time.Minute},
+			AbsoluteLifetime: Duration{12 * time.Hour},
+		},
+		Security: Security{
+			LockoutFailures: 5,
+			LockoutDuration: Duration{15 * time.Minute},
+			IPMaxFailures:   20,
+			IPWindow:        Duration{15 * time.Minute},
+			ResetTTL:        Duration{30 * time.Minute},
+			OfficerEmail:    "security@clinic.example",
+		},
+		Redis: Redis{Prefix: "phigate:"},
 		Portal: Portal{
-			IdleTimeout:   Duration{10 * time.Minute},
 			ClaimTTL:      Duration{7 * 24 * time.Hour},
 			MessageExpiry: Duration{30 * 24 * time.Hour},
 		},
@@ -338,8 +376,17 @@ func (c *Config) Validate() error {
 	if len(c.Org.Domains) == 0 {
 		errs = append(errs, errors.New("org.domains: at least one organisation domain is needed"))
 	}
-	if it := c.Portal.IdleTimeout.Duration; it <= 0 || it > MaxIdleTimeout {
-		errs = append(errs, fmt.Errorf("portal.idle_timeout %s: must be > 0 and at most %s", it, MaxIdleTimeout))
+	if it := c.Session.IdleTimeout.Duration; it <= 0 || it > MaxIdleTimeout {
+		errs = append(errs, fmt.Errorf("session.idle_timeout %s: must be > 0 and at most %s", it, MaxIdleTimeout))
+	}
+	if al := c.Session.AbsoluteLifetime.Duration; al < c.Session.IdleTimeout.Duration || al > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("session.absolute_lifetime %s: must be at least the idle timeout and at most 24h", al))
+	}
+	if s := c.Security; s.LockoutFailures < 1 || s.LockoutDuration.Duration <= 0 || s.IPMaxFailures < 1 || s.IPWindow.Duration <= 0 || s.ResetTTL.Duration <= 0 {
+		errs = append(errs, errors.New("security: lockout_failures and ip_max_failures must be at least 1; lockout_duration, ip_window and reset_ttl positive"))
+	}
+	if c.Redis.URL != "" && !strings.HasPrefix(c.Redis.URL, "redis://") && !strings.HasPrefix(c.Redis.URL, "rediss://") && !strings.HasPrefix(c.Redis.URL, "unix://") {
+		errs = append(errs, fmt.Errorf("redis.url %q: use redis://, rediss:// or unix://", c.Redis.URL))
 	}
 	if c.SMTP.MaxRecipients < 1 {
 		errs = append(errs, errors.New("smtp.max_recipients must be at least 1"))

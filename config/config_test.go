@@ -29,7 +29,7 @@ func TestDefault(t *testing.T) {
 		{"smtp.max_line_length", c.SMTP.MaxLineLength, 1000},
 		{"smtp.read_timeout", c.SMTP.ReadTimeout.Duration, 5 * time.Minute},
 		{"smtp.write_timeout", c.SMTP.WriteTimeout.Duration, time.Minute},
-		{"portal.idle_timeout", c.Portal.IdleTimeout.Duration, 10 * time.Minute},
+		{"session.idle_timeout", c.Session.IdleTimeout.Duration, 10 * time.Minute},
 		{"portal.claim_ttl", c.Portal.ClaimTTL.Duration, 7 * 24 * time.Hour},
 		{"portal.message_expiry", c.Portal.MessageExpiry.Duration, 30 * 24 * time.Hour},
 		{"server.smtp_addr", c.Server.SMTPAddr, "127.0.0.1:2587"},
@@ -81,7 +81,7 @@ read_timeout = "90s"
 addr = "relay.riverside.example:587"
 implicit_tls = true
 
-[portal]
+[session]
 idle_timeout = "15m"
 
 [keys]
@@ -93,7 +93,7 @@ password_threads = 4
 	}
 	if c.Server.DataDir != "/var/lib/phigate" || c.Org.Name != "Riverside Clinic" || c.SMTP.MaxRecipients != 50 ||
 		c.SMTP.ReadTimeout.Duration != 90*time.Second || !c.Smarthost.ImplicitTLS || c.Smarthost.Addr != "relay.riverside.example:587" ||
-		c.Portal.IdleTimeout.Duration != 15*time.Minute || c.Keys.PasswordThreads != 4 {
+		c.Session.IdleTimeout.Duration != 15*time.Minute || c.Keys.PasswordThreads != 4 {
 		t.Errorf("loaded %+v", c)
 	}
 	if !reflect.DeepEqual(c.Org.Domains, []string{"Riverside.Example", "lab.riverside.example"}) {
@@ -123,7 +123,7 @@ func TestLoadErrors(t *testing.T) {
 		{"unknown key", "[smtp]\nmax_recipients = 5\nmax_recipientz = 7\n", []string{"unknown setting", "smtp.max_recipientz"}},
 		{"unknown section", "[smpt]\nmax_recipients = 5\n", []string{"unknown setting", "smpt"}},
 		{"unknown top-level key", "dev = true\n", []string{"unknown setting", "dev"}},
-		{"bad duration", "[portal]\nidle_timeout = \"ten minutes\"\n", []string{"idle_timeout"}},
+		{"bad duration", "[session]\nidle_timeout = \"ten minutes\"\n", []string{"idle_timeout"}},
 		{"wrong type", "[smtp]\nmax_recipients = \"many\"\n", []string{"max_recipients"}},
 		{"syntax", "[smtp\n", []string{"phigate.toml"}},
 	}
@@ -156,7 +156,7 @@ func TestEnvOverrides(t *testing.T) {
 		"PHIGATE_KEYS_PASSWORD_THREADS=3",                                // uint8
 		"PHIGATE_KEYS_PASSWORD_MEMORY_KIB=32768",                         // uint32
 		"PHIGATE_SMARTHOST_IMPLICIT_TLS=true",                            // bool
-		"PHIGATE_PORTAL_IDLE_TIMEOUT=20m",                                // duration
+		"PHIGATE_SESSION_IDLE_TIMEOUT=20m",                                // duration
 		"PHIGATE_ORG_DOMAINS= lakeside.example, ,lab.example ,x.example", // list
 		"PHIGATE_KEYS_MASTER_KEY=c2VjcmV0",                               // value containing '='-free base64
 		"PHIGATE_SERVER_PUBLIC_URL=https://a.example/x?y=z",              // value containing '='
@@ -167,7 +167,7 @@ func TestEnvOverrides(t *testing.T) {
 	}
 	if c.Org.Name != "Lakeside Health" || c.SMTP.MaxRecipients != 7 || c.SMTP.MaxMessageBytes != 1<<20 ||
 		c.Keys.PasswordThreads != 3 || c.Keys.PasswordMemoryKiB != 32768 || !c.Smarthost.ImplicitTLS ||
-		c.Portal.IdleTimeout.Duration != 20*time.Minute || c.Keys.MasterKey != "c2VjcmV0" || c.Server.PublicURL != "https://a.example/x?y=z" {
+		c.Session.IdleTimeout.Duration != 20*time.Minute || c.Keys.MasterKey != "c2VjcmV0" || c.Server.PublicURL != "https://a.example/x?y=z" {
 		t.Errorf("env not applied: %+v", c)
 	}
 	if !reflect.DeepEqual(c.Org.Domains, []string{"lakeside.example", "lab.example", "x.example"}) {
@@ -180,13 +180,13 @@ func TestEnvOverrides(t *testing.T) {
 }
 
 func TestEnvBeatsFile(t *testing.T) {
-	p := writeTOML(t, "[smtp]\nmax_recipients = 50\nmax_line_length = 2000\n[org]\nname = \"File Clinic\"\ndomains = [\"file.example\"]\n[portal]\nidle_timeout = \"5m\"\n")
-	c, err := Load(p, []string{"PHIGATE_SMTP_MAX_RECIPIENTS=9", "PHIGATE_ORG_DOMAINS=env.example", "PHIGATE_PORTAL_IDLE_TIMEOUT=25m"})
+	p := writeTOML(t, "[smtp]\nmax_recipients = 50\nmax_line_length = 2000\n[org]\nname = \"File Clinic\"\ndomains = [\"file.example\"]\n[session]\nidle_timeout = \"5m\"\n")
+	c, err := Load(p, []string{"PHIGATE_SMTP_MAX_RECIPIENTS=9", "PHIGATE_ORG_DOMAINS=env.example", "PHIGATE_SESSION_IDLE_TIMEOUT=25m"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.SMTP.MaxRecipients != 9 || !reflect.DeepEqual(c.Org.Domains, []string{"env.example"}) || c.Portal.IdleTimeout.Duration != 25*time.Minute {
-		t.Errorf("env did not win: %+v %+v %v", c.SMTP, c.Org, c.Portal.IdleTimeout)
+	if c.SMTP.MaxRecipients != 9 || !reflect.DeepEqual(c.Org.Domains, []string{"env.example"}) || c.Session.IdleTimeout.Duration != 25*time.Minute {
+		t.Errorf("env did not win: %+v %+v %v", c.SMTP, c.Org, c.Session.IdleTimeout)
 	}
 	if c.SMTP.MaxLineLength != 2000 || c.Org.Name != "File Clinic" {
 		t.Errorf("file settings lost: %+v %+v", c.SMTP, c.Org)
@@ -203,7 +203,7 @@ func TestEnvErrors(t *testing.T) {
 		{"dev is not settable", "PHIGATE_DEV=true", []string{"PHIGATE_DEV"}},
 		{"bad int", "PHIGATE_SMTP_MAX_RECIPIENTS=ten", []string{"PHIGATE_SMTP_MAX_RECIPIENTS"}},
 		{"bad bool", "PHIGATE_SMARTHOST_IMPLICIT_TLS=perhaps", []string{"PHIGATE_SMARTHOST_IMPLICIT_TLS"}},
-		{"bad duration", "PHIGATE_PORTAL_IDLE_TIMEOUT=10", []string{"PHIGATE_PORTAL_IDLE_TIMEOUT"}},
+		{"bad duration", "PHIGATE_SESSION_IDLE_TIMEOUT=10", []string{"PHIGATE_SESSION_IDLE_TIMEOUT"}},
 		{"uint overflow", "PHIGATE_KEYS_PASSWORD_THREADS=300", []string{"PHIGATE_KEYS_PASSWORD_THREADS"}},
 		{"negative uint", "PHIGATE_KEYS_PASSWORD_TIME=-1", []string{"PHIGATE_KEYS_PASSWORD_TIME"}},
 	}
@@ -234,11 +234,11 @@ func TestValidate(t *testing.T) {
 		want   string // "" means valid
 	}{
 		{"defaults", func(*Config) {}, ""},
-		{"idle 30m is the ceiling", func(c *Config) { c.Portal.IdleTimeout.Duration = 30 * time.Minute }, ""},
-		{"idle above 30m", func(c *Config) { c.Portal.IdleTimeout.Duration = 30*time.Minute + time.Second }, "portal.idle_timeout"},
-		{"idle 1h", func(c *Config) { c.Portal.IdleTimeout.Duration = time.Hour }, "portal.idle_timeout"},
-		{"idle zero", func(c *Config) { c.Portal.IdleTimeout.Duration = 0 }, "portal.idle_timeout"},
-		{"idle negative", func(c *Config) { c.Portal.IdleTimeout.Duration = -time.Minute }, "portal.idle_timeout"},
+		{"idle 30m is the ceiling", func(c *Config) { c.Session.IdleTimeout.Duration = 30 * time.Minute }, ""},
+		{"idle above 30m", func(c *Config) { c.Session.IdleTimeout.Duration = 30*time.Minute + time.Second }, "session.idle_timeout"},
+		{"idle 1h", func(c *Config) { c.Session.IdleTimeout.Duration = time.Hour }, "session.idle_timeout"},
+		{"idle zero", func(c *Config) { c.Session.IdleTimeout.Duration = 0 }, "session.idle_timeout"},
+		{"idle negative", func(c *Config) { c.Session.IdleTimeout.Duration = -time.Minute }, "session.idle_timeout"},
 		{"no data dir", func(c *Config) { c.Server.DataDir = "" }, "server.data_dir"},
 		{"no domains", func(c *Config) { c.Org.Domains = nil }, "org.domains"},
 		{"no recipients", func(c *Config) { c.SMTP.MaxRecipients = 0 }, "smtp.max_recipients"},
@@ -269,7 +269,7 @@ func TestValidate(t *testing.T) {
 		})
 	}
 	// The file route: idle_timeout > 30m loads but does not validate.
-	c, err := Load(writeTOML(t, "[portal]\nidle_timeout = \"45m\"\n"), nil)
+	c, err := Load(writeTOML(t, "[session]\nidle_timeout = \"45m\"\n"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -288,3 +288,54 @@ func decryptPKESK(ek *packet.EncryptedKey, ring openpgp.EntityList) bool {
 	}
 	return false
 }
+
+// Recover re-addresses a message to `to` with the help of via (the escrow
+// key, private): it decrypts the session key from via's PKESK and returns
+// key packets holding a new PKESK to `to` plus via's PKESK unchanged. Every
+// other PKESK (the lost key's) is dropped. This is the escrow-assisted
+// recovery after a forgotten password (DESIGN.md "Keys").
+func Recover(keyPackets []byte, via, to *Key) ([]byte, error) {
+	if !via.IsPrivate() {
+		return nil, errors.New("crypto: recover: escrow key has no private part")
+	}
+	encKey, ok := to.e.EncryptionKey(sealConfig.Now())
+	if !ok {
+		return nil, errors.New("crypto: recover: target key has no valid encryption key")
+	}
+	viaRing := openpgp.EntityList{via.e}
+	var kept, added []byte
+	r := bytes.NewReader(keyPackets)
+	for r.Len() > 0 {
+		start := len(keyPackets) - r.Len()
+		p, err := packet.Read(r)
+		end := len(keyPackets) - r.Len()
+		if err != nil {
+			if isSkippable(err) {
+				continue
+			}
+			return nil, fmt.Errorf("crypto: recover: %w", err)
+		}
+		ek, isPKESK := p.(*packet.EncryptedKey)
+		if !isPKESK {
+			return nil, errors.New("crypto: recover: unexpected packet among key packets")
+		}
+		if ek.KeyId == 0 || len(viaRing.KeysById(ek.KeyId)) == 0 {
+			continue // the lost key's packet (or an unknown one): dropped
+		}
+		kept = append(kept, keyPackets[start:end]...)
+		if added != nil || !decryptPKESK(ek, viaRing) {
+			continue
+		}
+		var nb bytes.Buffer
+		err = packet.SerializeEncryptedKeyAEAD(&nb, encKey.PublicKey, ek.CipherFunc, ek.Version == 6, ek.Key, sealConfig)
+		clear(ek.Key)
+		if err != nil {
+			return nil, fmt.Errorf("crypto: recover: %w", err)
+		}
+		added = nb.Bytes()
+	}
+	if added == nil {
+		return nil, ErrNoKeyPacket
+	}
+	return append(added, kept...), nil
+}

@@ -31,8 +31,8 @@ func claimNew(t *testing.T, h *e2e.Harness, pass, rcpt, password string) (*e2e.C
 func TestAccessControl(t *testing.T) {
 	h := e2e.Start(t, e2e.Config(t.TempDir()))
 	pass := h.AddStaff(staff)
-	alice, aliceMsg := claimNew(t, h, pass, "alice@example.net", "alice's long password")
-	bob, bobMsg := claimNew(t, h, pass, "bob@example.org", "bob's long password!")
+	alice, aliceMsg := claimNew(t, h, pass, "alice@example.net", "violet canyon ember 31")
+	bob, bobMsg := claimNew(t, h, pass, "bob@example.org", "orchid tundra signal 58")
 
 	t.Run("one recipient's cookie cannot read another's message", func(t *testing.T) {
 		for _, p := range []string{"/api/v1/messages/" + bobMsg, "/api/v1/messages/" + bobMsg + "/attachments/0"} {
@@ -49,8 +49,7 @@ func TestAccessControl(t *testing.T) {
 			t.Errorf("bob reads alice's message: %d", st)
 		}
 		// Staff have no access to patients' messages through the portal.
-		s := h.Client()
-		s.JSON("POST", "/api/v1/login", map[string]string{"email": staff, "password": "staff portal password 123"}, 200, nil)
+		s, _ := signInStaff(t, h, staff, "staff portal password 123", time.Now())
 		if st, _, _ := s.Do("GET", "/api/v1/messages/"+aliceMsg, nil, nil); st != 404 {
 			t.Errorf("staff reads a patient's message: %d", st)
 		}
@@ -80,7 +79,7 @@ func TestAccessControl(t *testing.T) {
 		}
 		token := e2e.ClaimToken(t, h.WaitNotices(before + 1)[before])
 		c := h.Client()
-		c.JSON("POST", "/api/v1/claim", map[string]string{"token": token, "password": "carol's long password"}, 200, nil)
+		c.JSON("POST", "/api/v1/claim", map[string]string{"token": token, "password": "copper meadow violin 12"}, 200, nil)
 		again := h.Client()
 		again.JSON("POST", "/api/v1/claim", map[string]string{"token": token, "password": "attacker's password!"}, 410, nil)
 		if st, _, _ := again.Do("GET", "/claim/"+token, nil, nil); st != 410 {
@@ -91,7 +90,7 @@ func TestAccessControl(t *testing.T) {
 	})
 	t.Run("cross-origin requests are refused", func(t *testing.T) {
 		c := h.Client()
-		st, _, _ := c.Do("POST", "/api/v1/login", map[string]string{"email": "alice@example.net", "password": "alice's long password"},
+		st, _, _ := c.Do("POST", "/api/v1/login", map[string]string{"email": "alice@example.net", "password": "violet canyon ember 31"},
 			map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"})
 		if st != 403 {
 			t.Errorf("cross-site login: %d", st)
@@ -103,7 +102,7 @@ func TestAccessControl(t *testing.T) {
 	})
 	t.Run("one session per user", func(t *testing.T) {
 		second := h.Client()
-		second.JSON("POST", "/api/v1/login", map[string]string{"email": "alice@example.net", "password": "alice's long password"}, 200, nil)
+		second.JSON("POST", "/api/v1/login", map[string]string{"email": "alice@example.net", "password": "violet canyon ember 31"}, 200, nil)
 		if st, _, _ := alice.Do("GET", "/api/v1/messages", nil, nil); st != 401 {
 			t.Errorf("older session still works: %d", st)
 		}
@@ -117,10 +116,10 @@ func TestAccessControl(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	cfg := e2e.Config(t.TempDir())
-	cfg.Portal.IdleTimeout.Duration = 700 * time.Millisecond
+	cfg.Session.IdleTimeout.Duration = 700 * time.Millisecond
 	h := e2e.Start(t, cfg)
 	pass := h.AddStaff(staff)
-	c, id := claimNew(t, h, pass, "idle@example.net", "idle user password")
+	c, id := claimNew(t, h, pass, "idle@example.net", "silver walrus pantry 9")
 	// Activity slides the window.
 	for i := 0; i < 3; i++ {
 		time.Sleep(300 * time.Millisecond)
@@ -143,7 +142,7 @@ func TestRestart(t *testing.T) {
 	dir := t.TempDir()
 	h := e2e.Start(t, e2e.Config(dir))
 	pass := h.AddStaff(staff)
-	_, id := claimNew(t, h, pass, "dave@example.net", "dave's long password")
+	_, id := claimNew(t, h, pass, "dave@example.net", "granite pelican moss 64")
 	// A second message stays pending in the portal across the restart.
 	msg := e2e.Multipart(staff, "Dr Lee", "dave@example.net", "second", "second body", "<p>2</p>", "g.txt", []byte("more"))
 	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"dave@example.net"}, Msg: msg}); err != nil {
@@ -153,7 +152,7 @@ func TestRestart(t *testing.T) {
 
 	h2 := e2e.Start(t, e2e.Config(dir))
 	c := h2.Client()
-	c.JSON("POST", "/api/v1/login", map[string]string{"email": "dave@example.net", "password": "dave's long password"}, 200, nil)
+	c.JSON("POST", "/api/v1/login", map[string]string{"email": "dave@example.net", "password": "granite pelican moss 64"}, 200, nil)
 	var list listJSON
 	c.JSON("GET", "/api/v1/messages", nil, 200, &list)
 	if len(list.Messages) != 2 {

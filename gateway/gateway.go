@@ -21,21 +21,22 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/phigate/phigate/config"
 	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/intake"
 	"github.com/phigate/phigate/keys"
+	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/logx"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/outbound"
+	"github.com/phigate/phigate/password"
 	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/portal"
 	"github.com/phigate/phigate/session"
 	"github.com/phigate/phigate/smtpd"
 	"github.com/phigate/phigate/store"
+	"github.com/redis/go-redis/v9"
 )
-
-// AbsoluteSessionLifetime caps a session however active it is.
-const AbsoluteSessionLifetime = 12 * time.Hour
 
 type Gateway struct {
 	Cfg        config.Config
@@ -46,6 +47,10 @@ type Gateway struct {
 	Intake     *intake.Intake
 	Dispatcher *notify.Dispatcher
 	Sessions   *session.Manager
+	Limiter    *limiter.Limiter
+	Bus        events.Bus
+	Redis      *redis.Client // nil without redis.url
+	Portal     *portal.Server
 	TLS        *tls.Config
 
 	smtp, smtps, http net.Listener
@@ -100,7 +105,9 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Gateway, e
 	pcrypto.SetMaxConcurrentHashes(cfg.Keys.MaxConcurrentPassword)
 	g := &Gateway{Cfg: cfg, Log: log, Keys: ring, Store: st}
 	g.Identity = &identity.Service{Store: st, Keys: ring, Password: pcrypto.PasswordParams{
-		Time: cfg.Keys.PasswordTime, MemoryKiB: cfg.Keys.PasswordMemoryKiB, Threads: cfg.Keys.PasswordThreads}}
+		Time: cfg.Keys.PasswordTime, MemoryKiB: cfg.Keys.PasswordMemoryKiB, Threads: cfg.Keys.PasswordThreads},
+		Policy: password.DefaultPolicy(), OrgName: cfg.Org.Name, PublicURL: cfg.Server.PublicURL,
+		ResetTTL: cfg.Security.ResetTTL.Duration}
 	return g, nil
 }
 
@@ -133,14 +140,16 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.Intake = &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: pol, Relay: snd,
 		Notifier: g.Dispatcher, Log: g.Log, Opts: intake.Options{Expiry: cfg.Portal.MessageExpiry.Duration,
 			ClaimTTL: cfg.Portal.ClaimTTL.Duration, PublicURL: cfg.Server.PublicURL}}
-	mem := session.NewMemory()
-	g.Sessions = &session.Manager{Store: mem, Idle: cfg.Portal.IdleTimeout.Duration, Absolute: AbsoluteSessionLifetime}
+	if err := g.shared(ctx); err != nil {
+		return err
+	}
 	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Policy: pol, Log: g.Log, Opts: smtpd.Options{
 		Hostname: cfg.Server.Hostname, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxLineLength: cfg.SMTP.MaxLineLength, ReadTimeout: cfg.SMTP.ReadTimeout.Duration,
 		WriteTimeout: cfg.SMTP.WriteTimeout.Duration, TLS: tlsCfg}}
-	ps := &portal.Server{Store: g.Store, Identity: g.Identity, Sessions: g.Sessions, Gateway: g.Keys.Gateway.Public(),
-		Org: cfg.Org, Log: g.Log}
+	ps := &portal.Server{Store: g.Store, Identity: g.Identity, Sessions: g.Sessions, Limiter: g.Limiter, Bus: g.Bus,
+		Gateway: g.Keys.Gateway.Public(), Org: cfg.Org, Log: g.Log, PublicURL: cfg.Server.PublicURL,
+		RequirePatient2FA: cfg.Security.RequirePatient2FA, OfficerEmail: cfg.Security.OfficerEmail}
 
 	if err := g.listen(); err != nil {
 		return err
@@ -150,14 +159,19 @@ func (g *Gateway) Start(ctx context.Context) error {
 		_, port, _ := net.SplitHostPort(g.http.Addr().String())
 		g.Cfg.Server.PublicURL = strings.TrimSuffix(g.Cfg.Server.PublicURL, "0") + port
 		g.Intake.Opts.PublicURL = g.Cfg.Server.PublicURL
+		g.Identity.PublicURL = g.Cfg.Server.PublicURL
+		ps.PublicURL = g.Cfg.Server.PublicURL
 	}
+	g.Portal = ps
 	g.httpSrv = &http.Server{Handler: ps.Handler(), TLSConfig: tlsCfg.Clone(),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute,
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(g.Log.Handler(), slog.LevelWarn)}
 
 	g.goRun(func() { g.Dispatcher.Run(ctx) })
-	g.goRun(func() { sweep(ctx, mem, g.Sessions.Idle) })
+	if mem, ok := g.Sessions.Store.(*session.Memory); ok {
+		g.goRun(func() { sweep(ctx, mem, g.Sessions.Idle) })
+	}
 	for _, l := range []struct {
 		name     string
 		ln       net.Listener
@@ -226,6 +240,36 @@ func sweep(ctx context.Context, m *session.Memory, idle time.Duration) {
 	}
 }
 
+// shared sets up what nodes share: sessions, lock-out counters and live
+// events, in Redis when redis.url is set, in this process otherwise.
+func (g *Gateway) shared(ctx context.Context) error {
+	cfg := g.Cfg
+	lc := limiter.Config{MaxFailures: cfg.Security.LockoutFailures, Lockout: cfg.Security.LockoutDuration.Duration,
+		IPMaxFailures: cfg.Security.IPMaxFailures, IPWindow: cfg.Security.IPWindow.Duration}
+	var store session.Store
+	if cfg.Redis.URL == "" {
+		store, g.Bus, g.Limiter = session.NewMemory(), events.NewMemory(), limiter.NewMemory(lc, nil)
+	} else {
+		opt, err := redis.ParseURL(cfg.Redis.URL)
+		if err != nil {
+			return fmt.Errorf("redis.url: %w", err)
+		}
+		g.Redis = redis.NewClient(opt)
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := g.Redis.Ping(pctx).Err(); err != nil {
+			return fmt.Errorf("redis.url: %w", err)
+		}
+		p := cfg.Redis.Prefix
+		store = session.NewRedis(g.Redis, p+"sess:")
+		g.Bus = events.NewRedis(g.Redis, p+"events")
+		g.Limiter = limiter.NewRedis(g.Redis, p+"lim:", lc)
+	}
+	g.Sessions = &session.Manager{Store: store, Idle: cfg.Session.IdleTimeout.Duration,
+		Absolute: cfg.Session.AbsoluteLifetime.Duration, Bus: g.Bus}
+	return nil
+}
+
 // Addrs returns the bound listener addresses (useful with port 0); a
 // disabled listener is "".
 func (g *Gateway) Addrs() (smtp, smtps, https string) {
@@ -261,5 +305,8 @@ func (g *Gateway) close() error {
 		cancel()
 	}
 	g.wg.Wait()
+	if g.Redis != nil {
+		g.Redis.Close()
+	}
 	return g.Store.Close()
 }

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"net/url"
+	"regexp"
 	"os"
 	"testing"
 
@@ -19,4 +20,13 @@ func mustURL(s string) *url.URL {
 func TestMain(m *testing.M) {
 	e2e.Silence()
 	os.Exit(m.Run())
+}
+
+func regexpFind(t *testing.T, b []byte, expr string) string {
+	t.Helper()
+	m := regexp.MustCompile(expr).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no match for %s", expr)
+	}
+	return string(m[1])
 }

@@ -42,7 +42,7 @@ func TestInteropClients(t *testing.T) {
 	}
 	token := e2e.ClaimToken(t, h.WaitNotices(1)[0])
 	c := h.Client()
-	c.JSON("POST", "/api/v1/claim", map[string]string{"token": token, "password": "interop password!"}, 200, nil)
+	c.JSON("POST", "/api/v1/claim", map[string]string{"token": token, "password": "lemon quartz harbor 23"}, 200, nil)
 	var list listJSON
 	c.JSON("GET", "/api/v1/messages", nil, 200, &list)
 	subjects := map[string]string{}

@@ -50,7 +50,7 @@ func TestInteropPostfixRelayhost(t *testing.T) {
 		notices := pf.waitNotices(h, 1, 60*time.Second)
 		token := e2e.ClaimToken(t, notices[0])
 		c := h.Client()
-		c.JSON("POST", "/api/v1/claim", map[string]string{"token": token, "password": "postfix relay passphrase"}, 200, nil)
+		c.JSON("POST", "/api/v1/claim", map[string]string{"token": token, "password": "walnut glacier mirror 46"}, 200, nil)
 		var list listJSON
 		c.JSON("GET", "/api/v1/messages", nil, 200, &list)
 		if len(list.Messages) != 1 || list.Messages[0].Subject != subject || list.Messages[0].Attachments != 1 ||

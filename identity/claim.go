@@ -57,7 +57,11 @@ func (s *Service) Claim(ctx context.Context, raw, password string) (*store.User,
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := CheckPassword(password); err != nil {
+	email, err := s.Email(u)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.checkNewPassword(ctx, nil, email, password); err != nil {
 		return nil, nil, err
 	}
 	pendingPriv, err := s.Keys.UnwrapPrivate(pendingKeyPurpose(u.ID), u.PrivateKeyWrapped)

@@ -17,6 +17,7 @@ import (
 
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/keys"
+	"github.com/phigate/phigate/password"
 	"github.com/phigate/phigate/store"
 )
 
@@ -27,14 +28,20 @@ var (
 	ErrNotPending     = errors.New("identity: account already claimed")
 )
 
-// MinPasswordLength is the floor from issue #2; the full policy comes later.
+// MinPasswordLength is the shortest password the default policy accepts
+// (shown on forms before the full check runs).
 const MinPasswordLength = 12
 
 type Service struct {
 	Store    store.Store
 	Keys     *keys.Ring
 	Password pcrypto.PasswordParams
-	Now      func() time.Time
+	Policy   password.Policy
+	OrgName  string // a user input to the strength check
+	// PublicURL and ResetTTL shape password-reset links.
+	PublicURL string
+	ResetTTL  time.Duration
+	Now       func() time.Time
 
 	pubCache  sync.Map // fingerprint -> *pcrypto.Key
 	pubCacheN atomic.Int64
@@ -68,13 +75,17 @@ func ValidRole(r string) bool {
 	return false
 }
 
-// CheckPassword applies the password rules in force (issue #2: length).
-func CheckPassword(pw string) error {
-	if n := len([]rune(pw)); n < MinPasswordLength {
-		return fmt.Errorf("%w: use at least %d characters (this one has %d)", ErrWeakPassword, MinPasswordLength, n)
+// PasswordProblem returns the plain-language reason a password was refused.
+func PasswordProblem(err error) (string, bool) {
+	var re *password.RuleError
+	if errors.As(err, &re) {
+		return re.Message, true
 	}
-	return nil
+	return "", false
 }
+
+// weak wraps a policy refusal so callers can test errors.Is(err, ErrWeakPassword).
+func weak(re error) error { return fmt.Errorf("%w: %w", ErrWeakPassword, re) }
 
 func userKeyAAD(userID string) []byte { return []byte("user-key:" + userID) }
 
@@ -117,7 +128,7 @@ func (s *Service) AddUser(ctx context.Context, email, role, password string) (*s
 	if !ValidRole(role) {
 		return nil, fmt.Errorf("unknown role %q (patient, staff, admin, security)", role)
 	}
-	if err := CheckPassword(password); err != nil {
+	if err := s.checkNewPassword(ctx, nil, addr, password); err != nil {
 		return nil, err
 	}
 	id := NewID()

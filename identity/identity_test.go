@@ -83,8 +83,8 @@ func TestAddUserValidation(t *testing.T) {
 		{"no local part", "@clinic.example", "staff", goodPassword, "not a valid email address", nil},
 		{"unknown role", "lee@clinic.example", "superuser", goodPassword, `unknown role "superuser"`, nil},
 		{"empty role", "lee@clinic.example", "", goodPassword, "unknown role", nil},
-		{"short password", "lee@clinic.example", "staff", "short", "use at least 12 characters (this one has 5)", ErrWeakPassword},
-		{"11 characters", "lee@clinic.example", "staff", "elevenchars", "use at least 12 characters (this one has 11)", ErrWeakPassword},
+		{"short password", "lee@clinic.example", "staff", "short", "at least 12 characters (this one has 5)", ErrWeakPassword},
+		{"11 characters", "lee@clinic.example", "staff", "elevenchars", "at least 12 characters (this one has 11)", ErrWeakPassword},
 		{"11 runes, more bytes", "lee@clinic.example", "staff", "ääääääääääå", "(this one has 11)", ErrWeakPassword},
 	}
 	for _, c := range cases {
@@ -594,7 +594,7 @@ func TestClaimRace(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			_, _, errs[i] = f.svc.Claim(ctx, raw, "password number "+string(rune('a'+i)))
+			_, _, errs[i] = f.svc.Claim(ctx, raw, "violet harbor canyon "+string(rune('a'+i)))
 		}(i)
 	}
 	wg.Wait()

@@ -165,7 +165,7 @@ func (in *Intake) prepare(ctx context.Context, env Envelope, rcpts []string, raw
 			d.ClaimTokens = append(d.ClaimTokens, tok)
 			notice.Link, notice.Claim = in.Opts.PublicURL+"/claim/"+raw, true
 		}
-		item, err := in.outboxItem(notice, u.ID, m.ID, now)
+		item, err := notify.NewItem(in.Keys, notify.KindNewMessage, notice, u.ID, m.ID, now)
 		if err != nil {
 			return d, nil, err
 		}
@@ -174,18 +174,4 @@ func (in *Intake) prepare(ctx context.Context, env Envelope, rcpts []string, raw
 		ids = append(ids, m.ID)
 	}
 	return d, ids, nil
-}
-
-func (in *Intake) outboxItem(n notify.Notice, userID, msgID string, now time.Time) (store.OutboxItem, error) {
-	id := identity.NewID()
-	plain, err := n.Marshal()
-	if err != nil {
-		return store.OutboxItem{}, err
-	}
-	sealed, err := in.Keys.SealField(notify.PayloadPurpose(id), plain)
-	if err != nil {
-		return store.OutboxItem{}, err
-	}
-	return store.OutboxItem{ID: id, Kind: notify.KindNewMessage, UserID: userID, MessageID: msgID,
-		Payload: sealed, CreatedAt: now, NextAttemptAt: now}, nil
 }

@@ -28,6 +28,7 @@ type Ring struct {
 	fieldKey   []byte // seals small fields (addresses, notice payloads)
 	indexKey   []byte // blind index of addresses
 	appPwKey   []byte // keyed hash of app passwords
+	recoveryK  []byte // keyed hash of second-factor recovery codes
 	wrapKey    []byte // wraps pending recipients' private keys and the gateway key
 	pseudonymK []byte
 }
@@ -57,6 +58,7 @@ func NewRing(master []byte, gateway, escrow *pcrypto.Key) (*Ring, error) {
 		fieldKey:   derive(master, "field"),
 		indexKey:   derive(master, "blind index"),
 		appPwKey:   derive(master, "app password"),
+		recoveryK:  derive(master, "recovery code"),
 		wrapKey:    derive(master, "key wrap"),
 		pseudonymK: derive(master, "log pseudonym"),
 	}, nil
@@ -82,6 +84,9 @@ func (r *Ring) EmailIndex(addr string) []byte {
 func (r *Ring) AppPasswordMAC(secret string) []byte {
 	return pcrypto.MAC(r.appPwKey, []byte(secret))
 }
+
+// RecoveryCodeMAC is the stored form of a second-factor recovery code.
+func (r *Ring) RecoveryCodeMAC(msg []byte) []byte { return pcrypto.MAC(r.recoveryK, msg) }
 
 // SealField encrypts a small value; purpose binds it to its column/owner.
 func (r *Ring) SealField(purpose string, plaintext []byte) ([]byte, error) {

@@ -164,7 +164,7 @@ func (d *Dispatcher) retry(ctx context.Context, it store.OutboxItem, sendErr err
 }
 
 func (d *Dispatcher) send(ctx context.Context, it store.OutboxItem) error {
-	if it.Kind != KindNewMessage {
+	if _, ok := kinds[it.Kind]; !ok {
 		return &outbound.PermanentError{Err: errors.New("unknown outbox kind " + it.Kind)}
 	}
 	plain, err := d.Keys.OpenField(PayloadPurpose(it.ID), it.Payload)
@@ -175,7 +175,7 @@ func (d *Dispatcher) send(ctx context.Context, it store.OutboxItem) error {
 	if err := json.Unmarshal(plain, &n); err != nil {
 		return &outbound.PermanentError{Err: err}
 	}
-	msg, err := Render(n, d.Org, d.Hostname, it.ID, d.now())
+	msg, err := RenderKind(it.Kind, n, d.Org, d.Hostname, it.ID, d.now())
 	if err != nil {
 		return err
 	}

@@ -4,12 +4,14 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/phigate/phigate/identity"
+	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/message"
-	"github.com/phigate/phigate/session"
+	"github.com/phigate/phigate/store"
 )
 
 // maxJSONBody bounds API request bodies (credentials only).
@@ -19,6 +21,7 @@ type apiError struct {
 	Error   string `json:"error"`
 	Message string `json:"message"`
 	Ref     string `json:"ref,omitempty"`
+	Reason  string `json:"reason,omitempty"` // why a session ended
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -51,77 +54,147 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-// api wraps handlers that need a session; without one: 401 with a reason.
-func (s *Server) api(h func(http.ResponseWriter, *http.Request, *viewer)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.resume(r)
-		if err != nil {
-			code, msg := "unauthenticated", "sign in first"
-			if errors.Is(err, session.ErrExpired) {
-				code, msg = "session_expired", "the session ended after inactivity; sign in again"
-			}
-			writeJSONError(w, http.StatusUnauthorized, code, msg)
-			return
-		}
-		h(w, r, v)
-	}
-}
-
 type userJSON struct {
 	ID   string `json:"id"`
 	Role string `json:"role"`
 }
 
-func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request) {
+// signInJSON answers a sign-in step; Next says what the client must do
+// before the session may read messages: "2fa" (send a code to
+// /api/v1/login/2fa), "enrol" (set up an authenticator app with
+// /api/v1/account/2fa/setup), or "" (done).
+type signInJSON struct {
+	User userJSON `json:"user"`
+	Next string   `json:"next"`
+}
+
+func nextStep(u *store.User, mfaDone bool) string {
+	switch {
+	case mfaDone:
+		return ""
+	case len(u.TOTPSecretEnc) > 0:
+		return "2fa"
+	}
+	return "enrol"
+}
+
+// refuse answers a refused sign-in step, or reports an internal fault.
+func (s *Server) apiRefuse(w http.ResponseWriter, r *http.Request, err error) {
+	var le *limiter.LockedError
+	var te *limiter.ThrottledError
+	msg, ok := s.signInRefusal(err)
+	switch {
+	case !ok:
+		s.apiFail(w, r, err)
+	case errors.As(err, &le):
+		writeJSONError(w, http.StatusLocked, "locked", msg)
+	case errors.As(err, &te):
+		w.Header().Set("Retry-After", strconv.Itoa(int(te.RetryAfter/time.Second)+1))
+		writeJSONError(w, http.StatusTooManyRequests, "throttled", msg)
+	case errors.Is(err, identity.ErrBadCode):
+		writeJSONError(w, http.StatusUnauthorized, "bad_code", msg)
+	default:
+		writeJSONError(w, http.StatusUnauthorized, "bad_credentials", "email and password don't match")
+	}
+}
+
+func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	var req struct{ Email, Password string }
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	u, priv, err := s.Identity.Login(r.Context(), req.Email, req.Password)
-	if errors.Is(err, identity.ErrBadCredentials) {
-		s.Log.WarnContext(r.Context(), "sign-in failed", "ip", info(r).ip)
-		writeJSONError(w, http.StatusUnauthorized, "bad_credentials", "email and password don't match")
-		return
-	}
+	u, priv, err := s.checkPassword(r, req.Email, req.Password)
 	if err != nil {
+		s.apiRefuse(w, r, err)
+		return
+	}
+	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
+	if err := s.startSession(w, r, u, priv, "password", mfaDone); err != nil {
 		s.apiFail(w, r, err)
 		return
 	}
-	if err := s.startSession(w, r, u, priv, "password"); err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"user": userJSON{u.ID, u.Role}})
+	writeJSON(w, http.StatusOK, signInJSON{User: userJSON{u.ID, u.Role}, Next: nextStep(u, mfaDone)})
 }
 
-func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request) {
+func (s *Server) apiSecondFactor(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var req struct{ Code string }
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if v.mfaOK {
+		writeJSON(w, http.StatusOK, signInJSON{User: userJSON{v.user.ID, v.user.Role}})
+		return
+	}
+	if err := s.checkSecondFactor(w, r, v, req.Code); err != nil {
+		s.apiRefuse(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, signInJSON{User: userJSON{v.user.ID, v.user.Role}})
+}
+
+func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	var req struct{ Token, Password string }
 	if !decodeJSON(w, r, &req) {
 		return
 	}
 	u, priv, err := s.Identity.Claim(r.Context(), req.Token, req.Password)
+	if problem, ok := identity.PasswordProblem(err); ok {
+		writeJSONError(w, http.StatusBadRequest, "weak_password", problem)
+		return
+	}
 	switch {
 	case errors.Is(err, identity.ErrBadToken):
 		writeJSONError(w, http.StatusGone, "bad_token", "this claim link was already used, has expired, or is not valid")
-		return
-	case errors.Is(err, identity.ErrWeakPassword):
-		writeJSONError(w, http.StatusBadRequest, "weak_password", strings.TrimPrefix(err.Error(), "identity: "))
 		return
 	case err != nil:
 		s.apiFail(w, r, err)
 		return
 	}
 	s.Log.InfoContext(r.Context(), "account claimed", "user", u.ID, "ip", info(r).ip)
-	if err := s.startSession(w, r, u, priv, "claim"); err != nil {
+	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
+	if err := s.startSession(w, r, u, priv, "claim", mfaDone); err != nil {
 		s.apiFail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"user": userJSON{u.ID, u.Role}})
+	writeJSON(w, http.StatusOK, signInJSON{User: userJSON{u.ID, u.Role}, Next: nextStep(u, mfaDone)})
 }
 
-func (s *Server) apiLogout(w http.ResponseWriter, r *http.Request) {
-	s.endSession(r)
+func (s *Server) apiLogout(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.endSession(r, v)
 	clearSessionCookie(w)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) apiResetRequest(w http.ResponseWriter, r *http.Request, _ *viewer) {
+	var req struct{ Email string }
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if err := s.requestReset(r, req.Email); err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]string{"message": resetSent})
+}
+
+func (s *Server) apiResetComplete(w http.ResponseWriter, r *http.Request, _ *viewer) {
+	var req struct{ Token, Password string }
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	err := s.completeReset(r, req.Token, req.Password)
+	if problem, ok := identity.PasswordProblem(err); ok {
+		writeJSONError(w, http.StatusBadRequest, "weak_password", problem)
+		return
+	}
+	if errors.Is(err, identity.ErrBadToken) {
+		writeJSONError(w, http.StatusGone, "bad_token", "this reset link was already used, has expired, or is not valid")
+		return
+	}
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -160,6 +233,10 @@ func (s *Server) apiMessage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	if err != nil {
 		return
 	}
+	writeJSON(w, http.StatusOK, messageView(o))
+}
+
+func messageView(o *opened) messageJSON {
 	m := o.View
 	atts, problems := m.Attachments, m.Problems
 	if atts == nil {
@@ -168,7 +245,7 @@ func (s *Server) apiMessage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	if problems == nil {
 		problems = []string{}
 	}
-	writeJSON(w, http.StatusOK, messageJSON{
+	return messageJSON{
 		ID:          o.Meta.ID,
 		Headers:     headersJSON{From: m.From, To: m.To, Cc: m.Cc, Subject: m.Subject, Date: m.Date, MessageID: m.MessageID},
 		Text:        m.Text,
@@ -178,5 +255,5 @@ func (s *Server) apiMessage(w http.ResponseWriter, r *http.Request, v *viewer) {
 		ReceivedAt:  o.Meta.CreatedAt,
 		ExpiresAt:   o.Meta.ExpiresAt,
 		Problems:    problems,
-	})
+	}
 }

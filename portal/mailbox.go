@@ -11,7 +11,10 @@ import (
 	"github.com/phigate/phigate/store"
 )
 
-var errNoMessage = errors.New("no such message")
+var (
+	errNoMessage = errors.New("no such message")
+	errLocked    = errors.New("message waiting for recovery")
+)
 
 // listItem is one inbox row, decrypted from the separately sealed summary so
 // the listing never opens whole bodies.
@@ -26,6 +29,9 @@ type listItem struct {
 	Attachments int       `json:"attachments"`
 	Size        int64     `json:"size"`
 	Signature   string    `json:"signature"`
+	// Locked: addressed to a key lost in a password reset; readable again
+	// after the organisation's escrow-assisted recovery.
+	Locked bool `json:"locked"`
 }
 
 func (s *Server) list(ctx context.Context, v *viewer) ([]listItem, error) {
@@ -36,6 +42,11 @@ func (s *Server) list(ctx context.Context, v *viewer) ([]listItem, error) {
 	out := make([]listItem, 0, len(msgs))
 	for _, m := range msgs {
 		it := listItem{ID: m.ID, ReceivedAt: m.CreatedAt, ExpiresAt: m.ExpiresAt, Read: m.ReadAt != nil, Size: m.Size}
+		if m.KeyFpr != "" && m.KeyFpr != v.user.KeyFpr {
+			it.Locked, it.Date, it.Signature = true, m.CreatedAt, "locked"
+			out = append(out, it)
+			continue
+		}
 		plain, sig, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: m.SummaryKeys, Data: m.Summary}, v.key, s.Gateway)
 		if err != nil {
 			// Show the row rather than hide a message we hold.
@@ -72,6 +83,9 @@ func (s *Server) open(ctx context.Context, v *viewer, id string) (*opened, error
 	}
 	if err != nil {
 		return nil, err
+	}
+	if m.KeyFpr != "" && m.KeyFpr != v.user.KeyFpr {
+		return nil, errLocked
 	}
 	plain, sig, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: m.KeyPackets, Data: m.Body}, v.key, s.Gateway)
 	if err != nil {

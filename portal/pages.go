@@ -2,14 +2,15 @@ package portal
 
 import (
 	"errors"
+	"html/template"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
-	"github.com/phigate/phigate/session"
 )
 
 // pageData is what every template sees.
@@ -18,16 +19,31 @@ type pageData struct {
 	SignedIn            bool
 	Error, Notice       string
 
-	Email     string
-	Token     string
-	Invalid   bool
-	MinLength int
-	Messages  []listItem
-	ID        string
-	M         *message.View
-	Signature string
-	HasHTML   bool
-	ExpiresAt time.Time
+	Email      string
+	Locked     int // messages waiting for escrow-assisted recovery
+	Idle       int // session idle timeout in seconds, for the auto-logoff script
+	Next       string
+	Enrol      *identity.Enrolment
+	QR         template.URL
+	Codes      []string
+	Users      []adminUser
+	Recovered  int
+	BreakGlass bool
+	Enrolled   bool
+	CodesLeft  int
+	Reason     string
+	Roles      []string
+	Role       string
+	FullAccess bool // second factor done: show the full navigation
+	Token      string
+	Invalid    bool
+	MinLength  int
+	Messages   []listItem
+	ID         string
+	M          *message.View
+	Signature  string
+	HasHTML    bool
+	ExpiresAt  time.Time
 }
 
 func (s *Server) data(title string) pageData {
@@ -35,6 +51,12 @@ func (s *Server) data(title string) pageData {
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, d pageData) {
+	if v := viewerOf(r); v != nil {
+		d.SignedIn, d.Role, d.FullAccess = true, v.user.Role, v.mfaOK
+	}
+	if d.SignedIn {
+		d.Idle = int(s.Sessions.Idle / time.Second)
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.WriteHeader(status)
 	if err := s.tmpl.ExecuteTemplate(w, name, d); err != nil {
@@ -52,61 +74,91 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	s.render(w, r, http.StatusInternalServerError, "error.html", d)
 }
 
-func (s *Server) home(w http.ResponseWriter, r *http.Request) {
+func (s *Server) home(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	http.Redirect(w, r, "/inbox", http.StatusSeeOther)
 }
 
-// page wraps handlers that need a signed-in viewer; without one the browser
-// goes to the sign-in page with a reason.
-func (s *Server) page(h func(http.ResponseWriter, *http.Request, *viewer)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.resume(r)
-		if err != nil {
-			clearSessionCookie(w)
-			target := "/login"
-			if errors.Is(err, session.ErrExpired) {
-				target += "?ended=idle"
-			}
-			http.Redirect(w, r, target, http.StatusSeeOther)
-			return
-		}
-		h(w, r, v)
-	}
+// endedNotices explains to a person why they are on the sign-in page.
+var endedNotices = map[string]string{
+	"idle":       "You were signed out after a period of inactivity, to protect your information.",
+	"absolute":   "You were signed out because you had been signed in for a long time. Please sign in again.",
+	"replaced":   "You were signed out because your account signed in somewhere else.",
+	"user":       "You have signed out.",
+	"logout":     "You have signed out.",
+	"everywhere": "You were signed out on all your devices.",
+	"disabled":   "Your account has been disabled. Contact your organisation if you think this is a mistake.",
+	"privilege":  "Your access changed. Please sign in again.",
+	"reset":      "Your password was changed. Sign in with your new password.",
 }
 
-func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	d := s.data("Sign in")
-	switch r.URL.Query().Get("ended") {
-	case "idle":
-		d.Notice = "You were signed out after a period of inactivity, to protect your information."
-	case "logout":
-		d.Notice = "You have signed out."
-	}
+	d.Notice = endedNotices[r.URL.Query().Get("ended")]
 	s.render(w, r, http.StatusOK, "login.html", d)
 }
 
-func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request) {
+func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	email, pw := strings.TrimSpace(r.PostFormValue("email")), r.PostFormValue("password")
-	u, priv, err := s.Identity.Login(r.Context(), email, pw)
-	if errors.Is(err, identity.ErrBadCredentials) {
-		s.Log.WarnContext(r.Context(), "sign-in failed", "ip", info(r).ip)
-		d := s.data("Sign in")
-		d.Email, d.Error = email, "That email address and password don't match. Check them and try again."
-		s.render(w, r, http.StatusUnauthorized, "login.html", d)
-		return
-	}
+	u, priv, err := s.checkPassword(r, email, pw)
 	if err != nil {
+		if msg, ok := s.signInRefusal(err); ok {
+			d := s.data("Sign in")
+			d.Email, d.Error = email, msg
+			s.render(w, r, http.StatusUnauthorized, "login.html", d)
+			return
+		}
 		s.fail(w, r, err)
 		return
 	}
-	if err := s.startSession(w, r, u, priv, "password"); err != nil {
+	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
+	if err := s.startSession(w, r, u, priv, "password", mfaDone); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/inbox", http.StatusSeeOther)
+	switch {
+	case mfaDone:
+		http.Redirect(w, r, "/inbox", http.StatusSeeOther)
+	case len(u.TOTPSecretEnc) > 0:
+		http.Redirect(w, r, "/login/2fa", http.StatusSeeOther)
+	default:
+		http.Redirect(w, r, "/account/2fa", http.StatusSeeOther)
+	}
 }
 
-func (s *Server) claimPage(w http.ResponseWriter, r *http.Request) {
+func (s *Server) secondFactorPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if v.mfaOK {
+		http.Redirect(w, r, "/inbox", http.StatusSeeOther)
+		return
+	}
+	if len(v.user.TOTPSecretEnc) == 0 {
+		http.Redirect(w, r, "/account/2fa", http.StatusSeeOther)
+		return
+	}
+	d := s.data("Enter your code")
+	d.SignedIn = true
+	s.render(w, r, http.StatusOK, "twofactor.html", d)
+}
+
+func (s *Server) secondFactorSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if v.mfaOK {
+		http.Redirect(w, r, "/inbox", http.StatusSeeOther)
+		return
+	}
+	err := s.checkSecondFactor(w, r, v, r.PostFormValue("code"))
+	if err == nil {
+		http.Redirect(w, r, "/inbox", http.StatusSeeOther)
+		return
+	}
+	if msg, ok := s.signInRefusal(err); ok {
+		d := s.data("Enter your code")
+		d.SignedIn, d.Error = true, msg
+		s.render(w, r, http.StatusUnauthorized, "twofactor.html", d)
+		return
+	}
+	s.fail(w, r, err)
+}
+
+func (s *Server) claimPage(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	token := r.PathValue("token")
 	d := s.data("Choose a password")
 	if _, err := s.Identity.CheckClaimToken(r.Context(), token); err != nil {
@@ -122,7 +174,7 @@ func (s *Server) claimPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, "claim.html", d)
 }
 
-func (s *Server) claimSubmit(w http.ResponseWriter, r *http.Request) {
+func (s *Server) claimSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	token := r.PathValue("token")
 	pw, confirm := r.PostFormValue("password"), r.PostFormValue("confirm")
 	d := s.data("Choose a password")
@@ -133,49 +185,131 @@ func (s *Server) claimSubmit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	u, priv, err := s.Identity.Claim(r.Context(), token, pw)
+	if problem, ok := identity.PasswordProblem(err); ok {
+		d.Error = problem
+		s.render(w, r, http.StatusBadRequest, "claim.html", d)
+		return
+	}
 	switch {
 	case errors.Is(err, identity.ErrBadToken):
 		d.Invalid, d.Error = true, "This link has already been used or has expired."
 		s.render(w, r, http.StatusGone, "claim.html", d)
-		return
-	case errors.Is(err, identity.ErrWeakPassword):
-		d.Error = strings.TrimPrefix(err.Error(), identity.ErrWeakPassword.Error()+": ")
-		d.Error = "This password is too short: " + d.Error + "."
-		s.render(w, r, http.StatusBadRequest, "claim.html", d)
 		return
 	case err != nil:
 		s.fail(w, r, err)
 		return
 	}
 	s.Log.InfoContext(r.Context(), "account claimed", "user", u.ID, "ip", info(r).ip)
-	if err := s.startSession(w, r, u, priv, "claim"); err != nil {
+	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
+	if err := s.startSession(w, r, u, priv, "claim", mfaDone); err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	// Straight to the message, not a dashboard (DESIGN.md, the portal as a
-	// patient meets it).
+	// patient meets it), after the second factor if the clinic requires it.
 	target := "/inbox"
 	if msgs, err := s.Store.ListMessages(r.Context(), u.ID, s.now()); err == nil && len(msgs) == 1 {
 		target = "/messages/" + msgs[0].ID
 	}
+	if !mfaDone {
+		target = "/account/2fa?next=" + url.QueryEscape(target)
+	}
 	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
-func (s *Server) logoutSubmit(w http.ResponseWriter, r *http.Request) {
-	s.endSession(r)
-	clearSessionCookie(w)
-	http.Redirect(w, r, "/login?ended=logout", http.StatusSeeOther)
+func (s *Server) resetRequestPage(w http.ResponseWriter, r *http.Request, _ *viewer) {
+	s.render(w, r, http.StatusOK, "reset_request.html", s.data("Reset your password"))
 }
 
-func (s *Server) endSession(r *http.Request) {
-	c, err := r.Cookie(CookieName)
-	if err != nil {
+// resetSent is the same answer whether or not the address has an account.
+const resetSent = "If an account exists for that address, we have emailed it a link to choose a new password. The link works for a short time only."
+
+func (s *Server) resetRequestSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) {
+	if err := s.requestReset(r, r.PostFormValue("email")); err != nil {
+		s.fail(w, r, err)
 		return
 	}
-	if v, err := s.resume(r); err == nil {
-		s.Log.InfoContext(r.Context(), "logoff", "reason", "user", "user", v.rec.UserID, "ip", info(r).ip)
+	d := s.data("Reset your password")
+	d.Notice = resetSent
+	s.render(w, r, http.StatusOK, "reset_request.html", d)
+}
+
+func (s *Server) requestReset(r *http.Request, email string) error {
+	// Rate-limited per IP (a few requests per lock-out period, counted
+	// like failures), so the form cannot flood someone's mailbox; the
+	// answer is the same either way.
+	bucket := "reset:" + ipKey(info(r).ip)
+	if err := s.Limiter.Check(r.Context(), bucket, ipKey(info(r).ip)); err != nil {
+		s.Log.WarnContext(r.Context(), "password reset throttled", "ip", info(r).ip)
+		return nil
 	}
-	_ = s.Sessions.End(r.Context(), c.Value)
+	_, _, _ = s.Limiter.Failure(r.Context(), bucket, ipKey(info(r).ip))
+	s.Log.InfoContext(r.Context(), "password reset requested", "ip", info(r).ip)
+	return s.Identity.RequestReset(r.Context(), email)
+}
+
+func (s *Server) resetPage(w http.ResponseWriter, r *http.Request, _ *viewer) {
+	d := s.data("Choose a new password")
+	if _, err := s.Identity.CheckResetToken(r.Context(), r.PathValue("token")); err != nil {
+		if !errors.Is(err, identity.ErrBadToken) {
+			s.fail(w, r, err)
+			return
+		}
+		d.Invalid, d.Error = true, "This link has already been used or has expired. You can ask for a new one."
+		s.render(w, r, http.StatusGone, "reset.html", d)
+		return
+	}
+	d.Token = r.PathValue("token")
+	s.render(w, r, http.StatusOK, "reset.html", d)
+}
+
+func (s *Server) resetSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) {
+	d := s.data("Choose a new password")
+	d.Token = r.PathValue("token")
+	if r.PostFormValue("password") != r.PostFormValue("confirm") {
+		d.Error = "The two passwords are not the same. Type the same password in both boxes."
+		s.render(w, r, http.StatusBadRequest, "reset.html", d)
+		return
+	}
+	err := s.completeReset(r, d.Token, r.PostFormValue("password"))
+	if problem, ok := identity.PasswordProblem(err); ok {
+		d.Error = problem
+		s.render(w, r, http.StatusBadRequest, "reset.html", d)
+		return
+	}
+	if errors.Is(err, identity.ErrBadToken) {
+		d.Invalid, d.Error = true, "This link has already been used or has expired. You can ask for a new one."
+		s.render(w, r, http.StatusGone, "reset.html", d)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/login?ended=reset", http.StatusSeeOther)
+}
+
+func (s *Server) completeReset(r *http.Request, token, pw string) error {
+	u, err := s.Identity.CompleteReset(r.Context(), token, pw)
+	if err != nil {
+		return err
+	}
+	s.Log.InfoContext(r.Context(), "password reset", "user", u.ID, "ip", info(r).ip)
+	s.endUser(r.Context(), u.ID, "reset")
+	return nil
+}
+
+func (s *Server) logoutSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.endSession(r, v)
+	clearSessionCookie(w)
+	http.Redirect(w, r, "/login?ended=user", http.StatusSeeOther)
+}
+
+func (s *Server) endSession(r *http.Request, v *viewer) {
+	s.Log.InfoContext(r.Context(), "logoff", "reason", "user", "user", v.user.ID, "ip", info(r).ip)
+	if err := s.Sessions.End(r.Context(), v.token, "user"); err != nil {
+		s.Log.ErrorContext(r.Context(), "end session", "err", err)
+	}
 }
 
 func (s *Server) inboxPage(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -186,6 +320,11 @@ func (s *Server) inboxPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	}
 	d := s.data("Your secure messages")
 	d.SignedIn, d.Messages = true, items
+	for _, it := range items {
+		if it.Locked {
+			d.Locked++
+		}
+	}
 	s.render(w, r, http.StatusOK, "inbox.html", d)
 }
 
@@ -218,6 +357,17 @@ func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer,
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
 		} else {
 			s.notFound(w, r)
+		}
+		return nil, err
+	}
+	if errors.Is(err, errLocked) {
+		if isAPI(r) {
+			writeJSONError(w, http.StatusConflict, "locked", "this message is waiting for your organisation to restore access after a password reset")
+		} else {
+			d := s.data("Message waiting")
+			d.SignedIn = true
+			d.Error = "This message arrived before your password was reset. Your organisation can restore access to it; contact " + s.Org.Contact + "."
+			s.render(w, r, http.StatusConflict, "error.html", d)
 		}
 		return nil, err
 	}

@@ -4,7 +4,6 @@ package portal
 
 import (
 	"context"
-	"errors"
 	"html/template"
 	"log/slog"
 	"net"
@@ -13,7 +12,9 @@ import (
 
 	"github.com/phigate/phigate/config"
 	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/identity"
+	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/logx"
 	"github.com/phigate/phigate/session"
 	"github.com/phigate/phigate/store"
@@ -28,12 +29,19 @@ type Server struct {
 	Store    store.Store
 	Identity *identity.Service
 	Sessions *session.Manager
+	Limiter  *limiter.Limiter
+	Bus      events.Bus
 	Gateway  *pcrypto.Key // verifies stored messages' signatures
 	Org      config.Org
 	Log      *slog.Logger
 	Now      func() time.Time
 
-	tmpl *template.Template
+	PublicURL         string
+	RequirePatient2FA bool
+	OfficerEmail      string // receives break-glass alerts
+
+	tmpl   *template.Template
+	routes []Route
 }
 
 func (s *Server) now() time.Time {
@@ -44,28 +52,73 @@ func (s *Server) now() time.Time {
 }
 
 // Handler returns the portal's routes wrapped in the security middleware.
+// Every route names the permission it needs (authz.go).
 func (s *Server) Handler() http.Handler {
 	s.tmpl = web.Templates()
+	s.routes = nil
 	mux := http.NewServeMux()
-	// Pages.
-	mux.HandleFunc("GET /{$}", s.home)
-	mux.HandleFunc("GET /login", s.loginPage)
-	mux.HandleFunc("POST /login", s.loginSubmit)
-	mux.HandleFunc("GET /claim/{token}", s.claimPage)
-	mux.HandleFunc("POST /claim/{token}", s.claimSubmit)
-	mux.HandleFunc("POST /logout", s.logoutSubmit)
-	mux.HandleFunc("GET /inbox", s.page(s.inboxPage))
-	mux.HandleFunc("GET /messages/{id}", s.page(s.messagePage))
-	mux.HandleFunc("GET /messages/{id}/content", s.page(s.messageContent))
-	mux.HandleFunc("GET /messages/{id}/attachments/{aid}", s.page(s.attachment))
+	h := func(pattern string, p Perm, fn handler) { s.handle(mux, pattern, p, fn) }
+
+	// Signing in and out, claiming, resetting.
+	h("GET /{$}", PermPublic, s.home)
+	h("GET /login", PermPublic, s.loginPage)
+	h("POST /login", PermPublic, s.loginSubmit)
+	h("GET /login/2fa", PermSession, s.secondFactorPage)
+	h("POST /login/2fa", PermSession, s.secondFactorSubmit)
+	h("GET /claim/{token}", PermPublic, s.claimPage)
+	h("POST /claim/{token}", PermPublic, s.claimSubmit)
+	h("GET /reset", PermPublic, s.resetRequestPage)
+	h("POST /reset", PermPublic, s.resetRequestSubmit)
+	h("GET /reset/{token}", PermPublic, s.resetPage)
+	h("POST /reset/{token}", PermPublic, s.resetSubmit)
+	h("POST /logout", PermSession, s.logoutSubmit)
+	h("GET /ws", PermPublic, s.websocket)
+	h("POST /session/keepalive", PermSession, s.keepalive)
+
+	// The recipient's own messages and account.
+	h("GET /inbox", PermOwn, s.inboxPage)
+	h("GET /messages/{id}", PermOwn, s.messagePage)
+	h("GET /messages/{id}/content", PermOwn, s.messageContent)
+	h("GET /messages/{id}/attachments/{aid}", PermOwn, s.attachment)
+	h("GET /account", PermOwn, s.accountPage)
+	h("GET /account/2fa", PermSession, s.enrolPage)
+	h("POST /account/2fa", PermSession, s.enrolSubmit)
+	h("POST /account/recovery-codes", PermOwn, s.recoveryCodesSubmit)
+	h("POST /account/signout-all", PermOwn, s.signoutAllSubmit)
+
+	// Administration.
+	h("GET /admin/users", PermAdmin, s.adminUsersPage)
+	h("POST /admin/users", PermAdmin, s.adminCreateSubmit)
+	h("POST /admin/users/{id}/{action}", PermAdmin, s.adminActionSubmit)
+	h("GET /admin/recover", PermAdmin, s.recoverPage)
+	h("POST /admin/recover", PermAdmin, s.recoverSubmit)
+	h("GET /admin/break-glass", PermBreakGlass, s.breakGlassPage)
+	h("POST /admin/break-glass", PermBreakGlass, s.breakGlassSubmit)
+
+	// JSON API (docs/api.md).
+	h("POST /api/v1/claim", PermPublic, s.apiClaim)
+	h("POST /api/v1/login", PermPublic, s.apiLogin)
+	h("POST /api/v1/login/2fa", PermSession, s.apiSecondFactor)
+	h("POST /api/v1/logout", PermSession, s.apiLogout)
+	h("POST /api/v1/reset", PermPublic, s.apiResetRequest)
+	h("POST /api/v1/reset/complete", PermPublic, s.apiResetComplete)
+	h("POST /api/v1/session/keepalive", PermSession, s.keepalive)
+	h("GET /api/v1/messages", PermOwn, s.apiMessages)
+	h("GET /api/v1/messages/{id}", PermOwn, s.apiMessage)
+	h("GET /api/v1/messages/{id}/attachments/{aid}", PermOwn, s.attachment)
+	h("GET /api/v1/account", PermOwn, s.apiAccount)
+	h("POST /api/v1/account/2fa/setup", PermSession, s.apiEnrolStart)
+	h("POST /api/v1/account/2fa/confirm", PermSession, s.apiEnrolConfirm)
+	h("POST /api/v1/account/recovery-codes", PermOwn, s.apiRecoveryCodes)
+	h("POST /api/v1/account/signout-all", PermOwn, s.apiSignoutAll)
+	h("GET /api/v1/admin/users", PermAdmin, s.apiAdminUsers)
+	h("POST /api/v1/admin/users", PermAdmin, s.apiAdminCreate)
+	h("POST /api/v1/admin/users/{id}/{action}", PermAdmin, s.apiAdminAction)
+	h("POST /api/v1/admin/recover", PermAdmin, s.apiRecover)
+	h("POST /api/v1/admin/break-glass", PermBreakGlass, s.apiBreakGlass)
+
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(web.Static())))
-	// JSON API.
-	mux.HandleFunc("POST /api/v1/claim", s.apiClaim)
-	mux.HandleFunc("POST /api/v1/login", s.apiLogin)
-	mux.HandleFunc("POST /api/v1/logout", s.apiLogout)
-	mux.HandleFunc("GET /api/v1/messages", s.api(s.apiMessages))
-	mux.HandleFunc("GET /api/v1/messages/{id}", s.api(s.apiMessage))
-	mux.HandleFunc("GET /api/v1/messages/{id}/attachments/{aid}", s.api(s.attachment))
+	s.routes = append(s.routes, Route{Method: "GET", Pattern: "/static/", Perm: PermPublic})
 
 	// Cross-origin state-changing requests are refused (Sec-Fetch-Site /
 	// Origin checks); SameSite=Strict cookies are the second layer.
@@ -121,33 +174,6 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// viewer is the signed-in user of one request, with their key unlocked for
-// this request only.
-type viewer struct {
-	rec *session.Record
-	key *pcrypto.Key
-}
-
-// resume returns the request's session, or an error saying why there is none.
-func (s *Server) resume(r *http.Request) (*viewer, error) {
-	c, err := r.Cookie(CookieName)
-	if err != nil {
-		return nil, session.ErrNoSession
-	}
-	rec, priv, err := s.Sessions.Resume(r.Context(), c.Value)
-	if err != nil {
-		if errors.Is(err, session.ErrExpired) {
-			s.Log.InfoContext(r.Context(), "logoff", "reason", "idle", "ip", info(r).ip)
-		}
-		return nil, err
-	}
-	k, err := pcrypto.ReadKey(priv)
-	if err != nil {
-		return nil, err
-	}
-	return &viewer{rec: rec, key: k}, nil
-}
-
 func (s *Server) setSessionCookie(w http.ResponseWriter, token string) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: token, Path: "/", Secure: true,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode})
@@ -160,13 +186,26 @@ func clearSessionCookie(w http.ResponseWriter) {
 	w.Header().Set("Clear-Site-Data", `"cache", "storage"`)
 }
 
-// startSession signs u in with their unlocked key and sets the cookie.
-func (s *Server) startSession(w http.ResponseWriter, r *http.Request, u *store.User, priv []byte, how string) error {
-	token, rec, err := s.Sessions.Start(r.Context(), u.ID, u.Role, priv)
+// startSession signs u in with their unlocked key and sets the cookie; mfa
+// says whether the second factor is already done.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, u *store.User, priv []byte, how string, mfa bool) error {
+	token, rec, err := s.Sessions.Start(r.Context(), u.ID, u.Role, priv, mfa)
 	if err != nil {
 		return err
 	}
 	s.setSessionCookie(w, token)
-	s.Log.InfoContext(r.Context(), "sign-in", "user", u.ID, "ip", info(r).ip, "how", how, "session", rec.ID[:8])
+	s.Log.InfoContext(r.Context(), "sign-in", "user", u.ID, "ip", info(r).ip, "how", how, "mfa", mfa, "session", rec.ID[:8])
+	return nil
+}
+
+// rotate gives the session a new id after the second factor (a privilege
+// change), so an id seen before it is worthless.
+func (s *Server) rotate(w http.ResponseWriter, r *http.Request, v *viewer) error {
+	token, _, err := s.Sessions.Rotate(r.Context(), v.token, v.user.Role, true)
+	if err != nil {
+		return err
+	}
+	s.setSessionCookie(w, token)
+	v.token, v.mfaOK = token, true
 	return nil
 }

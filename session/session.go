@@ -2,6 +2,15 @@
 // user's private key only wrapped under a random secret that lives in the
 // browser's cookie (DESIGN.md "Keys"), so the record alone unlocks nothing,
 // and deleting the record makes the key unreachable.
+//
+// Rules (DESIGN.md invariant 6, issue #3): a session ends after Idle without
+// activity (10 minutes by default, at most 30) and Absolute after sign-in
+// (12 hours) however active; a user has one live session, so a new sign-in
+// ends the older one; an ended session's id is remembered for an hour with
+// the reason, so its browser can be told why. Records live in Redis when
+// configured (shared by every node) or in process; either way nothing in a
+// record is PHI: ids, the role, times, the wrapped key (ciphertext) and a
+// MAC of the cookie secret.
 package session
 
 import (
@@ -10,47 +19,103 @@ import (
 	"encoding/base64"
 	"errors"
 	"strings"
-	"sync"
 	"time"
 
 	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/events"
 )
 
-var (
-	ErrNoSession = errors.New("session: not signed in")
-	ErrExpired   = errors.New("session: ended after inactivity")
+// Why a session ended.
+const (
+	ReasonIdle       = "idle"       // no activity for Idle
+	ReasonAbsolute   = "absolute"   // Absolute lifetime reached
+	ReasonReplaced   = "replaced"   // the user signed in elsewhere
+	ReasonUser       = "user"       // signed out
+	ReasonDisabled   = "disabled"   // the account was disabled
+	ReasonEverywhere = "everywhere" // "sign out everywhere"
+	ReasonPrivilege  = "privilege"  // replaced by a new id at a privilege change (Rotate)
 )
 
+// Limits on the idle timeout and the default lifetimes.
+const (
+	DefaultIdle     = 10 * time.Minute
+	MaxIdle         = 30 * time.Minute
+	DefaultAbsolute = 12 * time.Hour
+)
+
+// TombstoneTTL is how long an ended session's id (with the reason) is
+// remembered.
+const TombstoneTTL = time.Hour
+
+// ErrNoSession: no such session (never existed, forgotten, or a forged or
+// mangled token).
+var ErrNoSession = errors.New("session: not signed in")
+
+// EndedError says why a session is gone; Get and Resume return it for an
+// ended session's id for at least TombstoneTTL.
+type EndedError struct{ Reason string }
+
+func (e *EndedError) Error() string { return "session: ended (" + e.Reason + ")" }
+
+// Reason returns why err's session ended, or "" if err is not an
+// *EndedError.
+func Reason(err error) string {
+	var e *EndedError
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ""
+}
+
+// Record is one session as stored. It never holds the private key or the
+// cookie secret in the clear.
 type Record struct {
 	ID         string
 	UserID     string
 	Role       string
-	WrappedKey []byte
+	WrappedKey []byte // the private key wrapped under the cookie secret
 	SecretHash []byte // lets Resume refuse a forged secret before unwrapping
 	Created    time.Time
 	LastSeen   time.Time
+	MFA        bool // the second factor is done
 }
 
-// Store keeps records; in process for now, Redis for scale-out (issue #3).
+// Store keeps records, in process (Memory) or in Redis (Redis).
 type Store interface {
-	// Put stores r and ends every other session of r.UserID in the same
-	// atomic step, so two sign-ins racing each other leave one session.
-	Put(ctx context.Context, r Record) error
+	// Put stores r and ends every other session of r.UserID with reason
+	// "replaced", in one atomic step: two racing sign-ins leave exactly one
+	// live session, and the loser's id is tombstoned "replaced". It returns
+	// the ids it ended. idle (> 0) is how long r lives without a Touch.
+	Put(ctx context.Context, r Record, idle time.Duration) (replaced []string, err error)
+	// Get returns the live record, an *EndedError for a remembered ended
+	// id, or ErrNoSession.
 	Get(ctx context.Context, id string) (*Record, error)
-	Touch(ctx context.Context, id string, at time.Time) error
-	Delete(ctx context.Context, id string) error
-	// Expire deletes a timed-out session but remembers its id for a while,
-	// so the browser can be told why it was signed out.
-	Expire(ctx context.Context, id string, at time.Time) error
-	// DeleteUser ends every session of userID (one session per user).
-	DeleteUser(ctx context.Context, userID string) error
+	// Touch records activity at `at` and slides the idle window; for a
+	// session that is not live it returns what Get would.
+	Touch(ctx context.Context, id string, at time.Time, idle time.Duration) error
+	// End deletes the live session id and remembers it ended for reason.
+	// If id is not live it changes nothing (an earlier reason is kept) and
+	// returns what Get would: ErrNoSession or the *EndedError.
+	End(ctx context.Context, id, reason string) error
+	// EndUser ends every live session of userID for reason and returns
+	// their ids.
+	EndUser(ctx context.Context, userID, reason string) ([]string, error)
+	// Count returns the number of live sessions.
+	Count(ctx context.Context) (int, error)
 }
 
+// Manager opens, checks and ends sessions. Several Managers (one per node)
+// may share one Store.
 type Manager struct {
 	Store    Store
-	Idle     time.Duration
-	Absolute time.Duration
+	Idle     time.Duration // DefaultIdle if 0; at most MaxIdle
+	Absolute time.Duration // 0: no absolute limit
 	Now      func() time.Time
+	// Bus, if set, hears a SessionEnded event for every session this
+	// Manager ends (including ones replaced by a new sign-in), so open pages
+	// on every node can be told at once. Publishing is best effort: the
+	// tombstone tells the browser on its next request anyway.
+	Bus events.Bus
 }
 
 func (m *Manager) now() time.Time {
@@ -60,30 +125,67 @@ func (m *Manager) now() time.Time {
 	return time.Now()
 }
 
+// IdleTimeout is the idle limit in force (Idle, defaulted and capped).
+func (m *Manager) IdleTimeout() time.Duration {
+	switch {
+	case m.Idle <= 0:
+		return DefaultIdle
+	case m.Idle > MaxIdle:
+		return MaxIdle
+	}
+	return m.Idle
+}
+
 var b64 = base64.RawURLEncoding
 
 func keyAAD(id string) []byte { return []byte("session-key:" + id) }
 
-// Start ends the user's other sessions and opens a new one holding priv.
-// The returned token goes into the cookie; it is the only place the secret
-// exists.
-func (m *Manager) Start(ctx context.Context, userID, role string, priv []byte) (string, *Record, error) {
-	if err := m.Store.DeleteUser(ctx, userID); err != nil {
-		return "", nil, err
+func secretHash(secret []byte) []byte { return pcrypto.MAC([]byte("session"), secret) }
+
+func (m *Manager) publish(ctx context.Context, userID, reason string, ids ...string) {
+	if m.Bus == nil {
+		return
 	}
+	// The session is over whether or not the event goes out; a caller's
+	// cancelled request must not suppress it.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for _, id := range ids {
+		_ = m.Bus.Publish(ctx, events.Event{Kind: events.SessionEnded, UserID: userID, SessionID: id, Reason: reason})
+	}
+}
+
+// newRecord wraps priv under a fresh secret for a fresh id.
+func newRecord(userID, role string, priv []byte, mfa bool, created, now time.Time) (string, *Record, error) {
 	id := b64.EncodeToString(pcrypto.RandomBytes(18))
 	secret := pcrypto.RandomBytes(32)
 	wrapped, err := pcrypto.Wrap(secret, priv, keyAAD(id))
 	if err != nil {
 		return "", nil, err
 	}
+	r := &Record{ID: id, UserID: userID, Role: role, WrappedKey: wrapped,
+		SecretHash: secretHash(secret), Created: created, LastSeen: now, MFA: mfa}
+	return id + "." + b64.EncodeToString(secret), r, nil
+}
+
+// Start opens a session holding priv and ends the user's other sessions
+// (reason "replaced", announced on the Bus). The returned token goes into
+// the cookie; it is the only place the secret exists.
+func (m *Manager) Start(ctx context.Context, userID, role string, priv []byte, mfa bool) (string, *Record, error) {
+	if userID == "" {
+		return "", nil, errors.New("session: empty user id")
+	}
 	now := m.now()
-	r := Record{ID: id, UserID: userID, Role: role, WrappedKey: wrapped,
-		SecretHash: pcrypto.MAC([]byte("session"), secret), Created: now, LastSeen: now}
-	if err := m.Store.Put(ctx, r); err != nil {
+	token, r, err := newRecord(userID, role, priv, mfa, now, now)
+	if err != nil {
 		return "", nil, err
 	}
-	return id + "." + b64.EncodeToString(secret), &r, nil
+	replaced, err := m.Store.Put(ctx, *r, m.IdleTimeout())
+	if err != nil {
+		return "", nil, err
+	}
+	m.publish(ctx, userID, ReasonReplaced, replaced...)
+	return token, r, nil
 }
 
 func split(token string) (id string, secret []byte, ok bool) {
@@ -98,9 +200,8 @@ func split(token string) (id string, secret []byte, ok bool) {
 	return id, secret, true
 }
 
-// Resume checks the token, enforces idle and absolute limits, slides the
-// idle window, and returns the record with the unwrapped private key.
-func (m *Manager) Resume(ctx context.Context, token string) (*Record, []byte, error) {
+// load returns the live record for token if its secret matches.
+func (m *Manager) load(ctx context.Context, token string) (*Record, []byte, error) {
 	id, secret, ok := split(token)
 	if !ok {
 		return nil, nil, ErrNoSession
@@ -109,131 +210,144 @@ func (m *Manager) Resume(ctx context.Context, token string) (*Record, []byte, er
 	if err != nil {
 		return nil, nil, err
 	}
-	if subtle.ConstantTimeCompare(r.SecretHash, pcrypto.MAC([]byte("session"), secret)) != 1 {
+	if subtle.ConstantTimeCompare(r.SecretHash, secretHash(secret)) != 1 {
 		return nil, nil, ErrNoSession
 	}
-	now := m.now()
-	if now.Sub(r.LastSeen) >= m.Idle || (m.Absolute > 0 && now.Sub(r.Created) >= m.Absolute) {
-		_ = m.Store.Expire(ctx, id, now)
-		return nil, nil, ErrExpired
+	return r, secret, nil
+}
+
+// check enforces the idle and absolute limits, ending the session if one
+// is reached.
+func (m *Manager) check(ctx context.Context, r *Record, now time.Time) error {
+	reason := ""
+	switch {
+	case now.Sub(r.LastSeen) >= m.IdleTimeout():
+		reason = ReasonIdle
+	case m.Absolute > 0 && now.Sub(r.Created) >= m.Absolute:
+		reason = ReasonAbsolute
+	default:
+		return nil
 	}
-	priv, err := pcrypto.Unwrap(secret, r.WrappedKey, keyAAD(id))
+	if err := m.Store.End(ctx, r.ID, reason); err != nil {
+		return err // ended meanwhile (for another reason), or the store failed
+	}
+	m.publish(ctx, r.UserID, reason, r.ID)
+	return &EndedError{Reason: reason}
+}
+
+// Resume checks the token, enforces the idle and absolute limits (ending
+// the session with reason "idle" or "absolute"), slides the idle window,
+// and returns the record with the unwrapped private key. Errors:
+// ErrNoSession for an unknown or forged token, *EndedError for an ended
+// session, or the store's error.
+func (m *Manager) Resume(ctx context.Context, token string) (*Record, []byte, error) {
+	r, secret, err := m.load(ctx, token)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := m.now()
+	if err := m.check(ctx, r, now); err != nil {
+		return nil, nil, err
+	}
+	priv, err := pcrypto.Unwrap(secret, r.WrappedKey, keyAAD(r.ID))
 	if err != nil {
 		return nil, nil, ErrNoSession
 	}
-	if err := m.Store.Touch(ctx, id, now); err != nil {
+	if err := m.Store.Touch(ctx, r.ID, now, m.IdleTimeout()); err != nil {
 		return nil, nil, err
 	}
 	r.LastSeen = now
 	return r, priv, nil
 }
 
-// End signs the token's session out.
-func (m *Manager) End(ctx context.Context, token string) error {
-	id, _, ok := split(token)
-	if !ok {
-		return nil
+// Peek checks the token like Resume (secret, idle and absolute limits,
+// ending the session if one is reached) but neither records activity nor
+// unwraps the key: for watchers such as the websocket, which must not keep
+// a session alive. The same errors as Resume.
+func (m *Manager) Peek(ctx context.Context, token string) (*Record, error) {
+	r, _, err := m.load(ctx, token)
+	if err != nil {
+		return nil, err
 	}
-	return m.Store.Delete(ctx, id)
+	if err := m.check(ctx, r, m.now()); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
-// Memory is the in-process Store.
-type Memory struct {
-	mu   sync.Mutex
-	byID map[string]*Record
-	// ended remembers swept sessions (without any key material) for a
-	// while, so a returning browser is told it timed out, not just "signed
-	// out".
-	ended map[string]time.Time
-}
-
-func NewMemory() *Memory { return &Memory{byID: map[string]*Record{}, ended: map[string]time.Time{}} }
-
-// tombstoneTTL is how long a swept session's id is remembered.
-const tombstoneTTL = time.Hour
-
-func (s *Memory) Put(_ context.Context, r Record) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// One session per user, even when two Starts race past DeleteUser.
-	for id, o := range s.byID {
-		if o.UserID == r.UserID && id != r.ID {
-			delete(s.byID, id)
+// End ends the token's session for reason (usually "user": signed out) and
+// announces it ("" means "user"). Ending an already ended, unknown or forged token is a
+// harmless no-op: only the holder of the cookie secret can end a session
+// this way.
+func (m *Manager) End(ctx context.Context, token, reason string) error {
+	if reason == "" {
+		reason = ReasonUser
+	}
+	r, _, err := m.load(ctx, token)
+	if err != nil {
+		if errors.Is(err, ErrNoSession) || Reason(err) != "" {
+			return nil
 		}
+		return err
 	}
-	s.byID[r.ID] = &r
+	if err := m.Store.End(ctx, r.ID, reason); err != nil {
+		if errors.Is(err, ErrNoSession) || Reason(err) != "" {
+			return nil
+		}
+		return err
+	}
+	m.publish(ctx, r.UserID, reason, r.ID)
 	return nil
 }
 
-func (s *Memory) Get(_ context.Context, id string) (*Record, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.byID[id]
-	if !ok {
-		if _, swept := s.ended[id]; swept {
-			return nil, ErrExpired
-		}
-		return nil, ErrNoSession
+// EndUser ends every session of userID (account disabled, "sign out
+// everywhere", password reset) and announces each.
+func (m *Manager) EndUser(ctx context.Context, userID, reason string) error {
+	if reason == "" {
+		reason = ReasonEverywhere
 	}
-	c := *r
-	return &c, nil
-}
-
-func (s *Memory) Touch(_ context.Context, id string, at time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if r, ok := s.byID[id]; ok {
-		r.LastSeen = at
-		return nil
+	ids, err := m.Store.EndUser(ctx, userID, reason)
+	if err != nil {
+		return err
 	}
-	return ErrNoSession
-}
-
-func (s *Memory) Delete(_ context.Context, id string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.byID, id)
+	m.publish(ctx, userID, reason, ids...)
 	return nil
 }
 
-func (s *Memory) Expire(_ context.Context, id string, at time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.byID[id]; ok {
-		delete(s.byID, id)
-		s.ended[id] = at
+// Rotate gives the token's session a new id and secret, for the same user
+// and private key, with the new role and second-factor state (sign-in
+// steps, privilege changes), so a token captured before the change is
+// worthless after it. The old id is ended with reason "privilege" (and
+// announced: a page holding it should reconnect with its new cookie). The
+// absolute lifetime still counts from the original sign-in. The same
+// errors as Resume.
+func (m *Manager) Rotate(ctx context.Context, token, role string, mfa bool) (string, *Record, error) {
+	r, secret, err := m.load(ctx, token)
+	if err != nil {
+		return "", nil, err
 	}
-	return nil
-}
-
-func (s *Memory) DeleteUser(_ context.Context, userID string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for id, r := range s.byID {
-		if r.UserID == userID {
-			delete(s.byID, id)
-		}
+	now := m.now()
+	if err := m.check(ctx, r, now); err != nil {
+		return "", nil, err
 	}
-	return nil
-}
-
-// Sweep drops sessions idle longer than idle; run it periodically so ended
-// sessions' wrapped keys do not linger in memory.
-func (s *Memory) Sweep(now time.Time, idle time.Duration) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for id, r := range s.byID {
-		if now.Sub(r.LastSeen) >= idle {
-			delete(s.byID, id)
-			s.ended[id] = now
-			n++
-		}
+	priv, err := pcrypto.Unwrap(secret, r.WrappedKey, keyAAD(r.ID))
+	if err != nil {
+		return "", nil, ErrNoSession
 	}
-	for id, at := range s.ended {
-		if now.Sub(at) >= tombstoneTTL {
-			delete(s.ended, id)
-		}
+	newToken, nr, err := newRecord(r.UserID, role, priv, mfa, r.Created, now)
+	if err != nil {
+		return "", nil, err
 	}
-	return n
+	// End first: if the old session was ended meanwhile (a newer sign-in
+	// elsewhere), it must not come back to life under a new id.
+	if err := m.Store.End(ctx, r.ID, ReasonPrivilege); err != nil {
+		return "", nil, err
+	}
+	m.publish(ctx, r.UserID, ReasonPrivilege, r.ID)
+	replaced, err := m.Store.Put(ctx, *nr, m.IdleTimeout())
+	if err != nil {
+		return "", nil, err
+	}
+	m.publish(ctx, r.UserID, ReasonReplaced, replaced...)
+	return newToken, nr, nil
 }

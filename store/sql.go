@@ -156,13 +156,15 @@ func (s *SQL) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 const userCols = `id, email_index, email_enc, role, status, pw_params, pw_salt, pw_verifier,
-	key_fpr, public_key, private_key_wrapped, key_wrap, created_at, updated_at`
+	key_fpr, public_key, private_key_wrapped, key_wrap, totp_secret_enc, totp_last_step, pw_history,
+	created_at, updated_at`
 
 func scanUser(row interface{ Scan(...any) error }) (*User, error) {
 	var u User
 	var c, up int64
 	err := row.Scan(&u.ID, &u.EmailIndex, &u.EmailEnc, &u.Role, &u.Status, &u.PwParams, &u.PwSalt,
-		&u.PwVerifier, &u.KeyFpr, &u.PublicKey, &u.PrivateKeyWrapped, &u.KeyWrap, &c, &up)
+		&u.PwVerifier, &u.KeyFpr, &u.PublicKey, &u.PrivateKeyWrapped, &u.KeyWrap, &u.TOTPSecretEnc,
+		&u.TOTPLastStep, &u.PwHistory, &c, &up)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -175,9 +177,10 @@ func scanUser(row interface{ Scan(...any) error }) (*User, error) {
 
 func (s *SQL) CreateUser(ctx context.Context, u *User) error {
 	_, err := s.exec(ctx, `INSERT INTO users (`+userCols+`)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)`,
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)`,
 		u.ID, u.EmailIndex, u.EmailEnc, u.Role, u.Status, u.PwParams, u.PwSalt, u.PwVerifier,
-		u.KeyFpr, u.PublicKey, u.PrivateKeyWrapped, u.KeyWrap, unix(u.CreatedAt), unix(u.UpdatedAt))
+		u.KeyFpr, u.PublicKey, u.PrivateKeyWrapped, u.KeyWrap, u.TOTPSecretEnc, u.TOTPLastStep, u.PwHistory,
+		unix(u.CreatedAt), unix(u.UpdatedAt))
 	if isUnique(err) {
 		return ErrExists
 	}
@@ -339,16 +342,15 @@ func deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
 	}
 	for _, m := range d.Messages {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messages (id, recipient_id, sender_id,
-			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)`,
+			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary, key_fpr)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)`,
 			m.ID, m.RecipientID, m.SenderID, unix(m.CreatedAt), unix(m.ExpiresAt), m.Size,
-			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary); err != nil {
+			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary, m.KeyFpr); err != nil {
 			return err
 		}
 	}
 	for _, t := range d.ClaimTokens {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO claim_tokens (token_hash, user_id, created_at, expires_at)
-			VALUES ($1,$2,$3,$4)`, t.Hash, t.UserID, unix(t.CreatedAt), unix(t.ExpiresAt)); err != nil {
+		if err := insertToken(ctx, tx, t); err != nil {
 			return err
 		}
 	}
@@ -370,14 +372,14 @@ func insertOutbox(ctx context.Context, tx *sql.Tx, o OutboxItem) error {
 func nullStr(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 const msgCols = `id, recipient_id, sender_id, created_at, expires_at, size, policy,
-	key_packets, summary_keys, summary, read_at`
+	key_packets, summary_keys, summary, read_at, key_fpr`
 
 func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, error) {
 	var m Message
 	var c, e int64
 	var r sql.NullInt64
 	dest := []any{&m.ID, &m.RecipientID, &m.SenderID, &c, &e, &m.Size, &m.Policy,
-		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r}
+		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r, &m.KeyFpr}
 	if withBody {
 		dest = append(dest, &m.Body)
 	}
@@ -424,8 +426,8 @@ func (s *SQL) ClaimTokenByHash(ctx context.Context, hash []byte) (*ClaimToken, e
 	var t ClaimToken
 	var c, e int64
 	var u sql.NullInt64
-	err := s.db.QueryRowContext(ctx, `SELECT token_hash, user_id, created_at, expires_at, used_at
-		FROM claim_tokens WHERE token_hash = $1`, hash).Scan(&t.Hash, &t.UserID, &c, &e, &u)
+	err := s.db.QueryRowContext(ctx, `SELECT token_hash, user_id, created_at, expires_at, used_at, kind
+		FROM claim_tokens WHERE token_hash = $1`, hash).Scan(&t.Hash, &t.UserID, &c, &e, &u, &t.Kind)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -459,8 +461,8 @@ func (s *SQL) MessageKeysForUser(ctx context.Context, userID string) ([]MessageK
 func (s *SQL) Claim(ctx context.Context, c Claim) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1
-			WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1`,
-			unix(c.At), c.TokenHash, c.UserID)
+			WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1 AND kind = $4`,
+			unix(c.At), c.TokenHash, c.UserID, TokenClaim)
 		if err != nil {
 			return err
 		}
@@ -469,9 +471,9 @@ func (s *SQL) Claim(ctx context.Context, c Claim) error {
 		}
 		res, err = tx.ExecContext(ctx, `UPDATE users SET status = $1, key_fpr = $2, public_key = $3,
 			private_key_wrapped = $4, key_wrap = $5, pw_params = $6, pw_salt = $7, pw_verifier = $8,
-			updated_at = $9 WHERE id = $10 AND status = $11 AND key_fpr = $12`,
+			updated_at = $9, pw_history = $10 WHERE id = $11 AND status = $12 AND key_fpr = $13`,
 			StatusActive, c.NewKeyFpr, c.PublicKey, c.PrivateKeyWrapped, KeyWrapPassword,
-			c.PwParams, c.PwSalt, c.PwVerifier, unix(c.At), c.UserID, StatusPending, c.OldKeyFpr)
+			c.PwParams, c.PwSalt, c.PwVerifier, unix(c.At), c.PwHistory, c.UserID, StatusPending, c.OldKeyFpr)
 		if err != nil {
 			return err
 		}
@@ -496,8 +498,8 @@ func (s *SQL) Claim(ctx context.Context, c Claim) error {
 			return ErrConflict
 		}
 		for _, k := range c.Rewrapped {
-			res, err := tx.ExecContext(ctx, `UPDATE messages SET key_packets = $1, summary_keys = $2
-				WHERE id = $3 AND recipient_id = $4`, k.KeyPackets, k.SummaryKeys, k.MessageID, c.UserID)
+			res, err := tx.ExecContext(ctx, `UPDATE messages SET key_packets = $1, summary_keys = $2, key_fpr = $3
+				WHERE id = $4 AND recipient_id = $5`, k.KeyPackets, k.SummaryKeys, c.NewKeyFpr, k.MessageID, c.UserID)
 			if err != nil {
 				return err
 			}
@@ -551,4 +553,168 @@ func (s *SQL) OutboxRetry(ctx context.Context, id string, attempts int, next tim
 	_, err := s.exec(ctx, `UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3
 		WHERE id = $4`, attempts, unix(next), lastErr, id)
 	return err
+}
+
+func insertToken(ctx context.Context, tx *sql.Tx, t ClaimToken) error {
+	kind := t.Kind
+	if kind == "" {
+		kind = TokenClaim
+	}
+	_, err := tx.ExecContext(ctx, `INSERT INTO claim_tokens (token_hash, user_id, created_at, expires_at, kind)
+		VALUES ($1,$2,$3,$4,$5)`, t.Hash, t.UserID, unix(t.CreatedAt), unix(t.ExpiresAt), kind)
+	return err
+}
+
+func (s *SQL) AddToken(ctx context.Context, t ClaimToken) error {
+	return s.tx(ctx, func(tx *sql.Tx) error { return insertToken(ctx, tx, t) })
+}
+
+func (s *SQL) UpdateUser(ctx context.Context, u *User) error {
+	res, err := s.exec(ctx, `UPDATE users SET role = $1, status = $2, pw_params = $3, pw_salt = $4,
+		pw_verifier = $5, key_fpr = $6, public_key = $7, private_key_wrapped = $8, key_wrap = $9,
+		totp_secret_enc = $10, totp_last_step = $11, pw_history = $12, updated_at = $13 WHERE id = $14`,
+		u.Role, u.Status, u.PwParams, u.PwSalt, u.PwVerifier, u.KeyFpr, u.PublicKey, u.PrivateKeyWrapped,
+		u.KeyWrap, u.TOTPSecretEnc, u.TOTPLastStep, u.PwHistory, unix(u.UpdatedAt), u.ID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (s *SQL) ListUsers(ctx context.Context, roles ...string) ([]User, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY created_at, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	want := map[string]bool{}
+	for _, r := range roles {
+		want[r] = true
+	}
+	var out []User
+	for rows.Next() {
+		u, err := scanUser(rows)
+		if err != nil {
+			return nil, err
+		}
+		if len(want) == 0 || want[u.Role] {
+			out = append(out, *u)
+		}
+	}
+	return out, rows.Err()
+}
+
+func (s *SQL) RevokeAllAppPasswords(ctx context.Context, userID string, at time.Time) (int, error) {
+	res, err := s.exec(ctx, `UPDATE app_passwords SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL`,
+		unix(at), userID)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
+}
+
+func (s *SQL) AdvanceTOTPStep(ctx context.Context, userID string, step int64) (bool, error) {
+	res, err := s.exec(ctx, `UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1`, step, userID)
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+func (s *SQL) SetRecoveryCodes(ctx context.Context, userID string, hashes [][]byte) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM recovery_codes WHERE user_id = $1`, userID); err != nil {
+			return err
+		}
+		for _, h := range hashes {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO recovery_codes (user_id, code_hash) VALUES ($1, $2)`, userID, h); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (s *SQL) UseRecoveryCode(ctx context.Context, userID string, hash []byte, at time.Time) (bool, error) {
+	res, err := s.exec(ctx, `UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL`,
+		unix(at), userID, hash)
+	if err != nil {
+		return false, err
+	}
+	n, _ := res.RowsAffected()
+	return n == 1, nil
+}
+
+func (s *SQL) CountRecoveryCodes(ctx context.Context, userID string) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL`, userID).Scan(&n)
+	return n, err
+}
+
+func (s *SQL) Reset(ctx context.Context, r Reset) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1
+			WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1 AND kind = $4`,
+			unix(r.At), r.TokenHash, r.UserID, TokenReset)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrTokenSpent
+		}
+		res, err = tx.ExecContext(ctx, `UPDATE users SET key_fpr = $1, public_key = $2, private_key_wrapped = $3,
+			key_wrap = $4, pw_params = $5, pw_salt = $6, pw_verifier = $7, pw_history = $8, updated_at = $9
+			WHERE id = $10 AND status = $11`,
+			r.NewKeyFpr, r.PublicKey, r.PrivateKeyWrapped, KeyWrapPassword, r.PwParams, r.PwSalt, r.PwVerifier,
+			r.PwHistory, unix(r.At), r.UserID, StatusActive)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrTokenSpent
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL AND kind = $3`,
+			unix(r.At), r.UserID, TokenReset)
+		return err
+	})
+}
+
+func (s *SQL) LockedMessageKeys(ctx context.Context, userID, fpr string) ([]MessageKeys, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, key_packets, summary_keys FROM messages
+		WHERE recipient_id = $1 AND key_fpr <> $2 ORDER BY id`, userID, fpr)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []MessageKeys
+	for rows.Next() {
+		var k MessageKeys
+		if err := rows.Scan(&k.MessageID, &k.KeyPackets, &k.SummaryKeys); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+func (s *SQL) Recover(ctx context.Context, userID, fpr string, keys []MessageKeys) (int, error) {
+	n := 0
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		for _, k := range keys {
+			res, err := tx.ExecContext(ctx, `UPDATE messages SET key_packets = $1, summary_keys = $2, key_fpr = $3
+				WHERE id = $4 AND recipient_id = $5 AND key_fpr <> $3`, k.KeyPackets, k.SummaryKeys, fpr, k.MessageID, userID)
+			if err != nil {
+				return err
+			}
+			c, _ := res.RowsAffected()
+			n += int(c)
+		}
+		return nil
+	})
+	return n, err
 }

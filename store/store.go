@@ -51,6 +51,9 @@ type User struct {
 	PublicKey         []byte
 	PrivateKeyWrapped []byte
 	KeyWrap           string
+	TOTPSecretEnc     []byte // sealed under the master field key; nil = not enrolled
+	TOTPLastStep      int64  // last accepted TOTP step (replay protection)
+	PwHistory         []byte // JSON of the previous password verifiers (issue #3)
 	CreatedAt         time.Time
 	UpdatedAt         time.Time
 }
@@ -89,7 +92,14 @@ type MessageKeys struct {
 	SummaryKeys []byte
 }
 
+// Token kinds.
+const (
+	TokenClaim = "claim" // first password of a pending account
+	TokenReset = "reset" // forgotten password of an active account
+)
+
 type ClaimToken struct {
+	Kind      string // TokenClaim (default) or TokenReset
 	Hash      []byte
 	UserID    string
 	CreatedAt time.Time
@@ -131,6 +141,21 @@ type Claim struct {
 	PwSalt            []byte
 	PwVerifier        []byte
 	Rewrapped         []MessageKeys // must cover every message of the user
+	PwHistory         []byte
+	At                time.Time
+}
+
+// Reset is a forgotten-password reset.
+type Reset struct {
+	UserID            string
+	TokenHash         []byte
+	NewKeyFpr         string
+	PublicKey         []byte
+	PrivateKeyWrapped []byte
+	PwParams          string
+	PwSalt            []byte
+	PwVerifier        []byte
+	PwHistory         []byte
 	At                time.Time
 }
 
@@ -156,6 +181,28 @@ type Store interface {
 	ClaimTokenByHash(ctx context.Context, hash []byte) (*ClaimToken, error)
 	MessageKeysForUser(ctx context.Context, userID string) ([]MessageKeys, error)
 	Claim(ctx context.Context, c Claim) error
+
+	// Issue #3: account life-cycle, second factor, resets and recovery.
+	UpdateUser(ctx context.Context, u *User) error // status, role, password, key and TOTP fields
+	ListUsers(ctx context.Context, roles ...string) ([]User, error)
+	RevokeAllAppPasswords(ctx context.Context, userID string, at time.Time) (int, error)
+	// AdvanceTOTPStep records step as used if it is newer than the last one;
+	// false means a replay (or an older code), atomically across nodes.
+	AdvanceTOTPStep(ctx context.Context, userID string, step int64) (bool, error)
+	SetRecoveryCodes(ctx context.Context, userID string, hashes [][]byte) error
+	UseRecoveryCode(ctx context.Context, userID string, hash []byte, at time.Time) (bool, error)
+	CountRecoveryCodes(ctx context.Context, userID string) (int, error)
+	AddToken(ctx context.Context, t ClaimToken) error
+	// Reset spends a reset token and installs the new password and key in
+	// one transaction. Messages keep their key packets (for the lost key)
+	// until Recover.
+	Reset(ctx context.Context, r Reset) error
+	// LockedMessageKeys returns the key packets of a user's messages that are
+	// not addressed to fpr (the current key): those waiting for recovery.
+	LockedMessageKeys(ctx context.Context, userID, fpr string) ([]MessageKeys, error)
+	// Recover replaces those messages' key packets; each must still be
+	// addressed to another key than fpr when the update runs.
+	Recover(ctx context.Context, userID, fpr string, keys []MessageKeys) (int, error)
 
 	DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxItem, error)
 	// OutboxSent marks notices sent (one transaction for all ids).

@@ -14,6 +14,9 @@ Usage:
   phigate serve [--dev] [--config FILE] [--data DIR] [--smtp ADDR] [--smtps ADDR] [--http ADDR]
   phigate user add --email ADDR --role ROLE --password-stdin [--data DIR | --config FILE]
   phigate user app-password --email ADDR (--name NAME | --revoke NAME) [--data DIR | --config FILE]
+  phigate user list | disable | enable --email ADDR [--data DIR | --config FILE]
+  phigate user role --email ADDR --role ROLE
+  phigate user recover --email ADDR --escrow-key FILE   (escrow passphrase on standard input)
 
 Run "phigate COMMAND -h" for the flags of one command.
 `

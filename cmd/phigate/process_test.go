@@ -806,7 +806,7 @@ func TestKill9AfterAcceptLosesNothing(t *testing.T) {
 	assertNoticesPHIFree(t, got, msgs)
 
 	for i, m := range msgs {
-		claimAndCheck(t, p2, got[m.to][0].token, fmt.Sprintf("patient password %d!", i), m)
+		claimAndCheck(t, p2, got[m.to][0].token, fmt.Sprintf("harbor violet canyon %d", i), m)
 	}
 	assertNoPHIInLogs(t, msgs, p, p2)
 	assertCleanLog(t, p2)
@@ -883,7 +883,7 @@ func TestKill9DuringBurstKeepsAccepted(t *testing.T) {
 		if !res.accepted[i] {
 			extra++
 		}
-		claimAndCheck(t, p2, ns[0].token, fmt.Sprintf("patient password %d!", i), msgs[i])
+		claimAndCheck(t, p2, ns[0].token, fmt.Sprintf("harbor violet canyon %d", i), msgs[i])
 	}
 	t.Logf("%d accepted before SIGKILL, all readable after restart; %d more were committed without their 250 reaching the client",
 		len(accepted), extra)
@@ -944,7 +944,7 @@ func TestRestartKeepsMessages(t *testing.T) {
 		t.Errorf("session from before the restart: status %d, want 401: %s", st, b)
 	}
 	c := newAPI(t, p2)
-	if st, b := c.do("POST", "/api/v1/claim", map[string]string{"token": token, "password": "another password 1"}); st != http.StatusGone {
+	if st, b := c.do("POST", "/api/v1/claim", map[string]string{"token": token, "password": "copper lantern drift 5"}); st != http.StatusGone {
 		t.Errorf("reusing the claim link after restart: status %d, want 410: %s", st, b)
 	}
 	if st, _ := c.do("POST", "/api/v1/login", map[string]string{"email": patient, "password": "wrong password 123"}); st != http.StatusUnauthorized {
@@ -1268,8 +1268,8 @@ func TestCLIUserAndAppPassword(t *testing.T) {
 	if r := add(staffEmail, "staff", staffPassword); r.code != 0 || !strings.Contains(r.stdout, "created staff account") {
 		t.Fatalf("user add: exit %d\nstdout: %s\nstderr: %s", r.code, r.stdout, r.stderr)
 	}
-	expectFail("duplicate", add(staffEmail, "staff", "another password 1"), 1, "already exists")
-	expectFail("duplicate, other case", add(strings.ToUpper(staffEmail), "staff", "another password 1"), 1, "already exists")
+	expectFail("duplicate", add(staffEmail, "staff", "copper lantern drift 5"), 1, "already exists")
+	expectFail("duplicate, other case", add(strings.ToUpper(staffEmail), "staff", "copper lantern drift 5"), 1, "already exists")
 	expectFail("missing --password-stdin",
 		runCLI(t, "", "user", "add", "--data", dir, "--email", "x@clinic.example"), 2, "--password-stdin")
 

@@ -24,6 +24,8 @@ func user(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return userAdd(args[1:], stdin, stdout, stderr)
 	case "app-password":
 		return userAppPassword(args[1:], stdout, stderr)
+	case "disable", "enable", "role", "recover", "list":
+		return userAdmin(args[0], args[1:], stdin, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "phigate user: unknown subcommand %q\n", args[0])
 	return 2

@@ -1,0 +1,188 @@
+package portal
+
+import (
+	"encoding/base64"
+	"errors"
+	"html/template"
+	"net/http"
+	"strings"
+
+	"github.com/phigate/phigate/identity"
+)
+
+// safeNext keeps redirects on this site.
+func safeNext(next string) string {
+	if strings.HasPrefix(next, "/") && !strings.HasPrefix(next, "//") && !strings.Contains(next, `\`) {
+		return next
+	}
+	return "/inbox"
+}
+
+func (s *Server) enrolData(w http.ResponseWriter, r *http.Request, v *viewer) (pageData, bool) {
+	e, err := s.Identity.StartTOTP(r.Context(), v.user)
+	if err != nil {
+		s.fail(w, r, err)
+		return pageData{}, false
+	}
+	d := s.data("Set up your authenticator app")
+	d.SignedIn, d.Enrol, d.Next = true, e, safeNext(r.FormValue("next"))
+	d.Token = base64.RawURLEncoding.EncodeToString(e.Pending)
+	// A data: URL keeps the QR code inside this response (CSP img-src data:).
+	d.QR = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(e.QRPNG))
+	return d, true
+}
+
+func (s *Server) enrolPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if v.mfaOK && len(v.user.TOTPSecretEnc) > 0 && r.URL.Query().Get("again") == "" {
+		http.Redirect(w, r, "/account", http.StatusSeeOther)
+		return
+	}
+	if !v.mfaOK && len(v.user.TOTPSecretEnc) > 0 {
+		// Enrolled already: the pending session must prove the factor, not
+		// replace it.
+		http.Redirect(w, r, "/login/2fa", http.StatusSeeOther)
+		return
+	}
+	if d, ok := s.enrolData(w, r, v); ok {
+		s.render(w, r, http.StatusOK, "enrol.html", d)
+	}
+}
+
+func (s *Server) enrolSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if !v.mfaOK && len(v.user.TOTPSecretEnc) > 0 {
+		http.Redirect(w, r, "/login/2fa", http.StatusSeeOther)
+		return
+	}
+	codes, err := s.finishEnrol(w, r, v, r.PostFormValue("pending"), r.PostFormValue("code"))
+	if errors.Is(err, identity.ErrBadCode) {
+		d, ok := s.enrolData(w, r, v)
+		if !ok {
+			return
+		}
+		d.Error = "That code is not right. Scan the new QR code below and enter the 6-digit code your app shows."
+		s.render(w, r, http.StatusBadRequest, "enrol.html", d)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d := s.data("Save your recovery codes")
+	d.SignedIn, d.Codes, d.Next = true, codes, safeNext(r.PostFormValue("next"))
+	s.render(w, r, http.StatusOK, "codes.html", d)
+}
+
+// finishEnrol stores the new factor, marks this session's second factor
+// done (new session id) and returns the recovery codes.
+func (s *Server) finishEnrol(w http.ResponseWriter, r *http.Request, v *viewer, pending, code string) ([]string, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(pending)
+	if err != nil {
+		return nil, identity.ErrBadCode
+	}
+	codes, err := s.Identity.FinishTOTP(r.Context(), v.user, raw, code)
+	if err != nil {
+		return nil, err
+	}
+	s.Log.InfoContext(r.Context(), "second factor enrolled", "user", v.user.ID, "ip", info(r).ip)
+	if err := s.rotate(w, r, v); err != nil {
+		return nil, err
+	}
+	return codes, nil
+}
+
+func (s *Server) accountPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Your account")
+	d.SignedIn = true
+	d.Enrolled = len(v.user.TOTPSecretEnc) > 0
+	d.CodesLeft, _ = s.Store.CountRecoveryCodes(r.Context(), v.user.ID)
+	s.render(w, r, http.StatusOK, "account.html", d)
+}
+
+func (s *Server) recoveryCodesSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	codes, err := s.Identity.NewRecoveryCodes(r.Context(), v.user)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.Log.InfoContext(r.Context(), "recovery codes replaced", "user", v.user.ID, "ip", info(r).ip)
+	d := s.data("Save your recovery codes")
+	d.SignedIn, d.Codes, d.Next = true, codes, "/account"
+	s.render(w, r, http.StatusOK, "codes.html", d)
+}
+
+func (s *Server) signoutAllSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.endUser(r.Context(), v.user.ID, "everywhere")
+	clearSessionCookie(w)
+	http.Redirect(w, r, "/login?ended=everywhere", http.StatusSeeOther)
+}
+
+// keepalive is the "Stay signed in" button: any authenticated request
+// slides the idle window, this one just has nothing else to do.
+func (s *Server) keepalive(w http.ResponseWriter, r *http.Request, v *viewer) {
+	writeJSON(w, http.StatusOK, map[string]int{"idle_seconds": int(s.Sessions.Idle.Seconds())})
+}
+
+func (s *Server) apiAccount(w http.ResponseWriter, r *http.Request, v *viewer) {
+	left, err := s.Store.CountRecoveryCodes(r.Context(), v.user.ID)
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	locked, err := s.Identity.LockedMessages(r.Context(), v.user)
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": userJSON{v.user.ID, v.user.Role},
+		"two_factor": len(v.user.TOTPSecretEnc) > 0, "recovery_codes_left": left, "locked_messages": locked})
+}
+
+func (s *Server) apiEnrolStart(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if len(v.user.TOTPSecretEnc) > 0 && !v.mfaOK {
+		writeJSONError(w, http.StatusForbidden, "mfa_required", "this account already has an authenticator app: send a code to /api/v1/login/2fa")
+		return
+	}
+	e, err := s.Identity.StartTOTP(r.Context(), v.user)
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"secret": e.Secret, "uri": e.URI,
+		"pending": base64.RawURLEncoding.EncodeToString(e.Pending)})
+}
+
+func (s *Server) apiEnrolConfirm(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if len(v.user.TOTPSecretEnc) > 0 && !v.mfaOK {
+		writeJSONError(w, http.StatusForbidden, "mfa_required", "send a code to /api/v1/login/2fa")
+		return
+	}
+	var req struct{ Pending, Code string }
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	codes, err := s.finishEnrol(w, r, v, req.Pending, req.Code)
+	if errors.Is(err, identity.ErrBadCode) {
+		writeJSONError(w, http.StatusBadRequest, "bad_code", "that code does not match the new secret")
+		return
+	}
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"recovery_codes": codes})
+}
+
+func (s *Server) apiRecoveryCodes(w http.ResponseWriter, r *http.Request, v *viewer) {
+	codes, err := s.Identity.NewRecoveryCodes(r.Context(), v.user)
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"recovery_codes": codes})
+}
+
+func (s *Server) apiSignoutAll(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.endUser(r.Context(), v.user.ID, "everywhere")
+	clearSessionCookie(w)
+	w.WriteHeader(http.StatusNoContent)
+}

@@ -1,0 +1,110 @@
+package portal
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/message"
+	"github.com/phigate/phigate/notify"
+	"github.com/phigate/phigate/store"
+)
+
+// MinReasonLength keeps "x" from passing as a written reason.
+const MinReasonLength = 15
+
+// breakGlass opens any message with the escrow key for an admin or security
+// officer in an emergency (HIPAA 164.312(a)(2)(ii)). It always alerts the
+// security officer at once, with no PHI: who, which message id, when.
+func (s *Server) breakGlass(r *http.Request, v *viewer, id, reason string, escrow *pcrypto.Key) (*opened, error) {
+	if len([]rune(strings.TrimSpace(reason))) < MinReasonLength {
+		return nil, fmt.Errorf("write the reason for this emergency access (at least %d characters)", MinReasonLength)
+	}
+	m, err := s.Store.GetMessage(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	plain, sig, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: m.KeyPackets, Data: m.Body}, escrow, s.Gateway)
+	if err != nil {
+		return nil, err
+	}
+	// The reason may itself name a patient: log its length now; the audit
+	// trail stores it encrypted.
+	s.Log.WarnContext(r.Context(), "break-glass access", "by", v.user.ID, "role", v.user.Role, "message", id,
+		"reason_chars", len(reason), "ip", info(r).ip)
+	email, _ := s.Identity.Email(v.user)
+	alert := fmt.Sprintf("Break-glass access: account %s (%s, %s) opened message %s at %s from %s with the escrow key.",
+		v.user.ID, email, v.user.Role, id, s.now().UTC().Format("2006-01-02 15:04:05 MST"), info(r).ip)
+	item, err := notify.NewItem(s.Identity.Keys, notify.KindSecurityAlert,
+		notify.Notice{To: s.OfficerEmail, Link: s.PublicURL + "/admin/break-glass", Alert: alert}, v.user.ID, id, s.now())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Store.Deliver(r.Context(), store.Delivery{Outbox: []store.OutboxItem{item}}); err != nil {
+		return nil, err
+	}
+	return &opened{Meta: m, View: message.Parse(plain), Signature: sig}, nil
+}
+
+func (s *Server) breakGlassPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Emergency access")
+	d.SignedIn = true
+	d.ID = r.URL.Query().Get("message")
+	s.render(w, r, http.StatusOK, "breakglass.html", d)
+}
+
+func (s *Server) breakGlassSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Emergency access")
+	d.SignedIn = true
+	escrow, err := s.escrowFromForm(r)
+	var o *opened
+	if err == nil {
+		o, err = s.breakGlass(r, v, strings.TrimSpace(r.FormValue("message")), r.FormValue("reason"), escrow)
+	}
+	if err != nil {
+		d.ID, d.Reason = r.FormValue("message"), r.FormValue("reason")
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			d.Error = "No message has that id."
+		default:
+			d.Error = strings.TrimPrefix(err.Error(), "identity: ")
+		}
+		s.render(w, r, http.StatusBadRequest, "breakglass.html", d)
+		return
+	}
+	d.Title, d.BreakGlass = "Emergency access", true
+	d.ID, d.M, d.Signature, d.ExpiresAt = o.Meta.ID, o.View, o.Signature.String(), o.Meta.ExpiresAt
+	// No frame: the HTML part would need a second escrow unlock; show the
+	// text and list attachments only.
+	s.render(w, r, http.StatusOK, "message.html", d)
+}
+
+func (s *Server) apiBreakGlass(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var req struct {
+		MessageID  string `json:"message_id"`
+		Reason     string `json:"reason"`
+		EscrowKey  string `json:"escrow_key"`
+		Passphrase string `json:"passphrase"`
+	}
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	escrow, err := s.Identity.UnlockEscrow([]byte(req.EscrowKey), []byte(req.Passphrase))
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_escrow_key", strings.TrimPrefix(err.Error(), "identity: "))
+		return
+	}
+	o, err := s.breakGlass(r, v, req.MessageID, req.Reason, escrow)
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
+		return
+	}
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	mj := messageView(o)
+	writeJSON(w, http.StatusOK, map[string]any{"break_glass": true, "message": mj})
+}

@@ -1,0 +1,128 @@
+package portal
+
+import (
+	"net/netip"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/phigate/phigate/identity"
+	"github.com/phigate/phigate/limiter"
+	"github.com/phigate/phigate/logx"
+	"github.com/phigate/phigate/store"
+)
+
+// accountKey is the lock-out counter's name for an address: its blind index,
+// never the address itself (counters may live in Redis).
+func (s *Server) accountKey(email string) string { return indexKey(s.Identity.Keys.EmailIndex(email)) }
+
+func indexKey(emailIndex []byte) string { return hex.EncodeToString(emailIndex)[:32] }
+
+// checkPassword is the one password check behind the sign-in page and API:
+// lock-out and per-IP throttling first, then the password, then counting
+// the outcome (HIPAA 164.308(a)(5)(ii)(C), log-in monitoring).
+func (s *Server) checkPassword(r *http.Request, email, pw string) (*store.User, []byte, error) {
+	ctx, ip, acct := r.Context(), ipKey(info(r).ip), s.accountKey(email)
+	if err := s.Limiter.Check(ctx, acct, ip); err != nil {
+		s.Log.WarnContext(ctx, "sign-in refused", "reason", refusalReason(err), "ip", ip)
+		return nil, nil, err
+	}
+	u, priv, err := s.Identity.Login(ctx, email, pw)
+	if errors.Is(err, identity.ErrBadCredentials) {
+		s.countFailure(r, acct, "password")
+		return nil, nil, err
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.Limiter.Success(ctx, acct); err != nil {
+		return nil, nil, err
+	}
+	return u, priv, nil
+}
+
+func (s *Server) countFailure(r *http.Request, acct, what string) {
+	ctx, ip := r.Context(), info(r).ip
+	s.Log.WarnContext(ctx, "sign-in failed", "factor", what, "ip", ip)
+	locked, until, err := s.Limiter.Failure(ctx, acct, ipKey(ip))
+	if err != nil {
+		s.Log.ErrorContext(ctx, "lock-out counter", "err", err)
+		return
+	}
+	if locked {
+		s.Log.WarnContext(ctx, "account locked", "account", acct[:12], "until", until, "ip", ip)
+	}
+}
+
+// ipKey is the throttling counter's name for a client address: a keyed
+// pseudonym (an IP address identifies a person under HIPAA, and counters may
+// live in Redis) of the address, or of its /64 for IPv6, where one client
+// holds a whole prefix.
+func ipKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return logx.Pseudonym(ip)
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		return logx.Pseudonym(p.String())
+	}
+	return logx.Pseudonym(a.String())
+}
+
+func refusalReason(err error) string {
+	var le *limiter.LockedError
+	var te *limiter.ThrottledError
+	switch {
+	case errors.As(err, &le):
+		return "locked"
+	case errors.As(err, &te):
+		return "throttled"
+	}
+	return "bad-credentials"
+}
+
+// signInRefusal turns a refused sign-in into words for the person, or
+// reports that err is not a refusal (an internal fault).
+func (s *Server) signInRefusal(err error) (string, bool) {
+	var le *limiter.LockedError
+	var te *limiter.ThrottledError
+	switch {
+	case errors.Is(err, identity.ErrBadCredentials):
+		return "That email address and password don't match. Check them and try again.", true
+	case errors.Is(err, identity.ErrBadCode):
+		return "That code is not right, or was already used. Enter the current code from your authenticator app, or one of your recovery codes.", true
+	case errors.As(err, &le):
+		mins := int(time.Until(le.Until).Round(time.Minute) / time.Minute)
+		return fmt.Sprintf("This account is locked for %d more minute(s) after too many failed attempts. Try again later, or contact %s.", max(mins, 1), s.Org.Contact), true
+	case errors.As(err, &te):
+		return fmt.Sprintf("Too many failed attempts from your network. Wait %d minute(s) and try again.", max(int(te.RetryAfter.Round(time.Minute)/time.Minute), 1)), true
+	}
+	return "", false
+}
+
+// checkSecondFactor verifies a TOTP or recovery code for v's pending
+// session, counts failures against the same lock-out, and on success gives
+// the session a new id with the second factor marked done.
+func (s *Server) checkSecondFactor(w http.ResponseWriter, r *http.Request, v *viewer, code string) error {
+	ctx, acct := r.Context(), indexKey(v.user.EmailIndex)
+	if err := s.Limiter.Check(ctx, acct, ipKey(info(r).ip)); err != nil {
+		return err
+	}
+	usedRecovery, err := s.Identity.VerifySecondFactor(ctx, v.user, code)
+	if errors.Is(err, identity.ErrBadCode) {
+		s.countFailure(r, acct, "second-factor")
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.Limiter.Success(ctx, acct); err != nil {
+		return err
+	}
+	s.Log.InfoContext(ctx, "second factor ok", "user", v.user.ID, "recovery_code", usedRecovery, "ip", info(r).ip)
+	return s.rotate(w, r, v)
+}
