@@ -156,7 +156,7 @@ func TestEnvOverrides(t *testing.T) {
 		"PHIGATE_KEYS_PASSWORD_THREADS=3",                                // uint8
 		"PHIGATE_KEYS_PASSWORD_MEMORY_KIB=32768",                         // uint32
 		"PHIGATE_SMARTHOST_IMPLICIT_TLS=true",                            // bool
-		"PHIGATE_SESSION_IDLE_TIMEOUT=20m",                                // duration
+		"PHIGATE_SESSION_IDLE_TIMEOUT=20m",                               // duration
 		"PHIGATE_ORG_DOMAINS= lakeside.example, ,lab.example ,x.example", // list
 		"PHIGATE_KEYS_MASTER_KEY=c2VjcmV0",                               // value containing '='-free base64
 		"PHIGATE_SERVER_PUBLIC_URL=https://a.example/x?y=z",              // value containing '='

@@ -2,8 +2,8 @@ package gateway_test
 
 import (
 	"net/url"
-	"regexp"
 	"os"
+	"regexp"
 	"testing"
 
 	"github.com/phigate/phigate/internal/e2e"

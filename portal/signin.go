@@ -1,11 +1,11 @@
 package portal
 
 import (
-	"net/netip"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"time"
 
 	"github.com/phigate/phigate/identity"
