@@ -39,19 +39,21 @@ import (
 )
 
 type Gateway struct {
-	Cfg        config.Config
-	Log        *slog.Logger
-	Keys       *keys.Ring
-	Store      *store.SQL
-	Identity   *identity.Service
-	Intake     *intake.Intake
-	Dispatcher *notify.Dispatcher
-	Sessions   *session.Manager
-	Limiter    *limiter.Limiter
-	Bus        events.Bus
-	Redis      *redis.Client // nil without redis.url
-	Portal     *portal.Server
-	TLS        *tls.Config
+	Cfg            config.Config
+	Log            *slog.Logger
+	Keys           *keys.Ring
+	Store          *store.SQL
+	Identity       *identity.Service
+	Intake         *intake.Intake
+	Dispatcher     *notify.Dispatcher
+	Sessions       *session.Manager
+	Limiter        *limiter.Limiter
+	Bus            events.Bus
+	Redis          *redis.Client // nil without redis.url
+	Portal         *portal.Server
+	Policy         *policy.Engine
+	PolicyVersions *policy.Versions
+	TLS            *tls.Config
 
 	smtp, smtps, http net.Listener
 	httpSrv           *http.Server
@@ -136,14 +138,17 @@ func (g *Gateway) Start(ctx context.Context) error {
 	ctx, g.cancel = context.WithCancel(ctx)
 	g.Dispatcher = &notify.Dispatcher{Store: g.Store, Keys: g.Keys, Sender: snd, Org: cfg.Org,
 		Hostname: cfg.Server.Hostname, Log: g.Log}
-	pol := policy.Default{OrgDomains: cfg.Org.Domains}
-	g.Intake = &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: pol, Relay: snd,
+	if err := g.loadPolicy(ctx); err != nil {
+		return fmt.Errorf("policy: %w", err)
+	}
+	g.Intake = &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: g.Policy, Relay: snd,
+		Keys2: recipientKeys{g.Store, g.Keys}, Detector: g.detector(), PGP: g.pgpSender(snd),
 		Notifier: g.Dispatcher, Log: g.Log, Opts: intake.Options{Expiry: cfg.Portal.MessageExpiry.Duration,
 			ClaimTTL: cfg.Portal.ClaimTTL.Duration, PublicURL: cfg.Server.PublicURL}}
 	if err := g.shared(ctx); err != nil {
 		return err
 	}
-	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Policy: pol, Log: g.Log, Opts: smtpd.Options{
+	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Log: g.Log, Opts: smtpd.Options{
 		Hostname: cfg.Server.Hostname, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxLineLength: cfg.SMTP.MaxLineLength, ReadTimeout: cfg.SMTP.ReadTimeout.Duration,
 		WriteTimeout: cfg.SMTP.WriteTimeout.Duration, TLS: tlsCfg}}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	pcrypto "github.com/phigate/phigate/crypto"
@@ -35,6 +36,9 @@ type Intake struct {
 	Identity *identity.Service
 	Policy   policy.Decider
 	Relay    outbound.Sender
+	PGP      PGPSender // nil: the pgp action fails temporarily
+	Keys2    KeyLookup // registered recipient keys; nil: nobody has one
+	Detector Detector  // nil: no content detectors
 	Notifier interface{ Kick() }
 	Log      *slog.Logger
 	Opts     Options
@@ -50,14 +54,36 @@ type Envelope struct {
 
 // Result says what happened to each recipient class.
 type Result struct {
-	Relayed    int
-	Portal     int
-	MessageIDs []string
+	Relayed     int
+	PGP         int
+	Portal      int
+	Quarantined int
+	MessageIDs  []string
 }
 
-// ErrRejected is returned when a recipient's decision is reject at DATA time
-// (the session normally refuses it at RCPT already).
-var ErrRejected = errors.New("intake: recipient rejected by policy")
+// Rejected is a policy refusal: the SMTP reply carries its code and reason.
+type Rejected struct {
+	Code   int
+	Reason string // safe to show the sender
+	Rule   string
+}
+
+func (e *Rejected) Error() string { return "rejected by policy rule " + e.Rule + ": " + e.Reason }
+
+// Detector counts clinical identifiers in a raw message (package detect).
+type Detector interface {
+	ScanMessage(raw []byte) map[string]int
+}
+
+// PGPSender delivers PGP/MIME to a recipient with a registered key.
+type PGPSender interface {
+	SendPGP(ctx context.Context, from, to string, raw []byte) error
+}
+
+// KeyLookup reports whether rcpt has a usable registered OpenPGP key.
+type KeyLookup interface {
+	HasKey(ctx context.Context, rcpt string) (bool, error)
+}
 
 func (in *Intake) now() time.Time {
 	if in.Now != nil {
@@ -66,25 +92,89 @@ func (in *Intake) now() time.Time {
 	return time.Now()
 }
 
-// Accept delivers raw to every envelope recipient. It returns nil only when
-// every relay recipient was handed to the next hop and every portal copy and
-// its notice are committed.
+// CheckRecipient decides for one recipient at RCPT time and returns a
+// *Rejected when the policy refuses it already on the envelope.
+func (in *Intake) CheckRecipient(ctx context.Context, sender *store.User, from, rcpt string) error {
+	hasKey := false
+	if in.Keys2 != nil {
+		var err error
+		if hasKey, err = in.Keys2.HasKey(ctx, rcpt); err != nil {
+			return err
+		}
+	}
+	d, final := in.Policy.DecideEnvelope(policy.Input{Sender: from, SenderRole: sender.Role, Recipient: rcpt, RecipientHasKey: hasKey})
+	if final && d.Action == policy.Reject {
+		code := d.Then.Code
+		if code == 0 {
+			code = 550
+		}
+		return &Rejected{Code: code, Reason: d.Reason, Rule: d.Rule}
+	}
+	return nil
+}
+
+// facts are what the policy may know about the message, computed once.
+func (in *Intake) facts(raw []byte, v *message.View) *policy.Facts {
+	f := &policy.Facts{Subject: v.Subject}
+	for _, a := range v.Attachments {
+		f.Attachments = append(f.Attachments, policy.Attachment{Type: strings.ToLower(a.ContentType),
+			Ext: policy.ExtOf(a.Filename), Size: a.Size})
+	}
+	if in.Detector != nil {
+		f.Counts = in.Detector.ScanMessage(raw)
+	}
+	return f
+}
+
+// plan is one recipient's decision.
+type plan struct {
+	rcpt string
+	dec  policy.Decision
+}
+
+// Accept delivers raw to every envelope recipient as the policy decides.
+// It returns nil only when every relay and PGP recipient was handed to the
+// next hop and every portal or quarantined copy and its notice are
+// committed. Any reject refuses the whole message (SMTP answers DATA once
+// for all recipients), so nothing is half-sent.
 func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result, error) {
-	var relayTo, portalTo []string
+	view := message.Parse(raw)
+	facts := in.facts(raw, view)
+	var relayTo []string
+	var pgpTo, stored []plan
 	for _, rcpt := range env.To {
-		d := in.Policy.Decide(policy.Input{Sender: env.From, Recipient: rcpt})
+		hasKey := false
+		if in.Keys2 != nil {
+			var err error
+			if hasKey, err = in.Keys2.HasKey(ctx, rcpt); err != nil {
+				return Result{}, err
+			}
+		}
+		d := in.Policy.Decide(policy.Input{Sender: env.From, SenderRole: env.Sender.Role, Recipient: rcpt,
+			RecipientHasKey: hasKey, Facts: facts})
+		in.Log.InfoContext(ctx, "policy decision", "recipient", logx.Addr(rcpt), "action", d.Action, "rule", d.Rule,
+			"version", d.Version, "detectors", d.Detectors, "fallback", d.Fallback)
 		switch d.Action {
+		case policy.Reject:
+			code := d.Then.Code
+			if code == 0 {
+				code = 550
+			}
+			return Result{}, &Rejected{Code: code, Reason: d.Reason, Rule: d.Rule}
 		case policy.Relay:
 			relayTo = append(relayTo, rcpt)
-		case policy.Portal:
-			portalTo = append(portalTo, rcpt)
+		case policy.PGP:
+			pgpTo = append(pgpTo, plan{rcpt, d})
+		case policy.Portal, policy.Quarantine:
+			stored = append(stored, plan{rcpt, d})
 		default:
-			return Result{}, fmt.Errorf("%w: action %s", ErrRejected, d.Action)
+			return Result{}, fmt.Errorf("policy rule %s: unsupported action %q", d.Rule, d.Action)
 		}
 	}
 	var res Result
-	// Relay first: if the smarthost fails we answer 4xx and nothing was
-	// committed, so the client's retry duplicates nothing in the portal.
+	// Onward delivery first: if the smarthost fails we answer 4xx and
+	// nothing was committed, so the client's retry duplicates nothing in
+	// the portal.
 	if len(relayTo) > 0 {
 		if err := in.Relay.Send(ctx, env.From, relayTo, raw); err != nil {
 			return res, fmt.Errorf("relay: %s", outbound.Describe(err))
@@ -92,12 +182,28 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 		res.Relayed = len(relayTo)
 		in.Log.InfoContext(ctx, "relayed", "recipients", len(relayTo))
 	}
-	if len(portalTo) > 0 {
-		ids, err := in.storePortal(ctx, env, portalTo, raw)
+	for _, p := range pgpTo {
+		if in.PGP == nil {
+			return res, errors.New("pgp: no PGP/MIME sender configured")
+		}
+		if err := in.PGP.SendPGP(ctx, env.From, p.rcpt, raw); err != nil {
+			return res, fmt.Errorf("pgp: %s", outbound.Describe(err))
+		}
+		res.PGP++
+	}
+	if len(stored) > 0 {
+		ids, err := in.storePortal(ctx, env, stored, raw, view)
 		if err != nil {
 			return res, err
 		}
-		res.Portal, res.MessageIDs = len(portalTo), ids
+		res.MessageIDs = ids
+		for _, p := range stored {
+			if p.dec.Action == policy.Quarantine {
+				res.Quarantined++
+			} else {
+				res.Portal++
+			}
+		}
 		if in.Notifier != nil {
 			in.Notifier.Kick()
 		}
@@ -105,15 +211,15 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 	return res, nil
 }
 
-func (in *Intake) storePortal(ctx context.Context, env Envelope, rcpts []string, raw []byte) ([]string, error) {
-	summary, err := json.Marshal(message.PreviewSummary(raw))
+func (in *Intake) storePortal(ctx context.Context, env Envelope, plans []plan, raw []byte, view *message.View) ([]string, error) {
+	summary, err := json.Marshal(view.Summary(int64(len(raw))))
 	if err != nil {
 		return nil, err
 	}
 	// A claim finishing between sealing and commit changes the recipient's
 	// key; the store notices and we seal again to the new key.
 	for attempt := 0; attempt < 3; attempt++ {
-		d, ids, err := in.prepare(ctx, env, rcpts, raw, summary)
+		d, ids, err := in.prepare(ctx, env, plans, raw, summary)
 		if err != nil {
 			return nil, err
 		}
@@ -125,20 +231,20 @@ func (in *Intake) storePortal(ctx context.Context, env Envelope, rcpts []string,
 			return nil, fmt.Errorf("commit: %w", err)
 		}
 		for i, id := range ids {
-			in.Log.InfoContext(ctx, "stored for portal", "message", id, "recipient", logx.Addr(rcpts[i]),
-				"size", len(raw), "policy", "default-portal")
+			in.Log.InfoContext(ctx, "stored", "message", id, "recipient", logx.Addr(plans[i].rcpt),
+				"size", len(raw), "rule", plans[i].dec.Rule, "action", plans[i].dec.Action)
 		}
 		return ids, nil
 	}
 	return nil, errors.New("commit: recipient key kept changing")
 }
 
-func (in *Intake) prepare(ctx context.Context, env Envelope, rcpts []string, raw, summary []byte) (store.Delivery, []string, error) {
+func (in *Intake) prepare(ctx context.Context, env Envelope, plans []plan, raw, summary []byte) (store.Delivery, []string, error) {
 	var d store.Delivery
 	var ids []string
 	now := in.now()
-	for _, rcpt := range rcpts {
-		u, err := in.Identity.EnsureRecipient(ctx, rcpt)
+	for _, p := range plans {
+		u, err := in.Identity.EnsureRecipient(ctx, p.rcpt)
 		if err != nil {
 			return d, nil, fmt.Errorf("recipient account: %w", err)
 		}
@@ -154,24 +260,83 @@ func (in *Intake) prepare(ctx context.Context, env Envelope, rcpts []string, raw
 		if err != nil {
 			return d, nil, fmt.Errorf("seal summary: %w", err)
 		}
+		decision, _ := json.Marshal(p.dec)
 		m := store.Message{
 			ID: identity.NewID(), RecipientID: u.ID, SenderID: env.Sender.ID, KeyFpr: u.KeyFpr,
-			CreatedAt: now, ExpiresAt: now.Add(in.Opts.Expiry), Size: int64(len(raw)), Policy: "default-portal",
+			CreatedAt: now, ExpiresAt: now.Add(in.expiry(p.dec)), Size: int64(len(raw)), Policy: p.dec.Rule,
 			KeyPackets: body.KeyPackets, Body: body.Data, SummaryKeys: sum.KeyPackets, Summary: sum.Data,
+			Decision: string(decision), State: store.StateDelivered,
 		}
-		notice := notify.Notice{To: keys.NormalizeAddr(rcpt), ExpiresAt: m.ExpiresAt, Link: in.Opts.PublicURL + "/login"}
-		if u.Status == store.StatusPending {
-			raw, tok := in.Identity.NewClaimToken(u.ID, in.Opts.ClaimTTL)
-			d.ClaimTokens = append(d.ClaimTokens, tok)
-			notice.Link, notice.Claim = in.Opts.PublicURL+"/claim/"+raw, true
+		d.Messages = append(d.Messages, m)
+		ids = append(ids, m.ID)
+		if p.dec.Action == policy.Quarantine {
+			// Held: no notice until an admin releases it (Release).
+			m.State = store.StateQuarantined
+			d.Messages[len(d.Messages)-1] = m
+			continue
 		}
-		item, err := notify.NewItem(in.Keys, notify.KindNewMessage, notice, u.ID, m.ID, now)
+		notice, err := in.Notice(u, p.rcpt, m, now)
 		if err != nil {
 			return d, nil, err
 		}
-		d.Messages = append(d.Messages, m)
-		d.Outbox = append(d.Outbox, item)
-		ids = append(ids, m.ID)
+		d.ClaimTokens = append(d.ClaimTokens, notice.ClaimTokens...)
+		d.Outbox = append(d.Outbox, notice.Outbox...)
 	}
 	return d, ids, nil
+}
+
+func (in *Intake) expiry(d policy.Decision) time.Duration {
+	if d.Then.ExpiryDays > 0 {
+		return time.Duration(d.Then.ExpiryDays) * 24 * time.Hour
+	}
+	return in.Opts.Expiry
+}
+
+// Notice builds the "you have a secure message" notice for m: a claim link
+// for a pending account, the sign-in link otherwise.
+func (in *Intake) Notice(u *store.User, rcpt string, m store.Message, now time.Time) (store.Delivery, error) {
+	var d store.Delivery
+	n := notify.Notice{To: keys.NormalizeAddr(rcpt), ExpiresAt: m.ExpiresAt, Link: in.Opts.PublicURL + "/login"}
+	if u.Status == store.StatusPending {
+		raw, tok := in.Identity.NewClaimToken(u.ID, in.Opts.ClaimTTL)
+		d.ClaimTokens = append(d.ClaimTokens, tok)
+		n.Link, n.Claim = in.Opts.PublicURL+"/claim/"+raw, true
+	}
+	item, err := notify.NewItem(in.Keys, notify.KindNewMessage, n, u.ID, m.ID, now)
+	if err != nil {
+		return d, err
+	}
+	d.Outbox = append(d.Outbox, item)
+	return d, nil
+}
+
+// Release approves or denies a quarantined message. Approving makes it
+// visible to its recipient and sends the notice in the same transaction.
+func (in *Intake) Release(ctx context.Context, messageID string, approve bool) error {
+	m, err := in.Store.GetMessage(ctx, messageID)
+	if err != nil {
+		return err
+	}
+	if !approve {
+		return in.Store.DecideQuarantine(ctx, m.ID, store.StateDenied, store.Delivery{})
+	}
+	u, err := in.Store.UserByID(ctx, m.RecipientID)
+	if err != nil {
+		return err
+	}
+	rcpt, err := in.Identity.Email(u)
+	if err != nil {
+		return err
+	}
+	d, err := in.Notice(u, rcpt, *m, in.now())
+	if err != nil {
+		return err
+	}
+	if err := in.Store.DecideQuarantine(ctx, m.ID, store.StateDelivered, d); err != nil {
+		return err
+	}
+	if in.Notifier != nil {
+		in.Notifier.Kick()
+	}
+	return nil
 }

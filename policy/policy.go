@@ -19,20 +19,31 @@ const (
 
 // Decision is the outcome for one recipient. Reason is safe to show the
 // sender (no PHI); Rule names the rule that matched, for the log.
+// Detectors records which detectors fired and how often, never the values.
 type Decision struct {
-	Action Action
-	Rule   string
-	Reason string
+	Action    Action         `json:"action"`
+	Rule      string         `json:"rule"`
+	Reason    string         `json:"reason,omitempty"`
+	Then      Then           `json:"-"`
+	Detectors map[string]int `json:"detectors,omitempty"`
+	Fallback  bool           `json:"fallback,omitempty"` // pgp without a usable key
+	Version   int64          `json:"version"`
 }
 
 // Input is what a decision may look at.
 type Input struct {
-	Sender    string
-	Recipient string
+	Sender          string
+	SenderRole      string
+	Recipient       string
+	RecipientHasKey bool
+	Facts           *Facts // nil before DATA
 }
 
 type Decider interface {
 	Decide(in Input) Decision
+	// DecideEnvelope decides at RCPT time; final is false when content
+	// could still change the outcome.
+	DecideEnvelope(in Input) (Decision, bool)
 }
 
 // Default is the shipped policy of issue #2: the organisation's own domains
@@ -47,6 +58,8 @@ func (d Default) Decide(in Input) Decision {
 	}
 	return Decision{Action: Portal, Rule: "default-portal"}
 }
+
+func (d Default) DecideEnvelope(in Input) (Decision, bool) { return d.Decide(in), true }
 
 // IsOrgAddress reports whether addr is in one of the organisation's domains
 // (exact match; subdomains must be listed).

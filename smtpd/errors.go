@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/emersion/go-smtp"
+	"github.com/phigate/phigate/intake"
 )
 
 // Error is the one error type at the SMTP session boundary. Policy refusals
@@ -60,3 +61,9 @@ var (
 	errAuthFailed     = refuse(535, smtp.EnhancedCode{5, 7, 8}, "Authentication failed: use an app password, not your portal password")
 	errAuthzMismatch  = refuse(535, smtp.EnhancedCode{5, 7, 8}, "Authentication failed: authorization identity must be empty or equal the user name")
 )
+
+// policyRefusal is the reply for a data-sharing policy reject: the rule's
+// code and reason (RFC 3463 5.7.1, delivery not authorized).
+func policyRefusal(r *intake.Rejected) *Error {
+	return refuse(r.Code, smtp.EnhancedCode{5, 7, 1}, r.Reason)
+}

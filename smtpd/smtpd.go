@@ -23,7 +23,6 @@ import (
 	"github.com/phigate/phigate/intake"
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/logx"
-	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/store"
 )
 
@@ -41,7 +40,6 @@ type Options struct {
 type Server struct {
 	Intake   *intake.Intake
 	Identity *identity.Service
-	Policy   policy.Decider
 	Log      *slog.Logger
 	Opts     Options
 }
@@ -198,13 +196,12 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if len(s.to) >= s.b.Opts.MaxRecipients {
 		return s.fail("rcpt", errTooManyRcpts)
 	}
-	d := s.b.Policy.Decide(policy.Input{Sender: s.from, Recipient: addr})
-	if d.Action == policy.Reject {
-		reason := d.Reason
-		if reason == "" {
-			reason = "Recipient not allowed by the organisation's policy"
+	if err := s.b.Intake.CheckRecipient(s.ctx, s.user, s.from, addr); err != nil {
+		var rj *intake.Rejected
+		if errors.As(err, &rj) {
+			return s.fail("rcpt", policyRefusal(rj))
 		}
-		return s.fail("rcpt", refuse(550, smtp.EnhancedCode{5, 7, 1}, reason))
+		return s.fail("rcpt", fault(err))
 	}
 	s.to = append(s.to, addr)
 	return nil
@@ -230,13 +227,18 @@ func (s *session) Data(r io.Reader) error {
 	ctx, cancel := context.WithTimeout(s.ctx, 3*time.Minute)
 	defer cancel()
 	res, err := s.b.Intake.Accept(ctx, intake.Envelope{Sender: s.user, From: s.from, To: s.to}, raw)
+	var rj *intake.Rejected
+	if errors.As(err, &rj) {
+		return s.fail("data", policyRefusal(rj))
+	}
 	if err != nil {
 		return s.fail("data", fault(err))
 	}
 	s.txn++
 	ref := fmt.Sprintf("%s-%d", s.cid, s.txn)
 	s.b.Log.InfoContext(s.ctx, "smtp accepted", "user", s.user.ID, "ip", s.ip, "size", len(raw),
-		"portal", res.Portal, "relayed", res.Relayed, "messages", res.MessageIDs, "ref", ref)
+		"portal", res.Portal, "relayed", res.Relayed, "pgp", res.PGP, "quarantined", res.Quarantined,
+		"messages", res.MessageIDs, "ref", ref)
 	// go-smtp sends a fixed "250 OK: queued" for nil; an SMTPError with code
 	// 250 lets the reply carry a reference the client's admin can match
 	// against our log, as "queued as" does in other MTAs.

@@ -342,10 +342,10 @@ func deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
 	}
 	for _, m := range d.Messages {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messages (id, recipient_id, sender_id,
-			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary, key_fpr)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)`,
+			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary, key_fpr, decision, state)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)`,
 			m.ID, m.RecipientID, m.SenderID, unix(m.CreatedAt), unix(m.ExpiresAt), m.Size,
-			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary, m.KeyFpr); err != nil {
+			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary, m.KeyFpr, m.Decision, stateOr(m.State)); err != nil {
 			return err
 		}
 	}
@@ -372,14 +372,14 @@ func insertOutbox(ctx context.Context, tx *sql.Tx, o OutboxItem) error {
 func nullStr(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 const msgCols = `id, recipient_id, sender_id, created_at, expires_at, size, policy,
-	key_packets, summary_keys, summary, read_at, key_fpr`
+	key_packets, summary_keys, summary, read_at, key_fpr, decision, state`
 
 func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, error) {
 	var m Message
 	var c, e int64
 	var r sql.NullInt64
 	dest := []any{&m.ID, &m.RecipientID, &m.SenderID, &c, &e, &m.Size, &m.Policy,
-		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r, &m.KeyFpr}
+		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r, &m.KeyFpr, &m.Decision, &m.State}
 	if withBody {
 		dest = append(dest, &m.Body)
 	}
@@ -397,7 +397,8 @@ func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, 
 // without bodies: listing never touches the large ciphertext.
 func (s *SQL) ListMessages(ctx context.Context, recipientID string, now time.Time) ([]Message, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+` FROM messages
-		WHERE recipient_id = $1 AND expires_at > $2 ORDER BY created_at DESC, id`, recipientID, unix(now))
+		WHERE recipient_id = $1 AND expires_at > $2 AND state = $3 ORDER BY created_at DESC, id`,
+		recipientID, unix(now), StateDelivered)
 	if err != nil {
 		return nil, err
 	}
@@ -717,4 +718,145 @@ func (s *SQL) Recover(ctx context.Context, userID, fpr string, keys []MessageKey
 		return nil
 	})
 	return n, err
+}
+
+func (s *SQL) AddPolicyVersion(ctx context.Context, v PolicyVersion) (int64, error) {
+	var id int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		// Version numbers count up from 1 on every backend.
+		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM policy_versions`).Scan(&id); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO policy_versions (id, author_id, created_at, note, body)
+			VALUES ($1,$2,$3,$4,$5)`, id, v.AuthorID, unix(v.CreatedAt), v.Note, v.Body)
+		return err
+	})
+	return id, err
+}
+
+const policyCols = `id, author_id, created_at, note, body`
+
+func scanPolicy(row interface{ Scan(...any) error }) (*PolicyVersion, error) {
+	var v PolicyVersion
+	var c int64
+	if err := row.Scan(&v.ID, &v.AuthorID, &c, &v.Note, &v.Body); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, ErrNotFound
+		}
+		return nil, err
+	}
+	v.CreatedAt = fromUnix(c)
+	return &v, nil
+}
+
+func (s *SQL) PolicyVersionByID(ctx context.Context, id int64) (*PolicyVersion, error) {
+	return scanPolicy(s.db.QueryRowContext(ctx, `SELECT `+policyCols+` FROM policy_versions WHERE id = $1`, id))
+}
+
+func (s *SQL) LatestPolicyVersion(ctx context.Context) (*PolicyVersion, error) {
+	return scanPolicy(s.db.QueryRowContext(ctx, `SELECT `+policyCols+` FROM policy_versions ORDER BY id DESC LIMIT 1`))
+}
+
+func (s *SQL) ListPolicyVersions(ctx context.Context) ([]PolicyVersion, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+policyCols+` FROM policy_versions ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []PolicyVersion
+	for rows.Next() {
+		v, err := scanPolicy(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *v)
+	}
+	return out, rows.Err()
+}
+
+func (s *SQL) SetRecipientKey(ctx context.Context, k RecipientKey) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM recipient_keys WHERE email_index = $1`, k.EmailIndex); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO recipient_keys (email_index, fingerprint, public_key_enc, added_by, created_at)
+			VALUES ($1,$2,$3,$4,$5)`, k.EmailIndex, k.Fingerprint, k.PublicKeyEnc, k.AddedBy, unix(k.CreatedAt))
+		return err
+	})
+}
+
+func (s *SQL) RecipientKeyByIndex(ctx context.Context, idx []byte) (*RecipientKey, error) {
+	var k RecipientKey
+	var c int64
+	err := s.db.QueryRowContext(ctx, `SELECT email_index, fingerprint, public_key_enc, added_by, created_at
+		FROM recipient_keys WHERE email_index = $1`, idx).Scan(&k.EmailIndex, &k.Fingerprint, &k.PublicKeyEnc, &k.AddedBy, &c)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	k.CreatedAt = fromUnix(c)
+	return &k, nil
+}
+
+func (s *SQL) DeleteRecipientKey(ctx context.Context, idx []byte) error {
+	res, err := s.exec(ctx, `DELETE FROM recipient_keys WHERE email_index = $1`, idx)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func stateOr(s string) string {
+	if s == "" {
+		return StateDelivered
+	}
+	return s
+}
+
+func (s *SQL) ListQuarantined(ctx context.Context) ([]Message, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE state = $1 ORDER BY created_at, id`, StateQuarantined)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		m, err := scanMessage(rows, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *m)
+	}
+	return out, rows.Err()
+}
+
+// DecideQuarantine moves a held message to state (delivered or denied) and
+// commits d (the release notice) in the same transaction; a message no
+// longer held gives ErrConflict (another admin decided first).
+func (s *SQL) DecideQuarantine(ctx context.Context, id, state string, d Delivery) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE messages SET state = $1 WHERE id = $2 AND state = $3`, state, id, StateQuarantined)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrConflict
+		}
+		for _, t := range d.ClaimTokens {
+			if err := insertToken(ctx, tx, t); err != nil {
+				return err
+			}
+		}
+		for _, o := range d.Outbox {
+			if err := insertOutbox(ctx, tx, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

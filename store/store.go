@@ -83,6 +83,33 @@ type Message struct {
 	SummaryKeys []byte
 	Summary     []byte
 	ReadAt      *time.Time
+	Decision    string // JSON: rule, policy version, detector counts
+	State       string // StateDelivered (default), StateQuarantined, StateDenied
+}
+
+// Message states.
+const (
+	StateDelivered   = "delivered"
+	StateQuarantined = "quarantined"
+	StateDenied      = "denied"
+)
+
+// PolicyVersion is one saved version of the data-sharing policy.
+type PolicyVersion struct {
+	ID        int64
+	AuthorID  string
+	CreatedAt time.Time
+	Note      string
+	Body      string
+}
+
+// RecipientKey is an OpenPGP public key registered for an address.
+type RecipientKey struct {
+	EmailIndex   []byte
+	Fingerprint  string
+	PublicKeyEnc []byte // sealed: the key's user ids name the address
+	AddedBy      string
+	CreatedAt    time.Time
 }
 
 // MessageKeys are the re-wrappable parts of one message.
@@ -203,6 +230,19 @@ type Store interface {
 	// Recover replaces those messages' key packets; each must still be
 	// addressed to another key than fpr when the update runs.
 	Recover(ctx context.Context, userID, fpr string, keys []MessageKeys) (int, error)
+
+	// Issue #4: policy versions and recipient keys.
+	AddPolicyVersion(ctx context.Context, v PolicyVersion) (int64, error)
+	PolicyVersionByID(ctx context.Context, id int64) (*PolicyVersion, error)
+	LatestPolicyVersion(ctx context.Context) (*PolicyVersion, error)
+	ListPolicyVersions(ctx context.Context) ([]PolicyVersion, error)
+	// Quarantine: held messages, and an admin's decision on one (with the
+	// notice to commit when it is released).
+	ListQuarantined(ctx context.Context) ([]Message, error)
+	DecideQuarantine(ctx context.Context, id, state string, d Delivery) error
+	SetRecipientKey(ctx context.Context, k RecipientKey) error
+	RecipientKeyByIndex(ctx context.Context, idx []byte) (*RecipientKey, error)
+	DeleteRecipientKey(ctx context.Context, idx []byte) error
 
 	DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxItem, error)
 	// OutboxSent marks notices sent (one transaction for all ids).
