@@ -154,7 +154,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		WriteTimeout: cfg.SMTP.WriteTimeout.Duration, TLS: tlsCfg}}
 	ps := &portal.Server{Store: g.Store, Identity: g.Identity, Sessions: g.Sessions, Limiter: g.Limiter, Bus: g.Bus,
 		Gateway: g.Keys.Gateway.Public(), Org: cfg.Org, Log: g.Log, PublicURL: cfg.Server.PublicURL,
-		RequirePatient2FA: cfg.Security.RequirePatient2FA, OfficerEmail: cfg.Security.OfficerEmail}
+		RequirePatient2FA: cfg.Security.RequirePatient2FA, OfficerEmail: cfg.Security.OfficerEmail,
+		PolicyVersions: g.PolicyVersions, Intake: g.Intake}
 
 	if err := g.listen(); err != nil {
 		return err

@@ -41,6 +41,7 @@ type Service struct {
 	// PublicURL and ResetTTL shape password-reset links.
 	PublicURL string
 	ResetTTL  time.Duration
+	CheckKey  KeyChecker // recipient key checks; nil: parse only
 	Now       func() time.Time
 
 	pubCache  sync.Map // fingerprint -> *pcrypto.Key

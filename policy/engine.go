@@ -251,6 +251,14 @@ func (e *Engine) Decide(in Input) Decision {
 	return dec
 }
 
+// Explain decides with the active version and says why.
+func (e *Engine) Explain(in Input) (Decision, []Step) {
+	doc, v := e.Current()
+	dec, steps := doc.Explain(in)
+	dec.Version = v
+	return dec, steps
+}
+
 // DecideEnvelope decides at RCPT time; see Document.EnvelopeDecision.
 func (e *Engine) DecideEnvelope(in Input) (Decision, bool) {
 	doc, v := e.Current()

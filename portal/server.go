@@ -14,8 +14,10 @@ import (
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/identity"
+	"github.com/phigate/phigate/intake"
 	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/logx"
+	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/session"
 	"github.com/phigate/phigate/store"
 	"github.com/phigate/phigate/web"
@@ -35,6 +37,9 @@ type Server struct {
 	Org      config.Org
 	Log      *slog.Logger
 	Now      func() time.Time
+
+	PolicyVersions *policy.Versions
+	Intake         *intake.Intake
 
 	PublicURL         string
 	RequirePatient2FA bool
@@ -116,6 +121,16 @@ func (s *Server) Handler() http.Handler {
 	h("POST /api/v1/admin/users/{id}/{action}", PermAdmin, s.apiAdminAction)
 	h("POST /api/v1/admin/recover", PermAdmin, s.apiRecover)
 	h("POST /api/v1/admin/break-glass", PermBreakGlass, s.apiBreakGlass)
+	h("GET /api/v1/admin/policy", PermAdmin, s.apiPolicy)
+	h("PUT /api/v1/admin/policy", PermAdmin, s.apiPolicyApply)
+	h("GET /api/v1/admin/policy/versions", PermAdmin, s.apiPolicyVersions)
+	h("GET /api/v1/admin/policy/diff", PermAdmin, s.apiPolicyDiff)
+	h("POST /api/v1/admin/policy/rollback", PermAdmin, s.apiPolicyRollback)
+	h("POST /api/v1/admin/policy/explain", PermAdmin, s.apiPolicyExplain)
+	h("GET /api/v1/admin/quarantine", PermAdmin, s.apiQuarantine)
+	h("POST /api/v1/admin/quarantine/{id}/{action}", PermAdmin, s.apiQuarantineDecide)
+	h("PUT /api/v1/admin/recipient-keys", PermAdmin, s.apiRecipientKey)
+	h("PUT /api/v1/account/key", PermOwn, s.apiOwnKey)
 
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(web.Static())))
 	s.routes = append(s.routes, Route{Method: "GET", Pattern: "/static/", Perm: PermPublic})

@@ -18,6 +18,9 @@ Usage:
   phigate user role --email ADDR --role ROLE
   phigate user recover --email ADDR --escrow-key FILE   (escrow passphrase on standard input)
 
+  phigate policy show [--version N] | apply FILE [--note TEXT] | history | diff A B | rollback N
+  phigate policy explain --from ADDR --to ADDR[,ADDR] [--message FILE]
+
 Run "phigate COMMAND -h" for the flags of one command.
 `
 
@@ -35,6 +38,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return serve(args[1:], stdout, stderr)
 	case "user":
 		return user(args[1:], stdin, stdout, stderr)
+	case "policy":
+		return policyCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -14,6 +14,11 @@
   var secs = document.getElementById("logoff-seconds");
   var stay = document.getElementById("logoff-stay");
   var done = false;
+  // A form on this page is on its way (second factor, enrolment): its
+  // answer is the next page, so a "privilege" end it causes must not
+  // reload this one over it.
+  var submitting = false;
+  document.addEventListener("submit", function () { submitting = true; }, true);
   var chan = ("BroadcastChannel" in window) ? new BroadcastChannel("phigate-session") : null;
 
   function wipe(reason) {
@@ -73,7 +78,7 @@
       try { m = JSON.parse(e.data); } catch (err) { return; }
       // "privilege": the session got a new id (second factor, role change);
       // reloading picks up the new cookie or lands on the sign-in page.
-      if (m.type === "ended" && m.reason === "privilege") { done = true; window.location.reload(); return; }
+      if (m.type === "ended" && m.reason === "privilege") { done = true; if (!submitting) { window.location.reload(); } return; }
       if (m.type === "ended") { wipe(m.reason); }
       if (m.type === "state" && typeof m.expires_in === "number") {
         retry = 1000;

@@ -1,0 +1,145 @@
+package gateway_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phigate/phigate/internal/e2e"
+)
+
+const testPolicy = `[[rule]]
+name = "internal"
+when.recipient_domains = ["clinic.example"]
+then.action = "relay"
+
+[[rule]]
+name = "blocked"
+when.recipient_domains = ["badmail.example"]
+then.action = "reject"
+then.code = 550
+then.reason = "Mail to this domain is blocked by Example Clinic policy"
+
+[[rule]]
+name = "hold-tagged"
+when.subject_tag = "[hold]"
+then.action = "quarantine"
+
+[[rule]]
+name = "no-exe"
+when.attachment_types = [".exe"]
+then.action = "reject"
+then.reason = "Executable attachments are not allowed"
+
+[default]
+action = "portal"
+expiry_days = 14
+`
+
+func TestPolicyActions(t *testing.T) {
+	h := e2e.Start(t, e2e.Config(t.TempDir()))
+	pass := h.AddStaff(staff)
+	addAdmin(t, h, "admin@clinic.example")
+	admin, _ := signInStaff(t, h, "admin@clinic.example", adminPW, time.Now())
+
+	// A broken policy is refused with the line named.
+	var bad struct{ Problems []string }
+	admin.JSON("PUT", "/api/v1/admin/policy", map[string]string{"body": "[[rule]]\nname = \"x\"\nthen.action = \"mail\"\n[default]\naction = \"portal\"\n"}, 400, &bad)
+	if len(bad.Problems) == 0 || !strings.Contains(bad.Problems[0], "line 1") {
+		t.Errorf("problems: %v", bad.Problems)
+	}
+	var applied struct{ Version int64 }
+	admin.JSON("PUT", "/api/v1/admin/policy", map[string]string{"body": testPolicy, "note": "test"}, 200, &applied)
+	if applied.Version != 2 {
+		t.Fatalf("version %d, want 2 (1 is the shipped default)", applied.Version)
+	}
+
+	send := func(to, subject, attName string) error {
+		msg := e2e.Multipart(staff, "Dr Lee", to, subject, "hello", "<p>hello</p>", attName, []byte("data"))
+		return e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{to}, Msg: msg})
+	}
+	// Envelope reject at RCPT, with the rule's reason.
+	err := send("someone@badmail.example", "x", "a.txt")
+	if e2e.Code(err) != 550 || !strings.Contains(err.Error(), "blocked by Example Clinic policy") {
+		t.Errorf("blocked domain: %v", err)
+	}
+	// Content reject at DATA.
+	err = send("p@example.net", "x", "setup.exe")
+	if e2e.Code(err) != 550 || !strings.Contains(err.Error(), "Executable attachments") {
+		t.Errorf("exe attachment: %v", err)
+	}
+	// Quarantine: held without a notice until an admin approves.
+	before := len(h.Notices())
+	if err := send("held@example.net", "Results [HOLD]", "a.txt"); err != nil {
+		t.Fatal(err)
+	}
+	var q struct {
+		Messages []struct {
+			ID, Recipient string
+			Decision      struct {
+				Rule    string
+				Version int64
+			}
+		}
+	}
+	admin.JSON("GET", "/api/v1/admin/quarantine", nil, 200, &q)
+	if len(q.Messages) != 1 || q.Messages[0].Recipient != "held@example.net" || q.Messages[0].Decision.Rule != "hold-tagged" || q.Messages[0].Decision.Version != 2 {
+		t.Fatalf("quarantine: %+v", q)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(h.Notices()); n != before {
+		t.Fatalf("a held message sent %d notice(s)", n-before)
+	}
+	id := q.Messages[0].ID
+	admin.JSON("POST", "/api/v1/admin/quarantine/"+id+"/approve", nil, 200, nil)
+	admin.JSON("POST", "/api/v1/admin/quarantine/"+id+"/deny", nil, 409, nil)
+	token := e2e.ClaimToken(t, h.WaitNotices(before + 1)[before])
+	c := h.Client()
+	c.JSON("POST", "/api/v1/claim", map[string]string{"token": token, "password": patientPW}, 200, nil)
+	var list listJSON
+	c.JSON("GET", "/api/v1/messages", nil, 200, &list)
+	if len(list.Messages) != 1 || list.Messages[0].ID != id {
+		t.Fatalf("released message: %+v", list)
+	}
+
+	// Explain says which rule decides and why earlier ones did not.
+	var ex struct {
+		Recipients []struct {
+			Recipient string
+			Decision  struct{ Action, Rule string }
+			Steps     []struct {
+				Rule    string
+				Matched bool
+				Why     string
+			}
+		}
+	}
+	admin.JSON("POST", "/api/v1/admin/policy/explain", map[string]any{"from": staff,
+		"to": []string{"a@clinic.example", "b@badmail.example", "c@example.net"}, "message": "Subject: [hold] x\r\n\r\nbody\r\n"}, 200, &ex)
+	got := map[string]string{}
+	for _, r := range ex.Recipients {
+		got[r.Recipient] = r.Decision.Action + "/" + r.Decision.Rule
+	}
+	if got["a@clinic.example"] != "relay/internal" || got["b@badmail.example"] != "reject/blocked" || got["c@example.net"] != "quarantine/hold-tagged" {
+		t.Errorf("explain: %v", got)
+	}
+
+	// Versions, diff and rollback.
+	var vers struct{ Versions []struct{ Version int64 } }
+	admin.JSON("GET", "/api/v1/admin/policy/versions", nil, 200, &vers)
+	if len(vers.Versions) != 2 {
+		t.Errorf("versions: %+v", vers)
+	}
+	var diff struct{ Diff string }
+	admin.JSON("GET", "/api/v1/admin/policy/diff?from=1&to=2", nil, 200, &diff)
+	if !strings.Contains(diff.Diff, "+name = \"blocked\"") {
+		t.Errorf("diff: %s", diff.Diff)
+	}
+	admin.JSON("POST", "/api/v1/admin/policy/rollback", map[string]int64{"version": 1}, 200, &applied)
+	if err := send("someone@badmail.example", "x", "a.txt"); err != nil {
+		t.Errorf("after rollback to the shipped policy, badmail is allowed again: %v", err)
+	}
+	// Staff may not change the policy.
+	s, _ := signInStaff(t, h, staff, "staff portal password 123", time.Now())
+	s.JSON("PUT", "/api/v1/admin/policy", map[string]string{"body": testPolicy}, 403, nil)
+}

@@ -1,0 +1,222 @@
+package portal
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/phigate/phigate/store"
+)
+
+type policyJSON struct {
+	Version   int64     `json:"version"`
+	Author    string    `json:"author"`
+	CreatedAt time.Time `json:"created_at"`
+	Note      string    `json:"note"`
+	Body      string    `json:"body,omitempty"`
+}
+
+func toPolicyJSON(p *store.PolicyVersion, body bool) policyJSON {
+	j := policyJSON{Version: p.ID, Author: p.AuthorID, CreatedAt: p.CreatedAt, Note: p.Note}
+	if body {
+		j.Body = p.Body
+	}
+	return j
+}
+
+func (s *Server) apiPolicy(w http.ResponseWriter, r *http.Request, v *viewer) {
+	p, err := s.Store.LatestPolicyVersion(r.Context())
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toPolicyJSON(p, true))
+}
+
+// applyPolicy validates and activates a new version; the error lines name
+// the rule's line.
+func (s *Server) applyPolicy(r *http.Request, v *viewer, body, note string) (int64, error) {
+	id, err := s.PolicyVersions.Apply(r.Context(), v.user.ID, body, note)
+	if err == nil {
+		s.Log.WarnContext(r.Context(), "policy changed", "by", v.user.ID, "version", id, "ip", info(r).ip)
+	}
+	return id, err
+}
+
+func (s *Server) apiPolicyApply(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var req struct {
+		Body string `json:"body"`
+		Note string `json:"note"`
+	}
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	id, err := s.applyPolicy(r, v, req.Body, req.Note)
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "invalid_policy", "message": "the policy was not applied",
+			"problems": strings.Split(err.Error(), "\n")})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]int64{"version": id})
+}
+
+func (s *Server) apiPolicyVersions(w http.ResponseWriter, r *http.Request, v *viewer) {
+	list, err := s.Store.ListPolicyVersions(r.Context())
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	out := make([]policyJSON, len(list))
+	for i := range list {
+		out[i] = toPolicyJSON(&list[i], false)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"versions": out})
+}
+
+func (s *Server) apiPolicyDiff(w http.ResponseWriter, r *http.Request, v *viewer) {
+	a, _ := strconv.ParseInt(r.URL.Query().Get("from"), 10, 64)
+	b, _ := strconv.ParseInt(r.URL.Query().Get("to"), 10, 64)
+	d, err := s.PolicyVersions.Diff(r.Context(), a, b)
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSONError(w, http.StatusNotFound, "not_found", "no such version")
+		return
+	}
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"diff": d})
+}
+
+func (s *Server) apiPolicyRollback(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var req struct {
+		Version int64 `json:"version"`
+	}
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	id, err := s.PolicyVersions.Rollback(r.Context(), v.user.ID, req.Version)
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSONError(w, http.StatusNotFound, "not_found", "no such version")
+		return
+	}
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	s.Log.WarnContext(r.Context(), "policy rolled back", "by", v.user.ID, "to", req.Version, "version", id)
+	writeJSON(w, http.StatusOK, map[string]int64{"version": id})
+}
+
+func (s *Server) apiPolicyExplain(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var req struct {
+		From    string   `json:"from"`
+		To      []string `json:"to"`
+		Message string   `json:"message"`
+	}
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	out, err := s.Intake.Explain(r.Context(), req.From, req.To, []byte(req.Message))
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"recipients": out})
+}
+
+// quarantineJSON is what an approver sees: who, when, which rule and which
+// detectors fired. The content stays sealed (break-glass opens it).
+type quarantineJSON struct {
+	ID         string          `json:"id"`
+	SenderID   string          `json:"sender_id"`
+	Recipient  string          `json:"recipient"`
+	ReceivedAt time.Time       `json:"received_at"`
+	Size       int64           `json:"size"`
+	Decision   json.RawMessage `json:"decision"`
+}
+
+func (s *Server) apiQuarantine(w http.ResponseWriter, r *http.Request, v *viewer) {
+	list, err := s.Store.ListQuarantined(r.Context())
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	out := make([]quarantineJSON, 0, len(list))
+	for _, m := range list {
+		rcpt := ""
+		if u, err := s.Store.UserByID(r.Context(), m.RecipientID); err == nil {
+			rcpt, _ = s.Identity.Email(u)
+		}
+		dec := json.RawMessage(m.Decision)
+		if len(dec) == 0 {
+			dec = json.RawMessage("{}")
+		}
+		out = append(out, quarantineJSON{ID: m.ID, SenderID: m.SenderID, Recipient: rcpt, ReceivedAt: m.CreatedAt, Size: m.Size, Decision: dec})
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"messages": out})
+}
+
+func (s *Server) apiQuarantineDecide(w http.ResponseWriter, r *http.Request, v *viewer) {
+	id, action := r.PathValue("id"), r.PathValue("action")
+	if action != "approve" && action != "deny" {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", "action must be approve or deny")
+		return
+	}
+	err := s.Intake.Release(r.Context(), id, action == "approve")
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
+		return
+	case errors.Is(err, store.ErrConflict):
+		writeJSONError(w, http.StatusConflict, "not_held", "this message is not in quarantine (already decided)")
+		return
+	case err != nil:
+		s.apiFail(w, r, err)
+		return
+	}
+	s.Log.WarnContext(r.Context(), "quarantine decision", "by", v.user.ID, "message", id, "decision", action, "ip", info(r).ip)
+	writeJSON(w, http.StatusOK, map[string]string{"message": id, "decision": action})
+}
+
+func (s *Server) apiRecipientKey(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var req struct {
+		Email string `json:"email"`
+		Key   string `json:"key"`
+	}
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), req.Email, []byte(req.Key), v.user.ID)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_key", strings.TrimPrefix(err.Error(), "identity: "))
+		return
+	}
+	s.Log.InfoContext(r.Context(), "recipient key registered", "by", v.user.ID, "fingerprint", fpr)
+	writeJSON(w, http.StatusOK, map[string]string{"fingerprint": fpr})
+}
+
+// apiOwnKey lets a recipient register their own OpenPGP key; later
+// messages may then come as PGP/MIME if the policy says so.
+func (s *Server) apiOwnKey(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var req struct {
+		Key string `json:"key"`
+	}
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	email, err := s.Identity.Email(v.user)
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), email, []byte(req.Key), v.user.ID)
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_key", strings.TrimPrefix(err.Error(), "identity: "))
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"fingerprint": fpr})
+}
