@@ -124,6 +124,13 @@ func TestPolicyActions(t *testing.T) {
 		t.Errorf("explain: %v", got)
 	}
 
+	// The admin pages show the policy and its history.
+	if st, _, b := admin.Do("GET", "/admin/policy", nil, nil); st != 200 || !strings.Contains(string(b), "hold-tagged") || !strings.Contains(string(b), "History") {
+		t.Errorf("policy page: %d", st)
+	}
+	if st, _, b := admin.Do("GET", "/admin/quarantine", nil, nil); st != 200 || !strings.Contains(string(b), "Nothing is held") {
+		t.Errorf("quarantine page: %d", st)
+	}
 	// Versions, diff and rollback.
 	var vers struct{ Versions []struct{ Version int64 } }
 	admin.JSON("GET", "/api/v1/admin/policy/versions", nil, 200, &vers)

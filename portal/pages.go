@@ -33,6 +33,7 @@ type pageData struct {
 	CodesLeft  int
 	Reason     string
 	Roles      []string
+	Policy     *policyPage
 	Role       string
 	FullAccess bool // second factor done: show the full navigation
 	Token      string

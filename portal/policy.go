@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/phigate/phigate/intake"
 	"github.com/phigate/phigate/store"
 )
 
@@ -219,4 +220,109 @@ func (s *Server) apiOwnKey(w http.ResponseWriter, r *http.Request, v *viewer) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"fingerprint": fpr})
+}
+
+type policyPage struct {
+	Active   policyJSON
+	Versions []policyJSON
+	Explain  []intake.Explanation
+	Held     []quarantineJSON
+}
+
+func (s *Server) renderPolicy(w http.ResponseWriter, r *http.Request, status int, d pageData) {
+	ctx := r.Context()
+	p, err := s.Store.LatestPolicyVersion(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	list, err := s.Store.ListPolicyVersions(ctx)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if d.Policy == nil {
+		d.Policy = &policyPage{}
+	}
+	d.Policy.Active = toPolicyJSON(p, true)
+	for i := len(list) - 1; i >= 0; i-- {
+		d.Policy.Versions = append(d.Policy.Versions, toPolicyJSON(&list[i], false))
+	}
+	s.render(w, r, status, "admin_policy.html", d)
+}
+
+func (s *Server) policyPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.renderPolicy(w, r, http.StatusOK, s.data("Data-sharing policy"))
+}
+
+func (s *Server) policySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Data-sharing policy")
+	switch r.PostFormValue("do") {
+	case "apply":
+		id, err := s.applyPolicy(r, v, strings.ReplaceAll(r.PostFormValue("body"), "\r\n", "\n"), r.PostFormValue("note"))
+		if err != nil {
+			d.Error = "The policy was not applied: " + err.Error()
+			s.renderPolicy(w, r, http.StatusBadRequest, d)
+			return
+		}
+		d.Notice = "Applied as version " + strconv.FormatInt(id, 10) + "."
+	case "rollback":
+		n, _ := strconv.ParseInt(r.PostFormValue("version"), 10, 64)
+		id, err := s.PolicyVersions.Rollback(r.Context(), v.user.ID, n)
+		if err != nil {
+			d.Error = "Rollback failed: " + err.Error()
+			s.renderPolicy(w, r, http.StatusBadRequest, d)
+			return
+		}
+		s.Log.WarnContext(r.Context(), "policy rolled back", "by", v.user.ID, "to", n, "version", id)
+		d.Notice = "Version " + strconv.FormatInt(n, 10) + " is active again, as version " + strconv.FormatInt(id, 10) + "."
+	case "explain":
+		out, err := s.Intake.Explain(r.Context(), r.PostFormValue("from"), strings.Split(r.PostFormValue("to"), ","), []byte(r.PostFormValue("message")))
+		if err != nil {
+			d.Error = err.Error()
+		}
+		d.Policy = &policyPage{Explain: out}
+	}
+	s.renderPolicy(w, r, http.StatusOK, d)
+}
+
+func (s *Server) quarantinePage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.renderQuarantine(w, r, s.data("Quarantine"))
+}
+
+func (s *Server) renderQuarantine(w http.ResponseWriter, r *http.Request, d pageData) {
+	list, err := s.Store.ListQuarantined(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d.Policy = &policyPage{}
+	for _, m := range list {
+		rcpt := ""
+		if u, err := s.Store.UserByID(r.Context(), m.RecipientID); err == nil {
+			rcpt, _ = s.Identity.Email(u)
+		}
+		d.Policy.Held = append(d.Policy.Held, quarantineJSON{ID: m.ID, SenderID: m.SenderID, Recipient: rcpt,
+			ReceivedAt: m.CreatedAt, Size: m.Size, Decision: json.RawMessage(m.Decision)})
+	}
+	s.render(w, r, http.StatusOK, "admin_quarantine.html", d)
+}
+
+func (s *Server) quarantineSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Quarantine")
+	id, action := r.PathValue("id"), r.PathValue("action")
+	err := s.Intake.Release(r.Context(), id, action == "approve")
+	switch {
+	case action != "approve" && action != "deny":
+		d.Error = "Unknown action."
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
+		d.Error = "That message is no longer held (someone else decided first)."
+	case err != nil:
+		s.fail(w, r, err)
+		return
+	default:
+		s.Log.WarnContext(r.Context(), "quarantine decision", "by", v.user.ID, "message", id, "decision", action, "ip", info(r).ip)
+		d.Notice = "Message " + id + ": " + action + "d."
+	}
+	s.renderQuarantine(w, r, d)
 }

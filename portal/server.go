@@ -97,6 +97,10 @@ func (s *Server) Handler() http.Handler {
 	h("POST /admin/users/{id}/{action}", PermAdmin, s.adminActionSubmit)
 	h("GET /admin/recover", PermAdmin, s.recoverPage)
 	h("POST /admin/recover", PermAdmin, s.recoverSubmit)
+	h("GET /admin/policy", PermAdmin, s.policyPage)
+	h("POST /admin/policy", PermAdmin, s.policySubmit)
+	h("GET /admin/quarantine", PermAdmin, s.quarantinePage)
+	h("POST /admin/quarantine/{id}/{action}", PermAdmin, s.quarantineSubmit)
 	h("GET /admin/break-glass", PermBreakGlass, s.breakGlassPage)
 	h("POST /admin/break-glass", PermBreakGlass, s.breakGlassSubmit)
 
