@@ -102,11 +102,15 @@ const Concurrency = 8
 
 const batchSize = 64
 
+// leaseTime is how long a node owns the notices it took; longer than one
+// send may take (2 minutes), so no other node sends them meanwhile.
+const leaseTime = 5 * time.Minute
+
 // RunOnce sends every due notice once and returns how many went out.
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 	sent := 0
 	for {
-		items, err := d.Store.DueOutbox(ctx, d.now(), batchSize)
+		items, err := d.Store.LeaseOutbox(ctx, d.now(), d.now().Add(leaseTime), batchSize)
 		if err != nil || len(items) == 0 {
 			return sent, err
 		}

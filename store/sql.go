@@ -860,3 +860,42 @@ func (s *SQL) DecideQuarantine(ctx context.Context, id, state string, d Delivery
 		return nil
 	})
 }
+
+func (s *SQL) LeaseOutbox(ctx context.Context, now, leaseUntil time.Time, limit int) ([]OutboxItem, error) {
+	var out []OutboxItem
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id, kind, COALESCE(user_id, ''), COALESCE(message_id, ''),
+			payload, created_at, next_attempt_at, attempts, last_error FROM outbox
+			WHERE sent_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2`, unix(now), limit)
+		if err != nil {
+			return err
+		}
+		var due []OutboxItem
+		for rows.Next() {
+			var o OutboxItem
+			var c, n int64
+			if err := rows.Scan(&o.ID, &o.Kind, &o.UserID, &o.MessageID, &o.Payload, &c, &n, &o.Attempts, &o.LastError); err != nil {
+				rows.Close()
+				return err
+			}
+			o.CreatedAt, o.NextAttemptAt = fromUnix(c), fromUnix(n)
+			due = append(due, o)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, o := range due {
+			res, err := tx.ExecContext(ctx, `UPDATE outbox SET next_attempt_at = $1
+				WHERE id = $2 AND sent_at IS NULL AND next_attempt_at = $3`, unix(leaseUntil), o.ID, unix(o.NextAttemptAt))
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 1 {
+				out = append(out, o)
+			}
+		}
+		return nil
+	})
+	return out, err
+}

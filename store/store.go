@@ -245,6 +245,11 @@ type Store interface {
 	DeleteRecipientKey(ctx context.Context, idx []byte) error
 
 	DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxItem, error)
+	// LeaseOutbox takes due items for one sender: it moves their next
+	// attempt to leaseUntil in the same transaction, so another node polling
+	// meanwhile does not send them too. A crash mid-send lets the lease run
+	// out and the item is tried again (at least once).
+	LeaseOutbox(ctx context.Context, now, leaseUntil time.Time, limit int) ([]OutboxItem, error)
 	// OutboxSent marks notices sent (one transaction for all ids).
 	OutboxSent(ctx context.Context, at time.Time, ids ...string) error
 	OutboxRetry(ctx context.Context, id string, attempts int, next time.Time, lastErr string) error
