@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -149,4 +151,63 @@ func TestPolicyActions(t *testing.T) {
 	// Staff may not change the policy.
 	s, _ := signInStaff(t, h, staff, "staff portal password 123", time.Now())
 	s.JSON("PUT", "/api/v1/admin/policy", map[string]string{"body": testPolicy}, 403, nil)
+}
+
+func TestPolicyDetectors(t *testing.T) {
+	dir := t.TempDir()
+	h := e2e.Start(t, e2e.Config(dir))
+	pass := h.AddStaff(staff)
+	addAdmin(t, h, "admin@clinic.example")
+	admin, _ := signInStaff(t, h, "admin@clinic.example", adminPW, time.Now())
+	admin.JSON("PUT", "/api/v1/admin/policy", map[string]string{"body": `[detectors]
+keywords = ["oncology"]
+
+[[rule]]
+name = "ssn-hold"
+when.detectors = { ssn = 1 }
+then.action = "quarantine"
+
+[[rule]]
+name = "no-oncology-outside"
+when.detectors = { keyword = 1 }
+then.action = "reject"
+then.reason = "Oncology details may not be sent this way; use the referral system"
+
+[default]
+action = "portal"
+`}, 200, nil)
+	ssn := "SSN 123-45-6789"
+	msg := e2e.Multipart(staff, "Dr Lee", "p@example.net", "Forms", "Patient "+ssn+" needs the form.", "<p>x</p>", "f.txt", []byte("x"))
+	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"p@example.net"}, Msg: msg}); err != nil {
+		t.Fatal(err)
+	}
+	var q struct {
+		Messages []struct {
+			Decision struct {
+				Rule      string
+				Detectors map[string]int
+			}
+		}
+	}
+	admin.JSON("GET", "/api/v1/admin/quarantine", nil, 200, &q)
+	if len(q.Messages) != 1 || q.Messages[0].Decision.Rule != "ssn-hold" || q.Messages[0].Decision.Detectors["ssn"] != 1 {
+		t.Fatalf("quarantine: %+v", q)
+	}
+	msg = e2e.Multipart(staff, "Dr Lee", "p@example.net", "Update", "The oncology team agrees.", "<p>x</p>", "f.txt", []byte("x"))
+	err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"p@example.net"}, Msg: msg})
+	if e2e.Code(err) != 550 || !strings.Contains(err.Error(), "referral system") {
+		t.Errorf("keyword reject: %v", err)
+	}
+	// The decision keeps counts, never the values: the SSN is nowhere in
+	// the database or logs in the clear.
+	h.Stop()
+	for _, f := range []string{"phigate.db", "phigate.db-wal", "logs/phigate.log"} {
+		b, _ := os.ReadFile(filepath.Join(dir, f))
+		if strings.Contains(string(b), "123-45-6789") {
+			t.Errorf("the SSN value is in %s", f)
+		}
+	}
+	if strings.Contains(string(h.Logs.Bytes()), "123-45-6789") {
+		t.Error("the SSN value is in the logs")
+	}
 }

@@ -1,0 +1,54 @@
+package gateway
+
+import (
+	"sync"
+
+	"github.com/phigate/phigate/detect"
+	"github.com/phigate/phigate/intake"
+	"github.com/phigate/phigate/outbound"
+	"github.com/phigate/phigate/policy"
+)
+
+// DetectorNames lists the content detectors policies may name.
+func DetectorNames() []string { return detect.Names() }
+
+// policyDetector scans with the detector settings of the active policy
+// version (MRN pattern, keywords), rebuilding its scanner when the version
+// changes.
+type policyDetector struct {
+	engine *policy.Engine
+
+	mu      sync.Mutex
+	version int64
+	scanner *detect.Scanner
+}
+
+func (p *policyDetector) ScanMessage(raw []byte) map[string]int {
+	doc, v := p.engine.Current()
+	p.mu.Lock()
+	if p.scanner == nil || p.version != v {
+		s, err := detect.New(detect.Config{MRNPattern: doc.Detectors.MRNPattern, Keywords: doc.Detectors.Keywords})
+		if err != nil {
+			// Parse already compiled the pattern; fall back to the
+			// built-in detectors rather than scanning nothing.
+			s, _ = detect.New(detect.Config{})
+		}
+		p.scanner, p.version = s, v
+	}
+	s := p.scanner
+	p.mu.Unlock()
+	return s.ScanMessage(raw)
+}
+
+func (g *Gateway) detector() intake.Detector { return g.detectorWith(g.Policy) }
+
+func (g *Gateway) detectorWith(e *policy.Engine) intake.Detector { return &policyDetector{engine: e} }
+
+// AdminIntake is an intake for admin commands (explain) that never
+// delivers: no sender, no notifier.
+func (g *Gateway) AdminIntake(e *policy.Engine) *intake.Intake {
+	return &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: e,
+		Keys2: recipientKeys{g.Store, g.Keys}, Detector: g.detectorWith(e), Log: g.Log}
+}
+
+func (g *Gateway) pgpSender(outbound.Sender) intake.PGPSender { return nil }
