@@ -178,7 +178,7 @@ func Default() Config {
 			IPMaxFailures:   20,
 			IPWindow:        Duration{15 * time.Minute},
 			ResetTTL:        Duration{30 * time.Minute},
-			OfficerEmail:    "security@clinic.example",
+			OfficerEmail:    "",
 		},
 		Redis: Redis{Prefix: "phigate:"},
 		Portal: Portal{
@@ -303,6 +303,9 @@ func (c *Config) ApplyDev() {
 	d := c.Server.DataDir
 	if c.Keys.MasterKeyFile == "" {
 		c.Keys.MasterKeyFile = filepath.Join(d, "master.key")
+	}
+	if c.Security.OfficerEmail == "" {
+		c.Security.OfficerEmail = "security@clinic.example"
 	}
 	if c.Keys.EscrowPublicKeyFile == "" {
 		c.Keys.EscrowPublicKeyFile = filepath.Join(d, "escrow-public.asc")
@@ -455,6 +458,9 @@ func (c *Config) ValidateProduction(fileExists func(string) bool) error {
 		if h := u.Hostname(); h == "localhost" || strings.HasPrefix(h, "127.") || h == "::1" {
 			errs = append(errs, fmt.Errorf("server.public_url %q: notices would send recipients to a loopback address; set the portal's public https URL", c.Server.PublicURL))
 		}
+	}
+	if c.Security.OfficerEmail == "" {
+		errs = append(errs, errors.New("security.officer_email: break-glass and security alerts need the security officer's address"))
 	}
 	if c.Keys.MasterKeyFile == "" && c.Keys.MasterKey == "" {
 		errs = append(errs, errors.New("keys.master_key_file (or PHIGATE_KEYS_MASTER_KEY): the master key is required"))

@@ -287,7 +287,7 @@ func TestValidateProduction(t *testing.T) {
 	if err == nil {
 		t.Fatal("defaults pass production validation")
 	}
-	for _, name := range []string{"tls.cert_file", "smarthost.addr", "keys.escrow_public_key_file", "keys.master_key_file"} {
+	for _, name := range []string{"tls.cert_file", "smarthost.addr", "keys.escrow_public_key_file", "keys.master_key_file", "security.officer_email"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error does not name %s:\n%v", name, err)
 		}
@@ -302,6 +302,7 @@ func TestValidateProduction(t *testing.T) {
 		c.Smarthost.Addr = "relay.clinic.example:587"
 		c.Keys.EscrowPublicKeyFile = "/etc/phigate/escrow.asc"
 		c.Keys.MasterKeyFile = "/etc/phigate/master.key"
+		c.Security.OfficerEmail = "privacy.officer@clinic.example"
 		return c
 	}
 	g := good()

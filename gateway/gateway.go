@@ -138,6 +138,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 	ctx, g.cancel = context.WithCancel(ctx)
 	g.Dispatcher = &notify.Dispatcher{Store: g.Store, Keys: g.Keys, Sender: snd, Org: cfg.Org,
 		Hostname: cfg.Server.Hostname, Log: g.Log}
+	if cfg.Redis.URL != "" {
+		// Redis means several nodes share the database.
+		g.Dispatcher.Lease = 5 * time.Minute
+	}
 	if err := g.loadPolicy(ctx); err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
@@ -272,7 +276,7 @@ func (g *Gateway) shared(ctx context.Context) error {
 		g.Limiter = limiter.NewRedis(g.Redis, p+"lim:", lc)
 	}
 	g.Sessions = &session.Manager{Store: store, Idle: cfg.Session.IdleTimeout.Duration,
-		Absolute: cfg.Session.AbsoluteLifetime.Duration, Bus: g.Bus}
+		Absolute: cfg.Session.AbsoluteLifetime.Duration, Bus: g.Bus, MACKey: g.Keys.SessionMACKey()}
 	return nil
 }
 

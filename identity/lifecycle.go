@@ -191,10 +191,10 @@ func (s *Service) FinishTOTP(ctx context.Context, u *store.User, pending []byte,
 	if err != nil {
 		return nil, err
 	}
-	u.TOTPSecretEnc, u.TOTPLastStep, u.UpdatedAt = sealed, step, s.now()
-	if err := s.Store.UpdateUser(ctx, u); err != nil {
+	if err := s.Store.SetTOTP(ctx, u.ID, sealed, step, s.now()); err != nil {
 		return nil, err
 	}
+	u.TOTPSecretEnc, u.TOTPLastStep = sealed, step
 	return s.NewRecoveryCodes(ctx, u)
 }
 

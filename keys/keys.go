@@ -29,6 +29,7 @@ type Ring struct {
 	indexKey   []byte // blind index of addresses
 	appPwKey   []byte // keyed hash of app passwords
 	recoveryK  []byte // keyed hash of second-factor recovery codes
+	sessionK   []byte // keyed check of session secrets
 	wrapKey    []byte // wraps pending recipients' private keys and the gateway key
 	pseudonymK []byte
 }
@@ -59,6 +60,7 @@ func NewRing(master []byte, gateway, escrow *pcrypto.Key) (*Ring, error) {
 		indexKey:   derive(master, "blind index"),
 		appPwKey:   derive(master, "app password"),
 		recoveryK:  derive(master, "recovery code"),
+		sessionK:   derive(master, "session mac"),
 		wrapKey:    derive(master, "key wrap"),
 		pseudonymK: derive(master, "log pseudonym"),
 	}, nil
@@ -84,6 +86,9 @@ func (r *Ring) EmailIndex(addr string) []byte {
 func (r *Ring) AppPasswordMAC(secret string) []byte {
 	return pcrypto.MAC(r.appPwKey, []byte(secret))
 }
+
+// SessionMACKey keys session records' secret check values.
+func (r *Ring) SessionMACKey() []byte { return r.sessionK }
 
 // RecoveryCodeMAC is the stored form of a second-factor recovery code.
 func (r *Ring) RecoveryCodeMAC(msg []byte) []byte { return pcrypto.MAC(r.recoveryK, msg) }

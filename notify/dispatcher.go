@@ -35,6 +35,9 @@ type Dispatcher struct {
 	Hostname string
 	Log      *slog.Logger
 	Now      func() time.Time
+	// Lease is how long a node owns the notices it takes (0: single node,
+	// no leases). See due.
+	Lease time.Duration
 
 	kickOnce sync.Once
 	kick     chan struct{}
@@ -102,15 +105,23 @@ const Concurrency = 8
 
 const batchSize = 64
 
-// leaseTime is how long a node owns the notices it took; longer than one
-// send may take (2 minutes), so no other node sends them meanwhile.
-const leaseTime = 5 * time.Minute
+// due returns the notices to send now. With several nodes (Lease > 0) it
+// leases them, so no other node sends them meanwhile; a lease outlives one
+// send (2 minutes), and a node that crashes mid-send leaves its notices to
+// be sent when the lease runs out. A single node has no one to race and
+// leases nothing, so after a crash its notices go out at once.
+func (d *Dispatcher) due(ctx context.Context) ([]store.OutboxItem, error) {
+	if d.Lease > 0 {
+		return d.Store.LeaseOutbox(ctx, d.now(), d.now().Add(d.Lease), batchSize)
+	}
+	return d.Store.DueOutbox(ctx, d.now(), batchSize)
+}
 
 // RunOnce sends every due notice once and returns how many went out.
 func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 	sent := 0
 	for {
-		items, err := d.Store.LeaseOutbox(ctx, d.now(), d.now().Add(leaseTime), batchSize)
+		items, err := d.due(ctx)
 		if err != nil || len(items) == 0 {
 			return sent, err
 		}

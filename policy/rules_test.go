@@ -162,7 +162,7 @@ func TestValidationNamesLines(t *testing.T) {
 	}{
 		"unknown detector": {"[[rule]]\nname = \"a\"\nthen.action = \"portal\"\n\n[[rule]]\nname = \"b\"\nwhen.detectors = { dna = 1 }\nthen.action = \"portal\"\n[default]\naction = \"portal\"\n",
 			"line 5: rule 2 (b): unknown detector \"dna\""},
-		"bad action": {"[[rule]]\nname = \"a\"\nthen.action = \"email\"\n[default]\naction = \"portal\"\n", "line 1: rule 1 (a): unknown action \"email\""},
+		"bad action":     {"[[rule]]\nname = \"a\"\nthen.action = \"email\"\n[default]\naction = \"portal\"\n", "line 1: rule 1 (a): unknown action \"email\""},
 		"duplicate name": {"[[rule]]\nname = \"a\"\nthen.action = \"portal\"\n[[rule]]\nname = \"a\"\nthen.action = \"relay\"\n[default]\naction = \"portal\"\n", "line 4: rule 2 (a): another rule"},
 		"no default":     {"[[rule]]\nname = \"a\"\nthen.action = \"portal\"\n", "default: [default] needs an action"},
 		"syntax":         {"[default]\naction = portal\n", "line 2:"},

@@ -93,6 +93,8 @@ func (s *Server) apiRefuse(w http.ResponseWriter, r *http.Request, err error) {
 		writeJSONError(w, http.StatusTooManyRequests, "throttled", msg)
 	case errors.Is(err, identity.ErrBadCode):
 		writeJSONError(w, http.StatusUnauthorized, "bad_code", msg)
+	case errors.Is(err, identity.ErrNoTOTP):
+		writeJSONError(w, http.StatusForbidden, "mfa_enrolment_required", msg)
 	default:
 		writeJSONError(w, http.StatusUnauthorized, "bad_credentials", "email and password don't match")
 	}

@@ -7,10 +7,17 @@ import (
 	"strings"
 
 	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/store"
 )
+
+type reasonError struct{}
+
+func (*reasonError) Error() string {
+	return fmt.Sprintf("write the reason for this emergency access (at least %d characters)", MinReasonLength)
+}
 
 // MinReasonLength keeps "x" from passing as a written reason.
 const MinReasonLength = 15
@@ -20,7 +27,7 @@ const MinReasonLength = 15
 // security officer at once, with no PHI: who, which message id, when.
 func (s *Server) breakGlass(r *http.Request, v *viewer, id, reason string, escrow *pcrypto.Key) (*opened, error) {
 	if len([]rune(strings.TrimSpace(reason))) < MinReasonLength {
-		return nil, fmt.Errorf("write the reason for this emergency access (at least %d characters)", MinReasonLength)
+		return nil, &reasonError{}
 	}
 	m, err := s.Store.GetMessage(r.Context(), id)
 	if err != nil {
@@ -30,13 +37,22 @@ func (s *Server) breakGlass(r *http.Request, v *viewer, id, reason string, escro
 	if err != nil {
 		return nil, err
 	}
-	// The reason may itself name a patient: log its length now; the audit
-	// trail stores it encrypted.
+	// The reason may itself name a patient: it is recorded sealed, and the
+	// log and the alert carry only the record's id.
+	bgID := identity.NewID()
+	sealed, err := s.Identity.Keys.SealField("break-glass:"+bgID, []byte(reason))
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Store.AddBreakGlass(r.Context(), store.BreakGlass{ID: bgID, ActorID: v.user.ID, MessageID: id,
+		At: s.now(), IP: info(r).ip, ReasonEnc: sealed}); err != nil {
+		return nil, err
+	}
 	s.Log.WarnContext(r.Context(), "break-glass access", "by", v.user.ID, "role", v.user.Role, "message", id,
-		"reason_chars", len(reason), "ip", info(r).ip)
+		"record", bgID, "ip", info(r).ip)
 	email, _ := s.Identity.Email(v.user)
-	alert := fmt.Sprintf("Break-glass access: account %s (%s, %s) opened message %s at %s from %s with the escrow key.",
-		v.user.ID, email, v.user.Role, id, s.now().UTC().Format("2006-01-02 15:04:05 MST"), info(r).ip)
+	alert := fmt.Sprintf("Break-glass access: account %s (%s, %s) opened message %s at %s from %s with the escrow key. Record %s holds the written reason.",
+		v.user.ID, email, v.user.Role, id, s.now().UTC().Format("2006-01-02 15:04:05 MST"), info(r).ip, bgID)
 	item, err := notify.NewItem(s.Identity.Keys, notify.KindSecurityAlert,
 		notify.Notice{To: s.OfficerEmail, Link: s.PublicURL + "/admin/break-glass", Alert: alert}, v.user.ID, id, s.now())
 	if err != nil {
@@ -97,12 +113,16 @@ func (s *Server) apiBreakGlass(w http.ResponseWriter, r *http.Request, v *viewer
 		return
 	}
 	o, err := s.breakGlass(r, v, req.MessageID, req.Reason, escrow)
-	if errors.Is(err, store.ErrNotFound) {
+	var short *reasonError
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
 		return
-	}
-	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", err.Error())
+	case errors.As(err, &short):
+		writeJSONError(w, http.StatusBadRequest, "reason_required", err.Error())
+		return
+	case err != nil:
+		s.apiFail(w, r, err)
 		return
 	}
 	mj := messageView(o)

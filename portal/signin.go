@@ -37,8 +37,13 @@ func (s *Server) checkPassword(r *http.Request, email, pw string) (*store.User, 
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.Limiter.Success(ctx, acct); err != nil {
-		return nil, nil, err
+	// With a second factor to come, the count is reset only when that
+	// succeeds too; otherwise alternating a right password with wrong codes
+	// would never lock the account.
+	if !identity.NeedsMFA(u, s.RequirePatient2FA) {
+		if err := s.Limiter.Success(ctx, acct); err != nil {
+			return nil, nil, err
+		}
 	}
 	return u, priv, nil
 }
@@ -93,6 +98,8 @@ func (s *Server) signInRefusal(err error) (string, bool) {
 	switch {
 	case errors.Is(err, identity.ErrBadCredentials):
 		return "That email address and password don't match. Check them and try again.", true
+	case errors.Is(err, identity.ErrNoTOTP):
+		return "Set up an authenticator app first: open /account/2fa.", true
 	case errors.Is(err, identity.ErrBadCode):
 		return "That code is not right, or was already used. Enter the current code from your authenticator app, or one of your recovery codes.", true
 	case errors.As(err, &le):

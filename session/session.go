@@ -116,6 +116,10 @@ type Manager struct {
 	// on every node can be told at once. Publishing is best effort: the
 	// tombstone tells the browser on its next request anyway.
 	Bus events.Bus
+	// MACKey keys the stored check value of a session's secret. Derived
+	// from the master key, it keeps someone who can write to the session
+	// store (Redis) from planting a session they hold the secret of.
+	MACKey []byte
 }
 
 func (m *Manager) now() time.Time {
@@ -140,7 +144,13 @@ var b64 = base64.RawURLEncoding
 
 func keyAAD(id string) []byte { return []byte("session-key:" + id) }
 
-func secretHash(secret []byte) []byte { return pcrypto.MAC([]byte("session"), secret) }
+func (m *Manager) secretHash(secret []byte) []byte {
+	key := m.MACKey
+	if len(key) == 0 {
+		key = []byte("session") // tests; gateway always sets a derived key
+	}
+	return pcrypto.MAC(key, secret)
+}
 
 func (m *Manager) publish(ctx context.Context, userID, reason string, ids ...string) {
 	if m.Bus == nil {
@@ -156,7 +166,7 @@ func (m *Manager) publish(ctx context.Context, userID, reason string, ids ...str
 }
 
 // newRecord wraps priv under a fresh secret for a fresh id.
-func newRecord(userID, role string, priv []byte, mfa bool, created, now time.Time) (string, *Record, error) {
+func (m *Manager) newRecord(userID, role string, priv []byte, mfa bool, created, now time.Time) (string, *Record, error) {
 	id := b64.EncodeToString(pcrypto.RandomBytes(18))
 	secret := pcrypto.RandomBytes(32)
 	wrapped, err := pcrypto.Wrap(secret, priv, keyAAD(id))
@@ -164,7 +174,7 @@ func newRecord(userID, role string, priv []byte, mfa bool, created, now time.Tim
 		return "", nil, err
 	}
 	r := &Record{ID: id, UserID: userID, Role: role, WrappedKey: wrapped,
-		SecretHash: secretHash(secret), Created: created, LastSeen: now, MFA: mfa}
+		SecretHash: m.secretHash(secret), Created: created, LastSeen: now, MFA: mfa}
 	return id + "." + b64.EncodeToString(secret), r, nil
 }
 
@@ -176,7 +186,7 @@ func (m *Manager) Start(ctx context.Context, userID, role string, priv []byte, m
 		return "", nil, errors.New("session: empty user id")
 	}
 	now := m.now()
-	token, r, err := newRecord(userID, role, priv, mfa, now, now)
+	token, r, err := m.newRecord(userID, role, priv, mfa, now, now)
 	if err != nil {
 		return "", nil, err
 	}
@@ -210,7 +220,7 @@ func (m *Manager) load(ctx context.Context, token string) (*Record, []byte, erro
 	if err != nil {
 		return nil, nil, err
 	}
-	if subtle.ConstantTimeCompare(r.SecretHash, secretHash(secret)) != 1 {
+	if subtle.ConstantTimeCompare(r.SecretHash, m.secretHash(secret)) != 1 {
 		return nil, nil, ErrNoSession
 	}
 	return r, secret, nil
@@ -334,7 +344,7 @@ func (m *Manager) Rotate(ctx context.Context, token, role string, mfa bool) (str
 	if err != nil {
 		return "", nil, ErrNoSession
 	}
-	newToken, nr, err := newRecord(r.UserID, role, priv, mfa, r.Created, now)
+	newToken, nr, err := m.newRecord(r.UserID, role, priv, mfa, r.Created, now)
 	if err != nil {
 		return "", nil, err
 	}

@@ -59,6 +59,7 @@ var (
 	errTooManyRcpts   = refuse(452, smtp.EnhancedCode{4, 5, 3}, "Too many recipients; send the rest in another message")
 	errLineTooLong    = refuse(500, smtp.EnhancedCode{5, 6, 0}, "Line too long: RFC 5321 4.5.3.1.6 allows 998 characters per line; use a transfer encoding")
 	errAuthFailed     = refuse(535, smtp.EnhancedCode{5, 7, 8}, "Authentication failed: use an app password, not your portal password")
+	errDisabled       = refuse(535, smtp.EnhancedCode{5, 7, 8}, "This account is disabled")
 	errAuthzMismatch  = refuse(535, smtp.EnhancedCode{5, 7, 8}, "Authentication failed: authorization identity must be empty or equal the user name")
 )
 

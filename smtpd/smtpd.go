@@ -172,6 +172,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if from == "" {
 		return s.fail("mail", errNullSender)
 	}
+	// An account disabled after AUTH on this connection sends no more.
+	if u, err := s.b.Identity.Store.UserByID(s.ctx, s.user.ID); err != nil {
+		return s.fail("mail", fault(err))
+	} else if u.Status != store.StatusActive {
+		return s.fail("mail", errDisabled)
+	}
 	if !bytes.Equal(s.b.Identity.Keys.EmailIndex(from), s.user.EmailIndex) {
 		return s.fail("mail", errSenderNotOwned)
 	}

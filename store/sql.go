@@ -899,3 +899,21 @@ func (s *SQL) LeaseOutbox(ctx context.Context, now, leaseUntil time.Time, limit 
 	})
 	return out, err
 }
+
+func (s *SQL) SetTOTP(ctx context.Context, userID string, secretEnc []byte, step int64, at time.Time) error {
+	res, err := s.exec(ctx, `UPDATE users SET totp_secret_enc = $1, totp_last_step = $2, updated_at = $3 WHERE id = $4`,
+		secretEnc, step, unix(at), userID)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (s *SQL) AddBreakGlass(ctx context.Context, b BreakGlass) error {
+	_, err := s.exec(ctx, `INSERT INTO break_glass (id, actor_id, message_id, at, ip, reason_enc) VALUES ($1,$2,$3,$4,$5,$6)`,
+		b.ID, b.ActorID, b.MessageID, unix(b.At), b.IP, b.ReasonEnc)
+	return err
+}

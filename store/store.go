@@ -94,6 +94,16 @@ const (
 	StateDenied      = "denied"
 )
 
+// BreakGlass records one emergency access; the reason is sealed.
+type BreakGlass struct {
+	ID        string
+	ActorID   string
+	MessageID string
+	At        time.Time
+	IP        string
+	ReasonEnc []byte
+}
+
 // PolicyVersion is one saved version of the data-sharing policy.
 type PolicyVersion struct {
 	ID        int64
@@ -211,6 +221,9 @@ type Store interface {
 
 	// Issue #3: account life-cycle, second factor, resets and recovery.
 	UpdateUser(ctx context.Context, u *User) error // status, role, password, key and TOTP fields
+	// SetTOTP stores a new second factor without touching other columns
+	// (an enrolment must not undo a disable made meanwhile).
+	SetTOTP(ctx context.Context, userID string, secretEnc []byte, step int64, at time.Time) error
 	ListUsers(ctx context.Context, roles ...string) ([]User, error)
 	RevokeAllAppPasswords(ctx context.Context, userID string, at time.Time) (int, error)
 	// AdvanceTOTPStep records step as used if it is newer than the last one;
@@ -240,6 +253,7 @@ type Store interface {
 	// notice to commit when it is released).
 	ListQuarantined(ctx context.Context) ([]Message, error)
 	DecideQuarantine(ctx context.Context, id, state string, d Delivery) error
+	AddBreakGlass(ctx context.Context, b BreakGlass) error
 	SetRecipientKey(ctx context.Context, k RecipientKey) error
 	RecipientKeyByIndex(ctx context.Context, idx []byte) (*RecipientKey, error)
 	DeleteRecipientKey(ctx context.Context, idx []byte) error

@@ -1025,6 +1025,7 @@ func (s prodSetup) toml() string {
 	if s.smarthost != "" {
 		fmt.Fprintf(&b, "[smarthost]\naddr = %q\n\n", s.smarthost)
 	}
+	b.WriteString("[security]\nofficer_email = \"officer@clinic.example\"\n\n")
 	b.WriteString("[log]\nlevel = \"info\"\n")
 	return b.String()
 }

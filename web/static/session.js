@@ -79,7 +79,7 @@
       // "privilege": the session got a new id (second factor, role change);
       // reloading picks up the new cookie or lands on the sign-in page.
       if (m.type === "ended" && m.reason === "privilege") { done = true; if (!submitting) { window.location.reload(); } return; }
-      // MUTANT
+      if (m.type === "ended") { wipe(m.reason); }
       if (m.type === "state" && typeof m.expires_in === "number") {
         retry = 1000;
         setExpiry(Date.now() + m.expires_in * 1000);
