@@ -48,7 +48,13 @@ func (g *Gateway) detectorWith(e *policy.Engine) intake.Detector { return &polic
 // delivers: no sender, no notifier.
 func (g *Gateway) AdminIntake(e *policy.Engine) *intake.Intake {
 	return &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: e,
-		Keys2: recipientKeys{g.Store, g.Keys}, Detector: g.detectorWith(e), Log: g.Log}
+		Keys2: g.recipientKeys(), Detector: g.detectorWith(e), Log: g.Log}
 }
 
-func (g *Gateway) pgpSender(outbound.Sender) intake.PGPSender { return nil }
+func (g *Gateway) pgpSender(next outbound.Sender) intake.PGPSender {
+	return pgpSender{identity: g.Identity, gateway: g.Keys.Gateway, next: next, hostname: g.Cfg.Server.Hostname}
+}
+
+func (g *Gateway) recipientKeys() recipientKeys {
+	return recipientKeys{store: g.Store, keys: g.Keys, identity: g.Identity, log: g.Log}
+}

@@ -109,7 +109,7 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Gateway, e
 	g.Identity = &identity.Service{Store: st, Keys: ring, Password: pcrypto.PasswordParams{
 		Time: cfg.Keys.PasswordTime, MemoryKiB: cfg.Keys.PasswordMemoryKiB, Threads: cfg.Keys.PasswordThreads},
 		Policy: password.DefaultPolicy(), OrgName: cfg.Org.Name, PublicURL: cfg.Server.PublicURL,
-		ResetTTL: cfg.Security.ResetTTL.Duration}
+		ResetTTL: cfg.Security.ResetTTL.Duration, CheckKey: checkKey}
 	return g, nil
 }
 
@@ -146,7 +146,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return fmt.Errorf("policy: %w", err)
 	}
 	g.Intake = &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: g.Policy, Relay: snd,
-		Keys2: recipientKeys{g.Store, g.Keys}, Detector: g.detector(), PGP: g.pgpSender(snd),
+		Keys2: g.recipientKeys(), Detector: g.detector(), PGP: g.pgpSender(snd),
 		Notifier: g.Dispatcher, Log: g.Log, Opts: intake.Options{Expiry: cfg.Portal.MessageExpiry.Duration,
 			ClaimTTL: cfg.Portal.ClaimTTL.Duration, PublicURL: cfg.Server.PublicURL}}
 	if err := g.shared(ctx); err != nil {

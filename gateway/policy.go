@@ -3,17 +3,28 @@ package gateway
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"time"
+
+	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/identity"
+	"github.com/phigate/phigate/logx"
+	"github.com/phigate/phigate/outbound"
+	"github.com/phigate/phigate/pgpmime"
 
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/store"
 )
 
-// recipientKeys answers "does this address have a registered OpenPGP key".
+// recipientKeys answers "does this address have a usable registered
+// OpenPGP key": a key that expired or was revoked since it was registered
+// counts as none, so the policy's fallback decides.
 type recipientKeys struct {
-	store store.Store
-	keys  *keys.Ring
+	store    store.Store
+	keys     *keys.Ring
+	identity *identity.Service
+	log      *slog.Logger
 }
 
 func (r recipientKeys) HasKey(ctx context.Context, rcpt string) (bool, error) {
@@ -21,7 +32,44 @@ func (r recipientKeys) HasKey(ctx context.Context, rcpt string) (bool, error) {
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil
 	}
-	return err == nil, err
+	if err != nil {
+		return false, err
+	}
+	if _, err := r.identity.RecipientKey(ctx, rcpt); err != nil {
+		var refused *pcrypto.KeyRefusedError
+		if errors.As(err, &refused) {
+			r.log.WarnContext(ctx, "registered key no longer usable", "recipient", logx.Addr(rcpt), "why", refused.Reason)
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+// pgpSender sends PGP/MIME (RFC 3156) to a recipient's registered key
+// through the smarthost, signed by the gateway key.
+type pgpSender struct {
+	identity *identity.Service
+	gateway  *pcrypto.Key
+	next     outbound.Sender
+	hostname string
+}
+
+func (p pgpSender) SendPGP(ctx context.Context, from, to string, raw []byte) error {
+	k, err := p.identity.RecipientKey(ctx, to)
+	if err != nil {
+		return err
+	}
+	msg, err := pgpmime.Encrypt(raw, pgpmime.Options{From: from, To: to, Hostname: p.hostname}, p.gateway, k)
+	if err != nil {
+		return err
+	}
+	return p.next.Send(ctx, from, []string{to}, msg)
+}
+
+// checkKey adapts pgpmime's checks for identity.
+func checkKey(armored []byte, address string) (*pcrypto.Key, error) {
+	return pgpmime.CheckRecipientKey(armored, address, time.Now())
 }
 
 // loadPolicy activates the newest policy version (installing the shipped

@@ -1,13 +1,16 @@
 package gateway_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/pgpmime"
 )
 
 const testPolicy = `[[rule]]
@@ -209,5 +212,51 @@ action = "portal"
 	}
 	if strings.Contains(string(h.Logs.Bytes()), "123-45-6789") {
 		t.Error("the SSN value is in the logs")
+	}
+}
+
+// TestPGPDelivery: with the shipped policy, a recipient whose key is
+// registered gets PGP/MIME through the smarthost (the maildrop in dev):
+// decryptable with their key, signed by the gateway, outer headers PHI-free.
+func TestPGPDelivery(t *testing.T) {
+	h := e2e.Start(t, e2e.Config(t.TempDir()))
+	pass := h.AddStaff(staff)
+	k, err := pcrypto.GenerateKey(pcrypto.KeyOptions{Name: "Pat Key", Email: "keyed@example.net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := k.PublicArmored()
+	addAdmin(t, h, "admin@clinic.example")
+	admin, _ := signInStaff(t, h, "admin@clinic.example", adminPW, time.Now())
+	admin.JSON("PUT", "/api/v1/admin/recipient-keys", map[string]string{"email": "keyed@example.net", "key": "not a key"}, 400, nil)
+	priv, _ := pcrypto.LockArmored(k, []byte("x"))
+	admin.JSON("PUT", "/api/v1/admin/recipient-keys", map[string]string{"email": "keyed@example.net", "key": string(priv)}, 400, nil)
+	admin.JSON("PUT", "/api/v1/admin/recipient-keys", map[string]string{"email": "someone.else@example.net", "key": string(pub)}, 400, nil)
+	admin.JSON("PUT", "/api/v1/admin/recipient-keys", map[string]string{"email": "keyed@example.net", "key": string(pub)}, 200, nil)
+
+	before := len(h.Notices())
+	msg := e2e.Multipart(staff, "Dr Lee", "keyed@example.net", "Biopsy result CANARYSUBJ", "The result is benign.", "<p>benign</p>", "report.pdf", []byte("%PDF"))
+	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"keyed@example.net"}, Msg: msg}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := os.ReadFile(h.WaitNotices(before + 1)[before])
+	for _, leak := range []string{"CANARYSUBJ", "Dr Lee", "benign", "report.pdf"} {
+		if strings.Contains(string(out), leak) {
+			t.Errorf("PGP/MIME outer part shows %q", leak)
+		}
+	}
+	if !strings.Contains(string(out), "multipart/encrypted") {
+		t.Fatalf("not PGP/MIME:\n%s", out)
+	}
+	inner, sig, err := pgpmime.Decrypt(out, k, h.G.Keys.Gateway.Public())
+	if err != nil || sig != pcrypto.SigVerified {
+		t.Fatalf("decrypt: %v %v", err, sig)
+	}
+	if !strings.Contains(string(inner), "The result is benign.") || !strings.Contains(string(inner), "CANARYSUBJ") {
+		t.Errorf("inner entity lacks the message:\n%s", inner)
+	}
+	// Nothing was stored for the portal.
+	if u, err := h.G.Identity.UserByEmail(context.Background(), "keyed@example.net"); err == nil {
+		t.Errorf("a portal account was created for a PGP recipient: %s", u.ID)
 	}
 }

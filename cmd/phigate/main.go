@@ -20,6 +20,7 @@ Usage:
 
   phigate policy show [--version N] | apply FILE [--note TEXT] | history | diff A B | rollback N
   phigate policy explain --from ADDR --to ADDR[,ADDR] [--message FILE]
+  phigate recipient-key add --email ADDR --file KEY.asc | remove --email ADDR
 
 Run "phigate COMMAND -h" for the flags of one command.
 `
@@ -40,6 +41,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return user(args[1:], stdin, stdout, stderr)
 	case "policy":
 		return policyCmd(args[1:], stdout, stderr)
+	case "recipient-key":
+		return recipientKeyCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
