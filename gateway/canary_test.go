@@ -7,12 +7,13 @@ import (
 	"strings"
 
 	"encoding/base64"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 
 	"github.com/phigate/phigate/internal/e2e"
 )
