@@ -168,3 +168,27 @@ func TestRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestLogoffReasonsLogged: every way a session ends leaves a "logoff" line
+// with its reason (issue #3, 9).
+func TestLogoffReasonsLogged(t *testing.T) {
+	cfg := e2e.Config(t.TempDir())
+	cfg.Session.IdleTimeout.Duration = 500 * time.Millisecond
+	h := e2e.Start(t, cfg)
+	pass := h.AddStaff(staff)
+	c, _ := claimNew(t, h, pass, "logs@example.net", patientPW)
+	h.Client().JSON("POST", "/api/v1/login", map[string]string{"email": "logs@example.net", "password": patientPW}, 200, nil)
+	c2 := h.Client()
+	c2.JSON("POST", "/api/v1/login", map[string]string{"email": "logs@example.net", "password": patientPW}, 200, nil)
+	c2.JSON("POST", "/api/v1/logout", nil, 204, nil)
+	c3 := h.Client()
+	c3.JSON("POST", "/api/v1/login", map[string]string{"email": "logs@example.net", "password": patientPW}, 200, nil)
+	time.Sleep(700 * time.Millisecond)
+	c3.JSON("GET", "/api/v1/messages", nil, 401, nil)
+	_ = c
+	for _, reason := range []string{"replaced", "user", "idle"} {
+		if !strings.Contains(string(h.Logs.Bytes()), `msg=logoff reason=`+reason) {
+			t.Errorf("no logoff line with reason %s", reason)
+		}
+	}
+}

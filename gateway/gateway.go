@@ -180,7 +180,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 
 	g.goRun(func() { g.Dispatcher.Run(ctx) })
 	if mem, ok := g.Sessions.Store.(*session.Memory); ok {
-		g.goRun(func() { sweep(ctx, mem, g.Sessions.Idle) })
+		g.goRun(func() { g.sweep(ctx, mem) })
 	}
 	for _, l := range []struct {
 		name     string
@@ -237,7 +237,10 @@ func logServe(name string, log *slog.Logger, err error) {
 	}
 }
 
-func sweep(ctx context.Context, m *session.Memory, idle time.Duration) {
+// sweep ends idle in-process sessions on time, so their wrapped keys don't
+// linger, and announces each end like any other.
+func (g *Gateway) sweep(ctx context.Context, m *session.Memory) {
+	idle := g.Sessions.Idle
 	t := time.NewTicker(min(idle/2, time.Minute))
 	defer t.Stop()
 	for {
@@ -245,7 +248,9 @@ func sweep(ctx context.Context, m *session.Memory, idle time.Duration) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			m.Sweep(now, idle)
+			for _, r := range m.SweepEnded(now, idle) {
+				g.Sessions.Announce(ctx, r.UserID, r.ID, session.ReasonIdle)
+			}
 		}
 	}
 }
@@ -276,7 +281,10 @@ func (g *Gateway) shared(ctx context.Context) error {
 		g.Limiter = limiter.NewRedis(g.Redis, p+"lim:", lc)
 	}
 	g.Sessions = &session.Manager{Store: store, Idle: cfg.Session.IdleTimeout.Duration,
-		Absolute: cfg.Session.AbsoluteLifetime.Duration, Bus: g.Bus, MACKey: g.Keys.SessionMACKey()}
+		Absolute: cfg.Session.AbsoluteLifetime.Duration, Bus: g.Bus, MACKey: g.Keys.SessionMACKey(),
+		OnEnd: func(ctx context.Context, userID, id, reason string) {
+			g.Log.InfoContext(ctx, "logoff", "reason", reason, "user", userID, "session", id[:min(8, len(id))])
+		}}
 	return nil
 }
 

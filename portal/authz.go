@@ -165,9 +165,6 @@ func (s *Server) resume(r *http.Request) (*viewer, error) {
 	}
 	rec, priv, err := s.Sessions.Resume(r.Context(), c.Value)
 	if err != nil {
-		if reason := session.Reason(err); reason == "idle" || reason == "absolute" {
-			s.Log.InfoContext(r.Context(), "logoff", "reason", reason, "ip", info(r).ip)
-		}
 		return nil, err
 	}
 	u, err := s.Store.UserByID(r.Context(), rec.UserID)
@@ -176,7 +173,6 @@ func (s *Server) resume(r *http.Request) (*viewer, error) {
 	}
 	if u.Status != store.StatusActive {
 		_ = s.Sessions.End(r.Context(), c.Value, "disabled")
-		s.Log.InfoContext(r.Context(), "logoff", "reason", "disabled", "user", u.ID, "ip", info(r).ip)
 		return nil, &session.EndedError{Reason: "disabled"}
 	}
 	if u.Role != rec.Role {
@@ -198,5 +194,4 @@ func (s *Server) endUser(ctx context.Context, userID, reason string) {
 	if err := s.Sessions.EndUser(ctx, userID, reason); err != nil && !errors.Is(err, session.ErrNoSession) {
 		s.Log.ErrorContext(ctx, "end sessions", "user", userID, "err", err)
 	}
-	s.Log.InfoContext(ctx, "logoff", "reason", reason, "user", userID)
 }

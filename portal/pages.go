@@ -307,7 +307,6 @@ func (s *Server) logoutSubmit(w http.ResponseWriter, r *http.Request, v *viewer)
 }
 
 func (s *Server) endSession(r *http.Request, v *viewer) {
-	s.Log.InfoContext(r.Context(), "logoff", "reason", "user", "user", v.user.ID, "ip", info(r).ip)
 	if err := s.Sessions.End(r.Context(), v.token, "user"); err != nil {
 		s.Log.ErrorContext(r.Context(), "end session", "err", err)
 	}

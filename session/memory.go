@@ -160,13 +160,19 @@ func (s *Memory) Count(context.Context) (int, error) {
 // forgets tombstones older than TombstoneTTL, and returns how many
 // sessions it ended.
 func (s *Memory) Sweep(now time.Time, idle time.Duration) int {
+	return len(s.SweepEnded(now, idle))
+}
+
+// SweepEnded is Sweep returning the records it ended (user and session
+// ids), so the caller can log and announce each idle logoff.
+func (s *Memory) SweepEnded(now time.Time, idle time.Duration) []Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
+	var swept []Record
 	for id, r := range s.byID {
 		if now.Sub(r.LastSeen) >= idle {
+			swept = append(swept, Record{ID: id, UserID: r.UserID})
 			s.end(id, ReasonIdle, now)
-			n++
 		}
 	}
 	for id, t := range s.ended {
@@ -174,5 +180,5 @@ func (s *Memory) Sweep(now time.Time, idle time.Duration) int {
 			delete(s.ended, id)
 		}
 	}
-	return n
+	return swept
 }

@@ -120,6 +120,9 @@ type Manager struct {
 	// from the master key, it keeps someone who can write to the session
 	// store (Redis) from planting a session they hold the secret of.
 	MACKey []byte
+	// OnEnd, if set, hears every session this Manager ends, with the
+	// reason (for the log and the audit trail).
+	OnEnd func(ctx context.Context, userID, sessionID, reason string)
 }
 
 func (m *Manager) now() time.Time {
@@ -152,7 +155,18 @@ func (m *Manager) secretHash(secret []byte) []byte {
 	return pcrypto.MAC(key, secret)
 }
 
+// Announce tells OnEnd and the bus about sessions a store ended by itself
+// (the in-process sweep).
+func (m *Manager) Announce(ctx context.Context, userID, id, reason string) {
+	m.publish(ctx, userID, reason, id)
+}
+
 func (m *Manager) publish(ctx context.Context, userID, reason string, ids ...string) {
+	if m.OnEnd != nil {
+		for _, id := range ids {
+			m.OnEnd(ctx, userID, id, reason)
+		}
+	}
 	if m.Bus == nil {
 		return
 	}
