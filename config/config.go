@@ -42,6 +42,7 @@ type Config struct {
 	Session   Session   `toml:"session"`
 	Security  Security  `toml:"security"`
 	Redis     Redis     `toml:"redis"`
+	Metrics   Metrics   `toml:"metrics"`
 	Log       Log       `toml:"log"`
 
 	// Dev is set by `serve --dev`, never from a file.
@@ -131,6 +132,13 @@ type Redis struct {
 	Prefix string `toml:"prefix"`
 }
 
+// Metrics is the Prometheus listener (plain HTTP, loopback unless
+// allow_remote: put a TLS proxy in front to expose it).
+type Metrics struct {
+	Addr        string `toml:"addr"`
+	AllowRemote bool   `toml:"allow_remote"`
+}
+
 type Log struct {
 	Level  string `toml:"level"`
 	Format string `toml:"format"`
@@ -180,7 +188,8 @@ func Default() Config {
 			ResetTTL:        Duration{30 * time.Minute},
 			OfficerEmail:    "",
 		},
-		Redis: Redis{Prefix: "phigate:"},
+		Redis:   Redis{Prefix: "phigate:"},
+		Metrics: Metrics{Addr: "127.0.0.1:9464"},
 		Portal: Portal{
 			ClaimTTL:      Duration{7 * 24 * time.Hour},
 			MessageExpiry: Duration{30 * 24 * time.Hour},

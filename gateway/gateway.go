@@ -27,6 +27,7 @@ import (
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/logx"
+	"github.com/phigate/phigate/metrics"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/outbound"
 	"github.com/phigate/phigate/password"
@@ -51,6 +52,8 @@ type Gateway struct {
 	Bus            events.Bus
 	Redis          *redis.Client // nil without redis.url
 	Portal         *portal.Server
+	Metrics        *metrics.M
+	metricsLn      net.Listener
 	Policy         *policy.Engine
 	PolicyVersions *policy.Versions
 	TLS            *tls.Config
@@ -136,8 +139,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return err
 	}
 	ctx, g.cancel = context.WithCancel(ctx)
+	g.Metrics = metrics.New()
 	g.Dispatcher = &notify.Dispatcher{Store: g.Store, Keys: g.Keys, Sender: snd, Org: cfg.Org,
-		Hostname: cfg.Server.Hostname, Log: g.Log}
+		Hostname: cfg.Server.Hostname, Log: g.Log, Metrics: g.Metrics}
 	if cfg.Redis.URL != "" {
 		// Redis means several nodes share the database.
 		g.Dispatcher.Lease = 5 * time.Minute
@@ -152,14 +156,14 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err := g.shared(ctx); err != nil {
 		return err
 	}
-	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Log: g.Log, Opts: smtpd.Options{
+	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Log: g.Log, Metrics: g.Metrics, Opts: smtpd.Options{
 		Hostname: cfg.Server.Hostname, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxLineLength: cfg.SMTP.MaxLineLength, ReadTimeout: cfg.SMTP.ReadTimeout.Duration,
 		WriteTimeout: cfg.SMTP.WriteTimeout.Duration, TLS: tlsCfg}}
 	ps := &portal.Server{Store: g.Store, Identity: g.Identity, Sessions: g.Sessions, Limiter: g.Limiter, Bus: g.Bus,
 		Gateway: g.Keys.Gateway.Public(), Org: cfg.Org, Log: g.Log, PublicURL: cfg.Server.PublicURL,
 		RequirePatient2FA: cfg.Security.RequirePatient2FA, OfficerEmail: cfg.Security.OfficerEmail,
-		PolicyVersions: g.PolicyVersions, Intake: g.Intake}
+		PolicyVersions: g.PolicyVersions, Intake: g.Intake, Metrics: g.Metrics}
 
 	if err := g.listen(); err != nil {
 		return err
@@ -178,6 +182,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(g.Log.Handler(), slog.LevelWarn)}
 
+	if err := g.serveMetrics(ctx); err != nil {
+		g.closeListeners()
+		return err
+	}
 	g.goRun(func() { g.Dispatcher.Run(ctx) })
 	if mem, ok := g.Sessions.Store.(*session.Memory); ok {
 		g.goRun(func() { g.sweep(ctx, mem) })
@@ -286,6 +294,51 @@ func (g *Gateway) shared(ctx context.Context) error {
 			g.Log.InfoContext(ctx, "logoff", "reason", reason, "user", userID, "session", id[:min(8, len(id))])
 		}}
 	return nil
+}
+
+// serveMetrics starts the Prometheus listener (metrics.addr; "" disables)
+// and the gauges that are read from state.
+func (g *Gateway) serveMetrics(ctx context.Context) error {
+	g.Metrics.SessionsFunc(func() int {
+		n, _ := g.Sessions.Store.Count(context.Background())
+		return n
+	})
+	g.goRun(func() {
+		t := time.NewTicker(15 * time.Second)
+		defer t.Stop()
+		for {
+			now := time.Now()
+			if n, oldest, err := g.Store.OutboxStats(ctx, now); err == nil {
+				age := time.Duration(0)
+				if !oldest.IsZero() {
+					age = now.Sub(oldest)
+				}
+				g.Metrics.SetQueue(n, age)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+	if g.Cfg.Metrics.Addr == "" {
+		return nil
+	}
+	ln, err := metrics.Serve(ctx, g.Cfg.Metrics.Addr, g.Cfg.Metrics.AllowRemote, g.Metrics)
+	if err != nil {
+		return fmt.Errorf("metrics.addr: %w", err)
+	}
+	g.metricsLn = ln
+	return nil
+}
+
+// MetricsAddr is the bound metrics address ("" when disabled).
+func (g *Gateway) MetricsAddr() string {
+	if g.metricsLn == nil {
+		return ""
+	}
+	return g.metricsLn.Addr().String()
 }
 
 // Addrs returns the bound listener addresses (useful with port 0); a

@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"fmt"
 	"strings"
 	"testing"
@@ -175,5 +177,46 @@ func TestSMTPRefusals(t *testing.T) {
 	h.WaitNotices(2)
 	if n := len(h.Notices()); n != 2 {
 		t.Errorf("refused transactions produced notices: %d", n)
+	}
+}
+
+// TestMetrics: the Prometheus listener counts what happened, with no PHI in
+// any label or value.
+func TestMetrics(t *testing.T) {
+	h := e2e.Start(t, e2e.Config(t.TempDir()))
+	pass := h.AddStaff(staff)
+	canary := "CANARYMETRICS" + staff
+	msg := e2e.Multipart(staff, canary, "metrics.patient@example.net", canary, canary, "<p>x</p>", canary+".pdf", []byte(canary))
+	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"metrics.patient@example.net"}, Msg: msg}); err != nil {
+		t.Fatal(err)
+	}
+	_ = e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: "wrong", From: staff, To: []string{"x@example.net"}, Msg: msg})
+	h.WaitNotices(1)
+	h.Client().JSON("POST", "/api/v1/login", map[string]string{"email": "metrics.patient@example.net", "password": "wrong wrong wrong"}, 401, nil)
+	addr := h.G.MetricsAddr()
+	if addr == "" {
+		t.Fatal("no metrics listener")
+	}
+	var body []byte
+	waitFor(t, "notice metric", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ = io.ReadAll(resp.Body)
+		return bytes.Contains(body, []byte(`phigate_notices_sent_total{kind="new-message"} 1`))
+	})
+	for _, want := range []string{`phigate_smtp_accepted_total{action="portal"} 1`, `phigate_smtp_refused_total{reason="auth"} 1`,
+		`phigate_signin_failures_total{factor="password"} 1`, `phigate_smtp_duration_seconds_count{stage="data"} 1`,
+		`phigate_http_request_duration_seconds_count{code="4xx",route="POST /api/v1/login"} 1`, "phigate_sessions_active"} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	for _, leak := range []string{"CANARYMETRICS", "metrics.patient", "example.net"} {
+		if bytes.Contains(body, []byte(leak)) {
+			t.Errorf("metrics contain %q", leak)
+		}
 	}
 }

@@ -518,18 +518,23 @@ func wildcardOK(seg string, last bool) bool {
 }
 
 // literalOK checks one literal path segment: 1..32 bytes of a-z, 0-9, '-',
-// '_', '.', with at least one letter and at most 3 digits (so "v1" and
-// "2fa" pass, but numeric ids, hex ids, UUIDs and tokens do not).
+// '_', '.', with at least one letter, at most 3 digits, no "..", and not
+// hex-like (5 or more hex digits, one of them a decimal digit, and no other
+// letters). So "v1" and "2fa" pass, but numeric ids, hex ids (even cut
+// short), UUIDs and tokens do not.
 func literalOK(seg string) bool {
-	if len(seg) > 32 || seg == "." || seg == ".." {
+	if len(seg) > 32 || strings.Contains(seg, "..") {
 		return false
 	}
-	letters, digits := 0, 0
+	letters, digits, nonHex := 0, 0, 0
 	for i := 0; i < len(seg); i++ {
 		c := seg[i]
 		switch {
 		case c >= 'a' && c <= 'z':
 			letters++
+			if c > 'f' {
+				nonHex++
+			}
 		case c >= '0' && c <= '9':
 			digits++
 		case c == '-', c == '_', c == '.':
@@ -537,5 +542,6 @@ func literalOK(seg string) bool {
 			return false
 		}
 	}
-	return letters > 0 && digits <= 3
+	hexLike := nonHex == 0 && digits > 0 && letters+digits >= 5
+	return letters > 0 && digits <= 3 && !hexLike
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/config"
+	"github.com/phigate/phigate/metrics"
 	"github.com/phigate/phigate/outbound"
 	"github.com/phigate/phigate/store"
 )
@@ -38,6 +39,8 @@ type Dispatcher struct {
 	// Lease is how long a node owns the notices it takes (0: single node,
 	// no leases). See due.
 	Lease time.Duration
+	// Metrics may be nil.
+	Metrics *metrics.M
 
 	kickOnce sync.Once
 	kick     chan struct{}
@@ -141,6 +144,7 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 		for i, it := range items {
 			if errs[i] == nil {
 				ok = append(ok, it.ID)
+				d.Metrics.NoticeSent(it.Kind)
 				d.Log.Info("notice sent", "outbox", it.ID, "kind", it.Kind, "message", it.MessageID)
 			}
 		}
@@ -169,7 +173,9 @@ func (d *Dispatcher) retry(ctx context.Context, it store.OutboxItem, sendErr err
 	attempts := it.Attempts + 1
 	next := d.now().Add(backoff(attempts))
 	var perm *outbound.PermanentError
-	if errors.As(sendErr, &perm) || attempts >= MaxAttempts {
+	permanent := errors.As(sendErr, &perm) || attempts >= MaxAttempts
+	d.Metrics.NoticeFailed(it.Kind, permanent)
+	if permanent {
 		next = never
 		d.Log.Error("notice failed for good", "outbox", it.ID, "attempts", attempts, "err", outbound.Describe(sendErr))
 	} else {

@@ -1,10 +1,13 @@
 package portal
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
@@ -78,6 +81,10 @@ func (s *Server) handle(mux *http.ServeMux, pattern string, p Perm, h handler) {
 	method, path, _ := strings.Cut(pattern, " ")
 	s.routes = append(s.routes, Route{Method: method, Pattern: path, Perm: p})
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		w = sw
+		start := time.Now()
+		defer func() { s.Metrics.HTTPDuration(pattern, sw.status, time.Since(start)) }()
 		if p == PermNone {
 			s.deny(w, r, http.StatusForbidden, "forbidden", "this address is not available")
 			return
@@ -194,4 +201,29 @@ func (s *Server) endUser(ctx context.Context, userID, reason string) {
 	if err := s.Sessions.EndUser(ctx, userID, reason); err != nil && !errors.Is(err, session.ErrNoSession) {
 		s.Log.ErrorContext(ctx, "end sessions", "user", userID, "err", err)
 	}
+}
+
+// statusWriter remembers the status for metrics; it passes Hijack through
+// for the websocket upgrade.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("hijacking not supported")
+	}
+	w.status = http.StatusSwitchingProtocols
+	return h.Hijack()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/phigate/phigate/intake"
 	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/logx"
+	"github.com/phigate/phigate/metrics"
 	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/session"
 	"github.com/phigate/phigate/store"
@@ -38,6 +39,7 @@ type Server struct {
 	Log      *slog.Logger
 	Now      func() time.Time
 
+	Metrics        *metrics.M // may be nil
 	PolicyVersions *policy.Versions
 	Intake         *intake.Intake
 
@@ -136,6 +138,11 @@ func (s *Server) Handler() http.Handler {
 	h("PUT /api/v1/admin/recipient-keys", PermAdmin, s.apiRecipientKey)
 	h("PUT /api/v1/account/key", PermOwn, s.apiOwnKey)
 
+	patterns := make([]string, len(s.routes))
+	for i, r := range s.routes {
+		patterns[i] = r.Method + " " + r.Pattern
+	}
+	s.Metrics.AllowRoutes(patterns...)
 	mux.Handle("GET /static/", http.StripPrefix("/static/", http.FileServerFS(web.Static())))
 	s.routes = append(s.routes, Route{Method: "GET", Pattern: "/static/", Perm: PermPublic})
 

@@ -51,12 +51,14 @@ func (s *Server) checkPassword(r *http.Request, email, pw string) (*store.User, 
 func (s *Server) countFailure(r *http.Request, acct, what string) {
 	ctx, ip := r.Context(), info(r).ip
 	s.Log.WarnContext(ctx, "sign-in failed", "factor", what, "ip", ip)
+	s.Metrics.SignInFailure(what)
 	locked, until, err := s.Limiter.Failure(ctx, acct, ipKey(ip))
 	if err != nil {
 		s.Log.ErrorContext(ctx, "lock-out counter", "err", err)
 		return
 	}
 	if locked {
+		s.Metrics.Lockout()
 		s.Log.WarnContext(ctx, "account locked", "account", acct[:12], "until", until, "ip", ip)
 	}
 }

@@ -58,6 +58,8 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 		return
 	}
 	defer conn.Close()
+	s.Metrics.WebsocketConnected(1)
+	defer s.Metrics.WebsocketConnected(-1)
 	var token string
 	if c, err := r.Cookie(CookieName); err == nil {
 		token = c.Value

@@ -68,3 +68,26 @@ var (
 func policyRefusal(r *intake.Rejected) *Error {
 	return refuse(r.Code, smtp.EnhancedCode{5, 7, 1}, r.Reason)
 }
+
+// refusalLabel is the metrics reason of a refusal: a small fixed set.
+func refusalLabel(stage string, e *Error) string {
+	switch {
+	case e.Fault:
+		return "fault"
+	case e == errNeedTLS:
+		return "tls"
+	case stage == "auth" || e == errNeedAuth || e == errDisabled:
+		return "auth"
+	case e == errSenderNotOwned || e == errNullSender:
+		return "sender"
+	case e == errTooManyRcpts || e == errBadRcpt:
+		return "recipients"
+	case e == errLineTooLong:
+		return "line"
+	case e.Code == 552:
+		return "size"
+	case e.Enhanced == smtp.EnhancedCode{5, 7, 1}:
+		return "policy"
+	}
+	return "other"
+}

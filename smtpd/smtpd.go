@@ -23,6 +23,7 @@ import (
 	"github.com/phigate/phigate/intake"
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/logx"
+	"github.com/phigate/phigate/metrics"
 	"github.com/phigate/phigate/store"
 )
 
@@ -41,6 +42,7 @@ type Server struct {
 	Intake   *intake.Intake
 	Identity *identity.Service
 	Log      *slog.Logger
+	Metrics  *metrics.M // may be nil
 	Opts     Options
 }
 
@@ -119,6 +121,7 @@ func (s *session) fail(stage string, e *Error) error {
 	if s.user != nil {
 		attrs = append(attrs, "user", s.user.ID)
 	}
+	s.b.Metrics.SMTPRefused(refusalLabel(stage, e))
 	if e.Fault {
 		s.b.Log.ErrorContext(s.ctx, "smtp fault", append(attrs, "err", e.Cause)...)
 	} else {
@@ -232,6 +235,8 @@ func (s *session) Data(r io.Reader) error {
 	raw = append(s.received(), append(s.missingHeaders(raw), raw...)...)
 	ctx, cancel := context.WithTimeout(s.ctx, 3*time.Minute)
 	defer cancel()
+	start := time.Now()
+	defer func() { s.b.Metrics.SMTPDuration("data", time.Since(start)) }()
 	res, err := s.b.Intake.Accept(ctx, intake.Envelope{Sender: s.user, From: s.from, To: s.to}, raw)
 	var rj *intake.Rejected
 	if errors.As(err, &rj) {
@@ -239,6 +244,11 @@ func (s *session) Data(r io.Reader) error {
 	}
 	if err != nil {
 		return s.fail("data", fault(err))
+	}
+	for action, n := range map[string]int{"portal": res.Portal, "relay": res.Relayed, "pgp": res.PGP, "quarantine": res.Quarantined} {
+		for i := 0; i < n; i++ {
+			s.b.Metrics.SMTPAccepted(action)
+		}
 	}
 	s.txn++
 	ref := fmt.Sprintf("%s-%d", s.cid, s.txn)

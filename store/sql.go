@@ -917,3 +917,15 @@ func (s *SQL) AddBreakGlass(ctx context.Context, b BreakGlass) error {
 		b.ID, b.ActorID, b.MessageID, unix(b.At), b.IP, b.ReasonEnc)
 	return err
 }
+
+func (s *SQL) OutboxStats(ctx context.Context, now time.Time) (int, time.Time, error) {
+	var n int
+	var oldest sql.NullInt64
+	// Given-up notices wait at a far-future next_attempt_at: not queued.
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*), MIN(created_at) FROM outbox
+		WHERE sent_at IS NULL AND next_attempt_at < $1`, unix(now.AddDate(100, 0, 0))).Scan(&n, &oldest)
+	if err != nil || !oldest.Valid {
+		return n, time.Time{}, err
+	}
+	return n, fromUnix(oldest.Int64), nil
+}

@@ -264,6 +264,9 @@ type Store interface {
 	// meanwhile does not send them too. A crash mid-send lets the lease run
 	// out and the item is tried again (at least once).
 	LeaseOutbox(ctx context.Context, now, leaseUntil time.Time, limit int) ([]OutboxItem, error)
+	// OutboxStats counts unsent notices (permanently failed ones excluded)
+	// and the creation time of the oldest.
+	OutboxStats(ctx context.Context, now time.Time) (depth int, oldest time.Time, err error)
 	// OutboxSent marks notices sent (one transaction for all ids).
 	OutboxSent(ctx context.Context, at time.Time, ids ...string) error
 	OutboxRetry(ctx context.Context, id string, attempts int, next time.Time, lastErr string) error

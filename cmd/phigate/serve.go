@@ -108,6 +108,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "  SMTP submission (STARTTLS): %s\n", smtp)
 	fmt.Fprintf(stdout, "  SMTP implicit TLS:      %s\n", smtps)
 	fmt.Fprintf(stdout, "  HTTPS portal:           https://%s  (links use %s)\n", https, cfg.Server.PublicURL)
+	if a := g.MetricsAddr(); a != "" {
+		fmt.Fprintf(stdout, "  metrics (Prometheus):   http://%s/metrics\n", a)
+	}
 	if cfg.Dev && cfg.Smarthost.Addr == "" {
 		fmt.Fprintf(stdout, "  notices and onward mail: %s\n", gateway.DataPath(cfg, "maildrop"))
 	}

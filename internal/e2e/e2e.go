@@ -52,6 +52,7 @@ func Config(dir string) config.Config {
 	p := pcrypto.TestPasswordParams
 	cfg.Keys.PasswordTime, cfg.Keys.PasswordMemoryKiB, cfg.Keys.PasswordThreads = p.Time, p.MemoryKiB, p.Threads
 	cfg.Log.Level = "debug"
+	cfg.Metrics.Addr = "127.0.0.1:0"
 	cfg.ApplyDev()
 	return cfg
 }
