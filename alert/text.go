@@ -189,7 +189,7 @@ func auditVerifyText(record, actor id, ip addr, at time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Audit trail verification failed at %s", stamp(at))
 	if !record.empty() {
-		fmt.Fprintf(&b, " at record %s", record.s)
+		fmt.Fprintf(&b, " (first failing record %s)", record.s)
 	}
 	if !actor.empty() || !ip.empty() {
 		fmt.Fprintf(&b, "; the check was run%s%s", byUser(actor), from(ip))

@@ -43,6 +43,7 @@ type Config struct {
 	Security  Security  `toml:"security"`
 	Redis     Redis     `toml:"redis"`
 	Metrics   Metrics   `toml:"metrics"`
+	Alerts    Alerts    `toml:"alerts"`
 	Log       Log       `toml:"log"`
 
 	// Dev is set by `serve --dev`, never from a file.
@@ -132,6 +133,14 @@ type Redis struct {
 	Prefix string `toml:"prefix"`
 }
 
+// Alerts are the security officer's alert thresholds (issue #5).
+type Alerts struct {
+	IPFailures   int      `toml:"ip_failures"`
+	OpensPerUser int      `toml:"opens_per_user"`
+	Window       Duration `toml:"window"`
+	MaxPerWindow int      `toml:"max_per_window"`
+}
+
 // Metrics is the Prometheus listener (plain HTTP, loopback unless
 // allow_remote: put a TLS proxy in front to expose it).
 type Metrics struct {
@@ -190,6 +199,7 @@ func Default() Config {
 		},
 		Redis:   Redis{Prefix: "phigate:"},
 		Metrics: Metrics{Addr: "127.0.0.1:9464"},
+		Alerts:  Alerts{IPFailures: 20, OpensPerUser: 100, Window: Duration{15 * time.Minute}, MaxPerWindow: 10},
 		Portal: Portal{
 			ClaimTTL:      Duration{7 * 24 * time.Hour},
 			MessageExpiry: Duration{30 * 24 * time.Hour},

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/phigate/phigate/alert"
+	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/config"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/events"
@@ -53,6 +55,9 @@ type Gateway struct {
 	Redis          *redis.Client // nil without redis.url
 	Portal         *portal.Server
 	Metrics        *metrics.M
+	Trail          *audit.Trail
+	Alerts         *alert.Alerter
+	Audit          audit.Recorder
 	metricsLn      net.Listener
 	Policy         *policy.Engine
 	PolicyVersions *policy.Versions
@@ -109,6 +114,10 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Gateway, e
 	}
 	pcrypto.SetMaxConcurrentHashes(cfg.Keys.MaxConcurrentPassword)
 	g := &Gateway{Cfg: cfg, Log: log, Keys: ring, Store: st}
+	if err := g.openTrail(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	g.Identity = &identity.Service{Store: st, Keys: ring, Password: pcrypto.PasswordParams{
 		Time: cfg.Keys.PasswordTime, MemoryKiB: cfg.Keys.PasswordMemoryKiB, Threads: cfg.Keys.PasswordThreads},
 		Policy: password.DefaultPolicy(), OrgName: cfg.Org.Name, PublicURL: cfg.Server.PublicURL,
@@ -140,8 +149,11 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	ctx, g.cancel = context.WithCancel(ctx)
 	g.Metrics = metrics.New()
+	g.Alerts = alert.New(alert.Config{IPFailures: cfg.Alerts.IPFailures, OpensPerUser: cfg.Alerts.OpensPerUser,
+		Window: cfg.Alerts.Window.Duration, MaxPerWindow: cfg.Alerts.MaxPerWindow}, alertMailer{g}, nil)
+	g.Audit = fanout{trail: g.Trail, alerts: g.Alerts, metrics: g.Metrics}
 	g.Dispatcher = &notify.Dispatcher{Store: g.Store, Keys: g.Keys, Sender: snd, Org: cfg.Org,
-		Hostname: cfg.Server.Hostname, Log: g.Log, Metrics: g.Metrics}
+		Hostname: cfg.Server.Hostname, Log: g.Log, Metrics: g.Metrics, Audit: g.Audit}
 	if cfg.Redis.URL != "" {
 		// Redis means several nodes share the database.
 		g.Dispatcher.Lease = 5 * time.Minute
@@ -150,20 +162,20 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return fmt.Errorf("policy: %w", err)
 	}
 	g.Intake = &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: g.Policy, Relay: snd,
-		Keys2: g.recipientKeys(), Detector: g.detector(), PGP: g.pgpSender(snd),
+		Keys2: g.recipientKeys(), Detector: g.detector(), PGP: g.pgpSender(snd), Audit: g.Audit,
 		Notifier: g.Dispatcher, Log: g.Log, Opts: intake.Options{Expiry: cfg.Portal.MessageExpiry.Duration,
 			ClaimTTL: cfg.Portal.ClaimTTL.Duration, PublicURL: cfg.Server.PublicURL}}
 	if err := g.shared(ctx); err != nil {
 		return err
 	}
-	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Log: g.Log, Metrics: g.Metrics, Opts: smtpd.Options{
+	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Log: g.Log, Metrics: g.Metrics, Audit: g.Audit, Opts: smtpd.Options{
 		Hostname: cfg.Server.Hostname, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxLineLength: cfg.SMTP.MaxLineLength, ReadTimeout: cfg.SMTP.ReadTimeout.Duration,
 		WriteTimeout: cfg.SMTP.WriteTimeout.Duration, TLS: tlsCfg}}
 	ps := &portal.Server{Store: g.Store, Identity: g.Identity, Sessions: g.Sessions, Limiter: g.Limiter, Bus: g.Bus,
 		Gateway: g.Keys.Gateway.Public(), Org: cfg.Org, Log: g.Log, PublicURL: cfg.Server.PublicURL,
 		RequirePatient2FA: cfg.Security.RequirePatient2FA, OfficerEmail: cfg.Security.OfficerEmail,
-		PolicyVersions: g.PolicyVersions, Intake: g.Intake, Metrics: g.Metrics}
+		PolicyVersions: g.PolicyVersions, Intake: g.Intake, Metrics: g.Metrics, Audit: g.Audit, Trail: g.Trail, Alerts: g.Alerts}
 
 	if err := g.listen(); err != nil {
 		return err
@@ -187,6 +199,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return err
 	}
 	g.goRun(func() { g.Dispatcher.Run(ctx) })
+	g.goRun(func() { g.Alerts.Run(ctx) })
 	if mem, ok := g.Sessions.Store.(*session.Memory); ok {
 		g.goRun(func() { g.sweep(ctx, mem) })
 	}
@@ -292,6 +305,10 @@ func (g *Gateway) shared(ctx context.Context) error {
 		Absolute: cfg.Session.AbsoluteLifetime.Duration, Bus: g.Bus, MACKey: g.Keys.SessionMACKey(),
 		OnEnd: func(ctx context.Context, userID, id, reason string) {
 			g.Log.InfoContext(ctx, "logoff", "reason", reason, "user", userID, "session", id[:min(8, len(id))])
+			if g.Audit != nil {
+				g.Audit.Record(ctx, audit.Entry{Actor: userID, Action: "auth.logoff", ObjectType: "session",
+					ObjectID: id[:min(8, len(id))], Outcome: "ok", Details: map[string]string{"reason": reason}})
+			}
 		}}
 	return nil
 }
@@ -378,6 +395,10 @@ func (g *Gateway) close() error {
 	g.wg.Wait()
 	if g.Redis != nil {
 		g.Redis.Close()
+	}
+	// The trail's closing checkpoint reads the head: before the store.
+	if g.Trail != nil {
+		g.Trail.Close()
 	}
 	return g.Store.Close()
 }

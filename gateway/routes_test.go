@@ -61,7 +61,7 @@ func TestRouteTable(t *testing.T) {
 			return role != ""
 		case portal.PermAdmin:
 			return role == store.RoleAdmin
-		case portal.PermBreakGlass:
+		case portal.PermBreakGlass, portal.PermReview:
 			return role == store.RoleAdmin || role == store.RoleSecurity
 		}
 		return false

@@ -3,9 +3,9 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
-	"fmt"
 	"strings"
 	"testing"
 

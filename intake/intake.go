@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/phigate/phigate/audit"
+
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/keys"
@@ -36,9 +38,10 @@ type Intake struct {
 	Identity *identity.Service
 	Policy   policy.Decider
 	Relay    outbound.Sender
-	PGP      PGPSender // nil: the pgp action fails temporarily
-	Keys2    KeyLookup // registered recipient keys; nil: nobody has one
-	Detector Detector  // nil: no content detectors
+	PGP      PGPSender      // nil: the pgp action fails temporarily
+	Keys2    KeyLookup      // registered recipient keys; nil: nobody has one
+	Detector Detector       // nil: no content detectors
+	Audit    audit.Recorder // nil: no trail (unit tests)
 	Notifier interface{ Kick() }
 	Log      *slog.Logger
 	Opts     Options
@@ -47,6 +50,7 @@ type Intake struct {
 
 // Envelope is the SMTP envelope of one transaction, after AUTH.
 type Envelope struct {
+	IP     string // the submitting client's address, for the trail
 	Sender *store.User
 	From   string
 	To     []string
@@ -154,6 +158,12 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 			RecipientHasKey: hasKey, Facts: facts})
 		in.Log.InfoContext(ctx, "policy decision", "recipient", logx.Addr(rcpt), "action", d.Action, "rule", d.Rule,
 			"version", d.Version, "detectors", d.Detectors, "fallback", d.Fallback)
+		if d.Action == policy.Reject {
+			// The refusal is in the trail before the client hears it.
+			if err := in.audit(ctx, env, "message.reject", "recipient", "", "refused", decisionDetails(rcpt, d)); err != nil {
+				return Result{}, err
+			}
+		}
 		switch d.Action {
 		case policy.Reject:
 			code := d.Then.Code
@@ -181,6 +191,11 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 		}
 		res.Relayed = len(relayTo)
 		in.Log.InfoContext(ctx, "relayed", "recipients", len(relayTo))
+		for _, rcpt := range relayTo {
+			if err := in.audit(ctx, env, "message.relay", "recipient", "", "ok", map[string]string{"recipient": rcpt}); err != nil {
+				return res, err
+			}
+		}
 	}
 	for _, p := range pgpTo {
 		if in.PGP == nil {
@@ -188,6 +203,9 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 		}
 		if err := in.PGP.SendPGP(ctx, env.From, p.rcpt, raw); err != nil {
 			return res, fmt.Errorf("pgp: %s", outbound.Describe(err))
+		}
+		if err := in.audit(ctx, env, "message.pgp", "recipient", "", "ok", decisionDetails(p.rcpt, p.dec)); err != nil {
+			return res, err
 		}
 		res.PGP++
 	}
@@ -233,6 +251,10 @@ func (in *Intake) storePortal(ctx context.Context, env Envelope, plans []plan, r
 		for i, id := range ids {
 			in.Log.InfoContext(ctx, "stored", "message", id, "recipient", logx.Addr(plans[i].rcpt),
 				"size", len(raw), "rule", plans[i].dec.Rule, "action", plans[i].dec.Action)
+			// Accepted and its policy decision, in the trail before 250.
+			if err := in.audit(ctx, env, "message.accept", "message", id, "ok", decisionDetails(plans[i].rcpt, plans[i].dec)); err != nil {
+				return nil, err
+			}
 		}
 		return ids, nil
 	}
@@ -339,4 +361,22 @@ func (in *Intake) Release(ctx context.Context, messageID string, approve bool) e
 		in.Notifier.Kick()
 	}
 	return nil
+}
+
+// decisionDetails are the trail's details of a decision: the recipient
+// (encrypted at rest), rule, version and detector counts, never values.
+func decisionDetails(rcpt string, d policy.Decision) map[string]string {
+	m := map[string]string{"recipient": rcpt, "action": string(d.Action), "rule": d.Rule, "policy_version": fmt.Sprint(d.Version)}
+	for name, n := range d.Detectors {
+		m["detector."+name] = fmt.Sprint(n)
+	}
+	return m
+}
+
+func (in *Intake) audit(ctx context.Context, env Envelope, action, objType, objID, outcome string, details map[string]string) error {
+	if in.Audit == nil {
+		return nil
+	}
+	return in.Audit.Record(ctx, audit.Entry{Actor: env.Sender.ID, IP: env.IP, Action: action, ObjectType: objType, ObjectID: objID,
+		Outcome: outcome, Correlation: logx.Correlation(ctx), Details: details})
 }

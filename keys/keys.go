@@ -30,6 +30,8 @@ type Ring struct {
 	appPwKey   []byte // keyed hash of app passwords
 	recoveryK  []byte // keyed hash of second-factor recovery codes
 	sessionK   []byte // keyed check of session secrets
+	auditMAC   []byte // chains audit entries
+	auditEnc   []byte // encrypts audit details
 	wrapKey    []byte // wraps pending recipients' private keys and the gateway key
 	pseudonymK []byte
 }
@@ -61,6 +63,8 @@ func NewRing(master []byte, gateway, escrow *pcrypto.Key) (*Ring, error) {
 		appPwKey:   derive(master, "app password"),
 		recoveryK:  derive(master, "recovery code"),
 		sessionK:   derive(master, "session mac"),
+		auditMAC:   derive(master, "audit chain"),
+		auditEnc:   derive(master, "audit details"),
 		wrapKey:    derive(master, "key wrap"),
 		pseudonymK: derive(master, "log pseudonym"),
 	}, nil
@@ -86,6 +90,9 @@ func (r *Ring) EmailIndex(addr string) []byte {
 func (r *Ring) AppPasswordMAC(secret string) []byte {
 	return pcrypto.MAC(r.appPwKey, []byte(secret))
 }
+
+// AuditKeys are the audit trail's chain MAC key and details encryption key.
+func (r *Ring) AuditKeys() (mac, enc []byte) { return r.auditMAC, r.auditEnc }
 
 // SessionMACKey keys session records' secret check values.
 func (r *Ring) SessionMACKey() []byte { return r.sessionK }

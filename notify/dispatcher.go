@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/phigate/phigate/audit"
+
 	"github.com/phigate/phigate/config"
 	"github.com/phigate/phigate/metrics"
 	"github.com/phigate/phigate/outbound"
@@ -39,8 +41,9 @@ type Dispatcher struct {
 	// Lease is how long a node owns the notices it takes (0: single node,
 	// no leases). See due.
 	Lease time.Duration
-	// Metrics may be nil.
+	// Metrics and Audit may be nil.
 	Metrics *metrics.M
+	Audit   audit.Recorder
 
 	kickOnce sync.Once
 	kick     chan struct{}
@@ -145,6 +148,7 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 			if errs[i] == nil {
 				ok = append(ok, it.ID)
 				d.Metrics.NoticeSent(it.Kind)
+				d.audit(ctx, it, "ok", "")
 				d.Log.Info("notice sent", "outbox", it.ID, "kind", it.Kind, "message", it.MessageID)
 			}
 		}
@@ -175,6 +179,7 @@ func (d *Dispatcher) retry(ctx context.Context, it store.OutboxItem, sendErr err
 	var perm *outbound.PermanentError
 	permanent := errors.As(sendErr, &perm) || attempts >= MaxAttempts
 	d.Metrics.NoticeFailed(it.Kind, permanent)
+	d.audit(ctx, it, "failed", outbound.Describe(sendErr))
 	if permanent {
 		next = never
 		d.Log.Error("notice failed for good", "outbox", it.ID, "attempts", attempts, "err", outbound.Describe(sendErr))
@@ -203,4 +208,24 @@ func (d *Dispatcher) send(ctx context.Context, it store.OutboxItem) error {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	return d.Sender.Send(sctx, d.Org.NotifyFrom, []string{n.To}, msg)
+}
+
+func (d *Dispatcher) audit(ctx context.Context, it store.OutboxItem, outcome, why string) {
+	if d.Audit == nil {
+		return
+	}
+	// Filed under the message, so its history shows the notice (proof of
+	// delivery); a notice without a message (reset, alert) under its row.
+	objType, objID := "message", it.MessageID
+	if objID == "" {
+		objType, objID = "outbox", it.ID
+	}
+	details := map[string]string{"kind": it.Kind, "outbox": it.ID}
+	if why != "" {
+		details["error"] = why
+	}
+	if err := d.Audit.Record(ctx, audit.Entry{Actor: "system", Action: "notice.send", ObjectType: objType, ObjectID: objID,
+		Outcome: outcome, Details: details}); err != nil {
+		d.Log.ErrorContext(ctx, "audit write failed", "action", "notice.send", "err", err)
+	}
 }

@@ -84,6 +84,7 @@ func (s *Server) finishEnrol(w http.ResponseWriter, r *http.Request, v *viewer, 
 		return nil, err
 	}
 	s.Log.InfoContext(r.Context(), "second factor enrolled", "user", v.user.ID, "ip", info(r).ip)
+	s.audit(r, "auth.2fa.enrol", "user", v.user.ID, "ok", nil)
 	if err := s.rotate(w, r, v); err != nil {
 		return nil, err
 	}
@@ -105,6 +106,7 @@ func (s *Server) recoveryCodesSubmit(w http.ResponseWriter, r *http.Request, v *
 		return
 	}
 	s.Log.InfoContext(r.Context(), "recovery codes replaced", "user", v.user.ID, "ip", info(r).ip)
+	s.audit(r, "auth.recovery-codes", "user", v.user.ID, "ok", nil)
 	d := s.data("Save your recovery codes")
 	d.SignedIn, d.Codes, d.Next = true, codes, "/account"
 	s.render(w, r, http.StatusOK, "codes.html", d)
@@ -178,6 +180,7 @@ func (s *Server) apiRecoveryCodes(w http.ResponseWriter, r *http.Request, v *vie
 		s.apiFail(w, r, err)
 		return
 	}
+	s.audit(r, "auth.recovery-codes", "user", v.user.ID, "ok", nil)
 	writeJSON(w, http.StatusOK, map[string]any{"recovery_codes": codes})
 }
 

@@ -78,6 +78,10 @@ func (s *Server) createManaged(r *http.Request, v *viewer, email, role string) (
 		return nil, err
 	}
 	s.Log.InfoContext(r.Context(), "account created", "by", v.user.ID, "user", u.ID, "role", role, "ip", info(r).ip)
+	s.audit(r, "user.create", "user", u.ID, "ok", map[string]string{"role": role, "email": email})
+	if role == store.RoleAdmin {
+		s.audit(r, "user.role.admin", "user", u.ID, "ok", nil)
+	}
 	if role == store.RoleAdmin {
 		s.Log.WarnContext(r.Context(), "role granted", "role", role, "by", v.user.ID, "user", u.ID)
 	}
@@ -107,6 +111,14 @@ func (s *Server) adminAction(r *http.Request, v *viewer, id, action, role string
 	}
 	log := func(what string) {
 		s.Log.InfoContext(ctx, "account changed", "action", what, "by", v.user.ID, "user", u.ID, "ip", info(r).ip)
+		action, details := "user."+what, map[string]string(nil)
+		if r, ok := strings.CutPrefix(what, "role:"); ok {
+			action, details = "user.role", map[string]string{"role": r}
+		}
+		s.audit(r, action, "user", u.ID, "ok", details)
+		if what == "role:"+store.RoleAdmin {
+			s.audit(r, "user.role.admin", "user", u.ID, "ok", nil)
+		}
 	}
 	switch action {
 	case "disable":
@@ -236,6 +248,7 @@ func (s *Server) recoverFor(r *http.Request, v *viewer, email string, escrow *pc
 		return 0, err
 	}
 	s.Log.WarnContext(r.Context(), "escrow recovery", "by", v.user.ID, "user", u.ID, "messages", n, "ip", info(r).ip)
+	s.audit(r, "account.recover", "user", u.ID, "ok", map[string]string{"messages": fmt.Sprint(n)})
 	return n, nil
 }
 

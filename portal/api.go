@@ -153,6 +153,7 @@ func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request, _ *viewer) {
 		return
 	}
 	s.Log.InfoContext(r.Context(), "account claimed", "user", u.ID, "ip", info(r).ip)
+	s.auditAs(r, u.ID, "account.claim", "user", u.ID, "ok", nil)
 	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
 	if err := s.startSession(w, r, u, priv, "claim", mfaDone); err != nil {
 		s.apiFail(w, r, err)

@@ -27,10 +27,11 @@ const (
 	PermOwn                    // signed in with the second factor done: own messages and account
 	PermAdmin                  // admins: accounts, recovery
 	PermBreakGlass             // admins and security officers: emergency access
+	PermReview                 // admins and security officers: audit trail and alerts
 )
 
 func (p Perm) String() string {
-	return [...]string{"none", "public", "session", "own", "admin", "break-glass"}[p]
+	return [...]string{"none", "public", "session", "own", "admin", "break-glass", "review"}[p]
 }
 
 // allows reports whether role may use a route needing p (the second factor
@@ -41,7 +42,7 @@ func allows(p Perm, role string) bool {
 		return true
 	case PermAdmin:
 		return role == store.RoleAdmin
-	case PermBreakGlass:
+	case PermBreakGlass, PermReview:
 		return role == store.RoleAdmin || role == store.RoleSecurity
 	}
 	return false

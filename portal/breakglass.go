@@ -50,6 +50,9 @@ func (s *Server) breakGlass(r *http.Request, v *viewer, id, reason string, escro
 	}
 	s.Log.WarnContext(r.Context(), "break-glass access", "by", v.user.ID, "role", v.user.Role, "message", id,
 		"record", bgID, "ip", info(r).ip)
+	if err := s.audit(r, "breakglass.open", "message", id, "ok", map[string]string{"reason": reason, "record": bgID}); err != nil {
+		return nil, err
+	}
 	email, _ := s.Identity.Email(v.user)
 	alert := fmt.Sprintf("Break-glass access: account %s (%s, %s) opened message %s at %s from %s with the escrow key. Record %s holds the written reason.",
 		v.user.ID, email, v.user.Role, id, s.now().UTC().Format("2006-01-02 15:04:05 MST"), info(r).ip, bgID)

@@ -34,6 +34,7 @@ type pageData struct {
 	Reason     string
 	Roles      []string
 	Policy     *policyPage
+	Review     *reviewPage
 	Role       string
 	FullAccess bool // second factor done: show the full navigation
 	Token      string
@@ -201,6 +202,7 @@ func (s *Server) claimSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) 
 		return
 	}
 	s.Log.InfoContext(r.Context(), "account claimed", "user", u.ID, "ip", info(r).ip)
+	s.auditAs(r, u.ID, "account.claim", "user", u.ID, "ok", nil)
 	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
 	if err := s.startSession(w, r, u, priv, "claim", mfaDone); err != nil {
 		s.fail(w, r, err)
@@ -246,6 +248,7 @@ func (s *Server) requestReset(r *http.Request, email string) error {
 	}
 	_, _, _ = s.Limiter.Failure(r.Context(), bucket, ipKey(info(r).ip))
 	s.Log.InfoContext(r.Context(), "password reset requested", "ip", info(r).ip)
+	s.audit(r, "account.reset.request", "user", "", "ok", map[string]string{"email": email})
 	return s.Identity.RequestReset(r.Context(), email)
 }
 
@@ -296,6 +299,7 @@ func (s *Server) completeReset(r *http.Request, token, pw string) error {
 		return err
 	}
 	s.Log.InfoContext(r.Context(), "password reset", "user", u.ID, "ip", info(r).ip)
+	s.auditAs(r, u.ID, "account.reset", "user", u.ID, "ok", nil)
 	s.endUser(r.Context(), u.ID, "reset")
 	return nil
 }
@@ -352,6 +356,7 @@ func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer,
 	id := r.PathValue("id")
 	o, err := s.open(r.Context(), v, id)
 	if errors.Is(err, errNoMessage) {
+		s.audit(r, "message."+what, "message", id, "denied", nil)
 		s.Log.WarnContext(r.Context(), "message access denied", "user", v.rec.UserID, "message", id, "ip", info(r).ip, "what", what)
 		if strings.HasPrefix(r.URL.Path, "/api/") {
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
@@ -373,6 +378,15 @@ func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer,
 	}
 	if err != nil {
 		if strings.HasPrefix(r.URL.Path, "/api/") {
+			s.apiFail(w, r, err)
+		} else {
+			s.fail(w, r, err)
+		}
+		return nil, err
+	}
+	// Every access to PHI is in the trail; no entry, no access.
+	if err := s.audit(r, "message."+what, "message", id, "ok", map[string]string{"signature": o.Signature.String()}); err != nil {
+		if isAPI(r) {
 			s.apiFail(w, r, err)
 		} else {
 			s.fail(w, r, err)

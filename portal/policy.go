@@ -3,6 +3,7 @@ package portal
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -43,6 +44,7 @@ func (s *Server) applyPolicy(r *http.Request, v *viewer, body, note string) (int
 	id, err := s.PolicyVersions.Apply(r.Context(), v.user.ID, body, note)
 	if err == nil {
 		s.Log.WarnContext(r.Context(), "policy changed", "by", v.user.ID, "version", id, "ip", info(r).ip)
+		s.audit(r, "policy.apply", "policy", fmt.Sprint(id), "ok", map[string]string{"note": note})
 	}
 	return id, err
 }
@@ -109,6 +111,7 @@ func (s *Server) apiPolicyRollback(w http.ResponseWriter, r *http.Request, v *vi
 		return
 	}
 	s.Log.WarnContext(r.Context(), "policy rolled back", "by", v.user.ID, "to", req.Version, "version", id)
+	s.audit(r, "policy.rollback", "policy", fmt.Sprint(id), "ok", map[string]string{"to": fmt.Sprint(req.Version)})
 	writeJSON(w, http.StatusOK, map[string]int64{"version": id})
 }
 
@@ -180,6 +183,7 @@ func (s *Server) apiQuarantineDecide(w http.ResponseWriter, r *http.Request, v *
 		return
 	}
 	s.Log.WarnContext(r.Context(), "quarantine decision", "by", v.user.ID, "message", id, "decision", action, "ip", info(r).ip)
+	s.audit(r, "quarantine."+action, "message", id, "ok", nil)
 	writeJSON(w, http.StatusOK, map[string]string{"message": id, "decision": action})
 }
 
@@ -197,6 +201,7 @@ func (s *Server) apiRecipientKey(w http.ResponseWriter, r *http.Request, v *view
 		return
 	}
 	s.Log.InfoContext(r.Context(), "recipient key registered", "by", v.user.ID, "fingerprint", fpr)
+	s.audit(r, "key.register", "key", fpr, "ok", map[string]string{"email": req.Email})
 	writeJSON(w, http.StatusOK, map[string]string{"fingerprint": fpr})
 }
 
@@ -219,6 +224,7 @@ func (s *Server) apiOwnKey(w http.ResponseWriter, r *http.Request, v *viewer) {
 		writeJSONError(w, http.StatusBadRequest, "bad_key", strings.TrimPrefix(err.Error(), "identity: "))
 		return
 	}
+	s.audit(r, "key.register", "key", fpr, "ok", nil)
 	writeJSON(w, http.StatusOK, map[string]string{"fingerprint": fpr})
 }
 
@@ -275,6 +281,7 @@ func (s *Server) policySubmit(w http.ResponseWriter, r *http.Request, v *viewer)
 			return
 		}
 		s.Log.WarnContext(r.Context(), "policy rolled back", "by", v.user.ID, "to", n, "version", id)
+		s.audit(r, "policy.rollback", "policy", fmt.Sprint(id), "ok", map[string]string{"to": fmt.Sprint(n)})
 		d.Notice = "Version " + strconv.FormatInt(n, 10) + " is active again, as version " + strconv.FormatInt(id, 10) + "."
 	case "explain":
 		out, err := s.Intake.Explain(r.Context(), r.PostFormValue("from"), strings.Split(r.PostFormValue("to"), ","), []byte(r.PostFormValue("message")))
@@ -322,6 +329,7 @@ func (s *Server) quarantineSubmit(w http.ResponseWriter, r *http.Request, v *vie
 		return
 	default:
 		s.Log.WarnContext(r.Context(), "quarantine decision", "by", v.user.ID, "message", id, "decision", action, "ip", info(r).ip)
+		s.audit(r, "quarantine."+action, "message", id, "ok", nil)
 		d.Notice = "Message " + id + ": " + action + "d."
 	}
 	s.renderQuarantine(w, r, d)

@@ -4,11 +4,16 @@ package portal
 
 import (
 	"context"
+	"fmt"
 	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/phigate/phigate/alert"
+
+	"github.com/phigate/phigate/audit"
 
 	"github.com/phigate/phigate/config"
 	pcrypto "github.com/phigate/phigate/crypto"
@@ -40,6 +45,9 @@ type Server struct {
 	Now      func() time.Time
 
 	Metrics        *metrics.M // may be nil
+	Audit          audit.Recorder
+	Trail          *audit.Trail   // review, export, verify
+	Alerts         *alert.Alerter // the recent-alerts list
 	PolicyVersions *policy.Versions
 	Intake         *intake.Intake
 
@@ -103,6 +111,10 @@ func (s *Server) Handler() http.Handler {
 	h("POST /admin/policy", PermAdmin, s.policySubmit)
 	h("GET /admin/quarantine", PermAdmin, s.quarantinePage)
 	h("POST /admin/quarantine/{id}/{action}", PermAdmin, s.quarantineSubmit)
+	h("GET /admin/audit", PermReview, s.auditPage)
+	h("GET /admin/audit/export", PermReview, s.auditExport)
+	h("GET /admin/alerts", PermReview, s.alertsPage)
+	h("GET /messages/{id}/history", PermOwn, s.historyPage)
 	h("GET /admin/break-glass", PermBreakGlass, s.breakGlassPage)
 	h("POST /admin/break-glass", PermBreakGlass, s.breakGlassSubmit)
 
@@ -127,6 +139,11 @@ func (s *Server) Handler() http.Handler {
 	h("POST /api/v1/admin/users/{id}/{action}", PermAdmin, s.apiAdminAction)
 	h("POST /api/v1/admin/recover", PermAdmin, s.apiRecover)
 	h("POST /api/v1/admin/break-glass", PermBreakGlass, s.apiBreakGlass)
+	h("GET /api/v1/audit", PermReview, s.apiAudit)
+	h("GET /api/v1/audit/export", PermReview, s.auditExport)
+	h("POST /api/v1/audit/verify", PermReview, s.apiAuditVerify)
+	h("GET /api/v1/alerts", PermReview, s.apiAlerts)
+	h("GET /api/v1/messages/{id}/history", PermOwn, s.apiMessageHistory)
 	h("GET /api/v1/admin/policy", PermAdmin, s.apiPolicy)
 	h("PUT /api/v1/admin/policy", PermAdmin, s.apiPolicyApply)
 	h("GET /api/v1/admin/policy/versions", PermAdmin, s.apiPolicyVersions)
@@ -221,6 +238,7 @@ func (s *Server) startSession(w http.ResponseWriter, r *http.Request, u *store.U
 	}
 	s.setSessionCookie(w, token)
 	s.Log.InfoContext(r.Context(), "sign-in", "user", u.ID, "ip", info(r).ip, "how", how, "mfa", mfa, "session", rec.ID[:8])
+	s.auditAs(r, u.ID, "auth.login", "session", rec.ID[:8], "ok", map[string]string{"how": how, "second_factor_pending": fmt.Sprint(!mfa)})
 	return nil
 }
 

@@ -27,10 +27,12 @@ func (s *Server) checkPassword(r *http.Request, email, pw string) (*store.User, 
 	ctx, ip, acct := r.Context(), ipKey(info(r).ip), s.accountKey(email)
 	if err := s.Limiter.Check(ctx, acct, ip); err != nil {
 		s.Log.WarnContext(ctx, "sign-in refused", "reason", refusalReason(err), "ip", ip)
+		s.audit(r, "auth.login", "account", acct, refusalReason(err), map[string]string{"email": email})
 		return nil, nil, err
 	}
 	u, priv, err := s.Identity.Login(ctx, email, pw)
 	if errors.Is(err, identity.ErrBadCredentials) {
+		s.audit(r, "auth.login", "account", acct, "failed", map[string]string{"email": email})
 		s.countFailure(r, acct, "password")
 		return nil, nil, err
 	}
@@ -58,6 +60,7 @@ func (s *Server) countFailure(r *http.Request, acct, what string) {
 		return
 	}
 	if locked {
+		s.audit(r, "auth.lockout", "account", acct, "ok", map[string]string{"until": until.UTC().Format(time.RFC3339)})
 		s.Metrics.Lockout()
 		s.Log.WarnContext(ctx, "account locked", "account", acct[:12], "until", until, "ip", ip)
 	}
@@ -123,6 +126,7 @@ func (s *Server) checkSecondFactor(w http.ResponseWriter, r *http.Request, v *vi
 	}
 	usedRecovery, err := s.Identity.VerifySecondFactor(ctx, v.user, code)
 	if errors.Is(err, identity.ErrBadCode) {
+		s.audit(r, "auth.2fa", "user", v.user.ID, "failed", nil)
 		s.countFailure(r, acct, "second-factor")
 		return err
 	}
@@ -133,5 +137,10 @@ func (s *Server) checkSecondFactor(w http.ResponseWriter, r *http.Request, v *vi
 		return err
 	}
 	s.Log.InfoContext(ctx, "second factor ok", "user", v.user.ID, "recovery_code", usedRecovery, "ip", info(r).ip)
+	method := "totp"
+	if usedRecovery {
+		method = "recovery-code"
+	}
+	s.audit(r, "auth.2fa", "user", v.user.ID, "ok", map[string]string{"method": method})
 	return s.rotate(w, r, v)
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/phigate/phigate/audit"
+
 	"github.com/emersion/go-message/textproto"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
@@ -43,6 +45,7 @@ type Server struct {
 	Identity *identity.Service
 	Log      *slog.Logger
 	Metrics  *metrics.M // may be nil
+	Audit    audit.Recorder
 	Opts     Options
 }
 
@@ -86,6 +89,7 @@ func (b *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	s := &session{b: b, conn: c, cid: logx.NewCorrelationID(), ip: remoteIP(c.Conn())}
 	s.ctx = logx.WithCorrelation(context.Background(), s.cid)
 	b.Log.InfoContext(s.ctx, "smtp connect", "ip", s.ip)
+	s.audit("smtp.connect", "connection", s.cid, "ok", nil)
 	return s, nil
 }
 
@@ -122,6 +126,8 @@ func (s *session) fail(stage string, e *Error) error {
 		attrs = append(attrs, "user", s.user.ID)
 	}
 	s.b.Metrics.SMTPRefused(refusalLabel(stage, e))
+	s.audit("smtp.refuse", "connection", s.cid, "refused", map[string]string{"stage": stage,
+		"code": fmt.Sprint(e.Code), "enhanced": fmt.Sprintf("%d.%d.%d", e.Enhanced[0], e.Enhanced[1], e.Enhanced[2]), "reason": e.Message})
 	if e.Fault {
 		s.b.Log.ErrorContext(s.ctx, "smtp fault", append(attrs, "err", e.Cause)...)
 	} else {
@@ -145,6 +151,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		u, err := s.b.Identity.CheckAppPassword(s.ctx, username, password)
 		if errors.Is(err, identity.ErrBadCredentials) {
 			s.b.Log.WarnContext(s.ctx, "smtp auth failed", "ip", s.ip, "username", logx.Addr(username), "mech", mech)
+			s.audit("smtp.auth", "connection", s.cid, "failed", map[string]string{"username": username, "mech": mech})
 			return s.fail("auth", errAuthFailed)
 		}
 		if err != nil {
@@ -152,6 +159,7 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 		}
 		s.user = u
 		s.b.Log.InfoContext(s.ctx, "smtp auth ok", "ip", s.ip, "user", u.ID, "mech", mech)
+		s.audit("smtp.auth", "user", u.ID, "ok", map[string]string{"mech": mech})
 		return nil
 	}
 	switch strings.ToUpper(mech) {
@@ -237,7 +245,7 @@ func (s *session) Data(r io.Reader) error {
 	defer cancel()
 	start := time.Now()
 	defer func() { s.b.Metrics.SMTPDuration("data", time.Since(start)) }()
-	res, err := s.b.Intake.Accept(ctx, intake.Envelope{Sender: s.user, From: s.from, To: s.to}, raw)
+	res, err := s.b.Intake.Accept(ctx, intake.Envelope{IP: s.ip, Sender: s.user, From: s.from, To: s.to}, raw)
 	var rj *intake.Rejected
 	if errors.As(err, &rj) {
 		return s.fail("data", policyRefusal(rj))
@@ -294,4 +302,20 @@ func (s *session) Reset() {
 func (s *session) Logout() error {
 	s.b.Log.DebugContext(s.ctx, "smtp disconnect", "ip", s.ip)
 	return nil
+}
+
+// audit writes a trail entry for this connection: the authenticated user,
+// or "smtp:<ip>" before AUTH.
+func (s *session) audit(action, objType, objID, outcome string, details map[string]string) {
+	if s.b.Audit == nil {
+		return
+	}
+	actor := "smtp:" + s.ip
+	if s.user != nil {
+		actor = s.user.ID
+	}
+	if err := s.b.Audit.Record(s.ctx, audit.Entry{Actor: actor, IP: s.ip, Action: action, ObjectType: objType,
+		ObjectID: objID, Outcome: outcome, Correlation: s.cid, Details: details}); err != nil {
+		s.b.Log.ErrorContext(s.ctx, "audit write failed", "action", action, "err", err)
+	}
 }

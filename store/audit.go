@@ -37,6 +37,7 @@ type AuditFilter struct {
 	ObjectType   string
 	ObjectID     string
 	CID          string
+	Outcome      string
 	From, To     time.Time // From <= at < To
 	AfterSeq     int64     // seq > AfterSeq
 	BeforeSeq    int64     // seq < BeforeSeq
@@ -129,7 +130,7 @@ func (s *SQL) ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, erro
 	}
 	for _, c := range []struct{ col, v string }{
 		{"actor", f.Actor}, {"ip", f.IP}, {"action", f.Action}, {"object_type", f.ObjectType},
-		{"object_id", f.ObjectID}, {"cid", f.CID},
+		{"object_id", f.ObjectID}, {"cid", f.CID}, {"outcome", f.Outcome},
 	} {
 		if c.v != "" {
 			add(c.col+" = ?", c.v)
