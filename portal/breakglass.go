@@ -9,7 +9,6 @@ import (
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
-	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/store"
 )
 
@@ -23,8 +22,8 @@ func (*reasonError) Error() string {
 const MinReasonLength = 15
 
 // breakGlass opens any message with the escrow key for an admin or security
-// officer in an emergency (HIPAA 164.312(a)(2)(ii)). It always alerts the
-// security officer at once, with no PHI: who, which message id, when.
+// officer in an emergency (HIPAA 164.312(a)(2)(ii)). Its audit entry alerts
+// the security officer at once, with no PHI: who, which message id, when.
 func (s *Server) breakGlass(r *http.Request, v *viewer, id, reason string, escrow *pcrypto.Key) (*opened, error) {
 	if len([]rune(strings.TrimSpace(reason))) < MinReasonLength {
 		return nil, &reasonError{}
@@ -53,17 +52,8 @@ func (s *Server) breakGlass(r *http.Request, v *viewer, id, reason string, escro
 	if err := s.audit(r, "breakglass.open", "message", id, "ok", map[string]string{"reason": reason, "record": bgID}); err != nil {
 		return nil, err
 	}
-	email, _ := s.Identity.Email(v.user)
-	alert := fmt.Sprintf("Break-glass access: account %s (%s, %s) opened message %s at %s from %s with the escrow key. Record %s holds the written reason.",
-		v.user.ID, email, v.user.Role, id, s.now().UTC().Format("2006-01-02 15:04:05 MST"), info(r).ip, bgID)
-	item, err := notify.NewItem(s.Identity.Keys, notify.KindSecurityAlert,
-		notify.Notice{To: s.OfficerEmail, Link: s.PublicURL + "/admin/break-glass", Alert: alert}, v.user.ID, id, s.now())
-	if err != nil {
-		return nil, err
-	}
-	if err := s.Store.Deliver(r.Context(), store.Delivery{Outbox: []store.OutboxItem{item}}); err != nil {
-		return nil, err
-	}
+	// The audit entry above raises the security officer's alert at once
+	// (package alert): who, which message, when, from where; no PHI.
 	return &opened{Meta: m, View: message.Parse(plain), Signature: sig}, nil
 }
 

@@ -21,6 +21,7 @@ Usage:
   phigate policy show [--version N] | apply FILE [--note TEXT] | history | diff A B | rollback N
   phigate policy explain --from ADDR --to ADDR[,ADDR] [--message FILE]
   phigate recipient-key add --email ADDR --file KEY.asc | remove --email ADDR
+  phigate audit verify | export [--format csv|json] [--user ID] [--action A] [--message ID] [--from D] [--to D]
 
 Run "phigate COMMAND -h" for the flags of one command.
 `
@@ -43,6 +44,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return policyCmd(args[1:], stdout, stderr)
 	case "recipient-key":
 		return recipientKeyCmd(args[1:], stdout, stderr)
+	case "audit":
+		return auditCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
