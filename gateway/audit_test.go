@@ -171,3 +171,55 @@ func TestSecurityAlerts(t *testing.T) {
 		t.Errorf("alerts page: %d", st)
 	}
 }
+
+// TestSentAndRecall: the sender's "sent" list shows notified and opened (when,
+// from where); a recall hides the content from the recipient, who sees that
+// it was recalled; the ciphertext is purged.
+func TestSentAndRecall(t *testing.T) {
+	dir := t.TempDir()
+	h := e2e.Start(t, e2e.Config(dir))
+	pass := h.AddStaff(staff)
+	c, id := claimNew(t, h, pass, "recall@example.net", patientPW)
+	c.JSON("GET", "/api/v1/messages/"+id, nil, 200, nil)
+	sender, _ := signInStaff(t, h, staff, "staff portal password 123", time.Now())
+	var sent struct {
+		Messages []struct {
+			ID, Recipient, State string
+			Notified             *time.Time
+			OpenedAt             *time.Time `json:"opened_at"`
+			OpenedFrom           string     `json:"opened_from"`
+		}
+	}
+	sender.JSON("GET", "/api/v1/sent", nil, 200, &sent)
+	if len(sent.Messages) != 1 || sent.Messages[0].Recipient != "recall@example.net" || sent.Messages[0].Notified == nil ||
+		sent.Messages[0].OpenedAt == nil || sent.Messages[0].OpenedFrom != "127.0.0.1" || sent.Messages[0].State != "delivered" {
+		t.Fatalf("sent: %+v", sent)
+	}
+	// Only the sender can recall.
+	c.JSON("POST", "/api/v1/sent/"+id+"/recall", nil, 404, nil)
+	sender.JSON("POST", "/api/v1/sent/"+id+"/recall", nil, 200, nil)
+	sender.JSON("POST", "/api/v1/sent/"+id+"/recall", nil, 404, nil)
+	c.JSON("GET", "/api/v1/messages/"+id, nil, 410, nil)
+	var list struct {
+		Messages []struct {
+			ID       string
+			Recalled bool
+			Subject  string
+		}
+	}
+	c.JSON("GET", "/api/v1/messages", nil, 200, &list)
+	if len(list.Messages) != 1 || !list.Messages[0].Recalled || strings.Contains(list.Messages[0].Subject, "For ") {
+		t.Errorf("recipient's list after recall: %+v", list)
+	}
+	n, err := h.G.Store.PurgeCiphertext(t.Context(), time.Now())
+	if err != nil || n != 1 {
+		t.Fatalf("purge: %d %v", n, err)
+	}
+	m, err := h.G.Store.GetMessage(t.Context(), id)
+	if err != nil || len(m.Body) != 0 || len(m.KeyPackets) != 0 {
+		t.Errorf("ciphertext not purged: %v %d", err, len(m.Body))
+	}
+	if st, _, b := sender.Do("GET", "/sent", nil, nil); st != 200 || !bytes.Contains(b, []byte("recalled")) {
+		t.Errorf("sent page: %d", st)
+	}
+}

@@ -200,6 +200,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.goRun(func() { g.Dispatcher.Run(ctx) })
 	g.goRun(func() { g.Alerts.Run(ctx) })
+	g.goRun(func() { g.purge(ctx) })
 	if mem, ok := g.Sessions.Store.(*session.Memory); ok {
 		g.goRun(func() { g.sweep(ctx, mem) })
 	}
@@ -311,6 +312,27 @@ func (g *Gateway) shared(ctx context.Context) error {
 			}
 		}}
 	return nil
+}
+
+// purge deletes the ciphertext of recalled, denied and expired messages
+// every hour (and at start); their rows stay for status and history.
+func (g *Gateway) purge(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		if n, err := g.Store.PurgeCiphertext(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			g.Log.Error("purge", "err", err)
+		} else if n > 0 {
+			g.Log.Info("purged message ciphertext", "messages", n)
+			g.Audit.Record(ctx, audit.Entry{Actor: "system", Action: "message.purge", ObjectType: "message",
+				Outcome: "ok", Details: map[string]string{"count": fmt.Sprint(n)}})
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // serveMetrics starts the Prometheus listener (metrics.addr; "" disables)

@@ -14,6 +14,7 @@ import (
 var (
 	errNoMessage = errors.New("no such message")
 	errLocked    = errors.New("message waiting for recovery")
+	errRecalled  = errors.New("message recalled by its sender")
 )
 
 // listItem is one inbox row, decrypted from the separately sealed summary so
@@ -32,6 +33,8 @@ type listItem struct {
 	// Locked: addressed to a key lost in a password reset; readable again
 	// after the organisation's escrow-assisted recovery.
 	Locked bool `json:"locked"`
+	// Recalled: the sender withdrew it; its content is no longer shown.
+	Recalled bool `json:"recalled"`
 }
 
 func (s *Server) list(ctx context.Context, v *viewer) ([]listItem, error) {
@@ -42,6 +45,11 @@ func (s *Server) list(ctx context.Context, v *viewer) ([]listItem, error) {
 	out := make([]listItem, 0, len(msgs))
 	for _, m := range msgs {
 		it := listItem{ID: m.ID, ReceivedAt: m.CreatedAt, ExpiresAt: m.ExpiresAt, Read: m.ReadAt != nil, Size: m.Size}
+		if m.State == store.StateRecalled {
+			it.Recalled, it.Date, it.Signature, it.Subject = true, m.CreatedAt, "recalled", "(recalled by the sender)"
+			out = append(out, it)
+			continue
+		}
 		if m.KeyFpr != "" && m.KeyFpr != v.user.KeyFpr {
 			it.Locked, it.Date, it.Signature = true, m.CreatedAt, "locked"
 			out = append(out, it)
@@ -83,6 +91,9 @@ func (s *Server) open(ctx context.Context, v *viewer, id string) (*opened, error
 	}
 	if err != nil {
 		return nil, err
+	}
+	if m.State == store.StateRecalled {
+		return nil, errRecalled
 	}
 	if m.KeyFpr != "" && m.KeyFpr != v.user.KeyFpr {
 		return nil, errLocked

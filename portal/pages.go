@@ -35,6 +35,7 @@ type pageData struct {
 	Roles      []string
 	Policy     *policyPage
 	Review     *reviewPage
+	Sent       []sentItem
 	Role       string
 	FullAccess bool // second factor done: show the full navigation
 	Token      string
@@ -362,6 +363,17 @@ func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer,
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
 		} else {
 			s.notFound(w, r)
+		}
+		return nil, err
+	}
+	if errors.Is(err, errRecalled) {
+		s.audit(r, "message."+what, "message", id, "denied", map[string]string{"why": "recalled"})
+		if isAPI(r) {
+			writeJSONError(w, http.StatusGone, "recalled", "the sender recalled this message")
+		} else {
+			d := s.data("Message recalled")
+			d.Error = "The sender recalled this message, so it can no longer be shown. Contact " + s.Org.Contact + " if you need it."
+			s.render(w, r, http.StatusGone, "error.html", d)
 		}
 		return nil, err
 	}

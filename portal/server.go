@@ -115,6 +115,8 @@ func (s *Server) Handler() http.Handler {
 	h("GET /admin/audit/export", PermReview, s.auditExport)
 	h("GET /admin/alerts", PermReview, s.alertsPage)
 	h("GET /messages/{id}/history", PermOwn, s.historyPage)
+	h("GET /sent", PermOwn, s.sentPage)
+	h("POST /sent/{id}/recall", PermOwn, s.recallSubmit)
 	h("GET /admin/break-glass", PermBreakGlass, s.breakGlassPage)
 	h("POST /admin/break-glass", PermBreakGlass, s.breakGlassSubmit)
 
@@ -144,6 +146,8 @@ func (s *Server) Handler() http.Handler {
 	h("POST /api/v1/audit/verify", PermReview, s.apiAuditVerify)
 	h("GET /api/v1/alerts", PermReview, s.apiAlerts)
 	h("GET /api/v1/messages/{id}/history", PermOwn, s.apiMessageHistory)
+	h("GET /api/v1/sent", PermOwn, s.apiSent)
+	h("POST /api/v1/sent/{id}/recall", PermOwn, s.apiRecall)
 	h("GET /api/v1/admin/policy", PermAdmin, s.apiPolicy)
 	h("PUT /api/v1/admin/policy", PermAdmin, s.apiPolicyApply)
 	h("GET /api/v1/admin/policy/versions", PermAdmin, s.apiPolicyVersions)

@@ -397,8 +397,8 @@ func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, 
 // without bodies: listing never touches the large ciphertext.
 func (s *SQL) ListMessages(ctx context.Context, recipientID string, now time.Time) ([]Message, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+` FROM messages
-		WHERE recipient_id = $1 AND expires_at > $2 AND state = $3 ORDER BY created_at DESC, id`,
-		recipientID, unix(now), StateDelivered)
+		WHERE recipient_id = $1 AND expires_at > $2 AND state IN ($3, $4) ORDER BY created_at DESC, id`,
+		recipientID, unix(now), StateDelivered, StateRecalled)
 	if err != nil {
 		return nil, err
 	}
@@ -928,4 +928,44 @@ func (s *SQL) OutboxStats(ctx context.Context, now time.Time) (int, time.Time, e
 		return n, time.Time{}, err
 	}
 	return n, fromUnix(oldest.Int64), nil
+}
+
+func (s *SQL) ListSent(ctx context.Context, senderID string, limit int) ([]Message, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE sender_id = $1
+		ORDER BY created_at DESC, id LIMIT $2`, senderID, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		m, err := scanMessage(rows, false)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *m)
+	}
+	return out, rows.Err()
+}
+
+func (s *SQL) Recall(ctx context.Context, id, senderID string) error {
+	res, err := s.exec(ctx, `UPDATE messages SET state = $1 WHERE id = $2 AND sender_id = $3 AND state IN ($4, $5)`,
+		StateRecalled, id, senderID, StateDelivered, StateQuarantined)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+func (s *SQL) PurgeCiphertext(ctx context.Context, now time.Time) (int, error) {
+	res, err := s.exec(ctx, `UPDATE messages SET body = $1, summary = $1, key_packets = $1, summary_keys = $1, purged_at = $2
+		WHERE purged_at IS NULL AND (state IN ($3, $4) OR expires_at <= $2)`, []byte{}, unix(now), StateRecalled, StateDenied)
+	if err != nil {
+		return 0, err
+	}
+	n, _ := res.RowsAffected()
+	return int(n), nil
 }

@@ -92,6 +92,7 @@ const (
 	StateDelivered   = "delivered"
 	StateQuarantined = "quarantined"
 	StateDenied      = "denied"
+	StateRecalled    = "recalled"
 )
 
 // BreakGlass records one emergency access; the reason is sealed.
@@ -252,6 +253,14 @@ type Store interface {
 	// Quarantine: held messages, and an admin's decision on one (with the
 	// notice to commit when it is released).
 	ListQuarantined(ctx context.Context) ([]Message, error)
+	// ListSent returns the messages a sender sent (no bodies), newest first.
+	ListSent(ctx context.Context, senderID string, limit int) ([]Message, error)
+	// Recall withdraws a message its sender sent; ErrNotFound if it is not
+	// theirs or is already recalled, denied or purged.
+	Recall(ctx context.Context, id, senderID string) error
+	// PurgeCiphertext deletes the encrypted content of recalled and denied
+	// messages and of messages expired before now; it returns how many.
+	PurgeCiphertext(ctx context.Context, now time.Time) (int, error)
 	DecideQuarantine(ctx context.Context, id, state string, d Delivery) error
 	AddBreakGlass(ctx context.Context, b BreakGlass) error
 	SetRecipientKey(ctx context.Context, k RecipientKey) error
