@@ -187,7 +187,7 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 	// the portal.
 	if len(relayTo) > 0 {
 		if err := in.Relay.Send(ctx, env.From, relayTo, raw); err != nil {
-			return res, fmt.Errorf("relay: %s", outbound.Describe(err))
+			return res, onward(err)
 		}
 		res.Relayed = len(relayTo)
 		in.Log.InfoContext(ctx, "relayed", "recipients", len(relayTo))
@@ -202,7 +202,7 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 			return res, errors.New("pgp: no PGP/MIME sender configured")
 		}
 		if err := in.PGP.SendPGP(ctx, env.From, p.rcpt, raw); err != nil {
-			return res, fmt.Errorf("pgp: %s", outbound.Describe(err))
+			return res, onward(err)
 		}
 		if err := in.audit(ctx, env, "message.pgp", "recipient", "", "ok", decisionDetails(p.rcpt, p.dec)); err != nil {
 			return res, err
@@ -379,4 +379,19 @@ func (in *Intake) audit(ctx context.Context, env Envelope, action, objType, objI
 	}
 	return in.Audit.Record(ctx, audit.Entry{Actor: env.Sender.ID, IP: env.IP, Action: action, ObjectType: objType, ObjectID: objID,
 		Outcome: outcome, Correlation: logx.Correlation(ctx), Details: details})
+}
+
+// OnwardError is a failure to hand a message to the smarthost. It is always
+// temporary for the submitting client, which keeps the message and retries
+// (RFC 5321 4.2.5), so nothing is sent in the clear and nothing is lost;
+// Reason says why, without PHI (reply codes only).
+type OnwardError struct {
+	Reason string
+	NoTLS  bool
+}
+
+func (e *OnwardError) Error() string { return "onward delivery failed: " + e.Reason }
+
+func onward(err error) error {
+	return &OnwardError{Reason: outbound.Describe(err), NoTLS: errors.Is(err, outbound.ErrNoSTARTTLS)}
 }

@@ -163,7 +163,9 @@ func (s *Smarthost) Send(ctx context.Context, from string, to []string, msg []by
 		if c, err = smtp.NewClientStartTLS(conn, s.TLS); err != nil {
 			conn.Close()
 			if strings.Contains(err.Error(), "doesn't support STARTTLS") {
-				return &PermanentError{ErrNoSTARTTLS}
+				// Temporary on purpose: the message waits and is retried
+				// (an admin can fix the smarthost), never sent in clear.
+				return ErrNoSTARTTLS
 			}
 			return fmt.Errorf("smarthost STARTTLS: %w", err)
 		}

@@ -367,8 +367,8 @@ func TestSmarthostRefusesPlaintext(t *testing.T) {
 	addr, transcript := startServer(t, be, modePlain, nil)
 	err := send(t, config.Smarthost{Addr: addr, Username: "gateway", PasswordFile: passwordFile(t, "pw-never-sent")})
 	var perm *PermanentError
-	if !errors.As(err, &perm) || !errors.Is(err, ErrNoSTARTTLS) {
-		t.Fatalf("error %v, want PermanentError wrapping ErrNoSTARTTLS", err)
+	if errors.As(err, &perm) || !errors.Is(err, ErrNoSTARTTLS) {
+		t.Fatalf("error %v, want a temporary ErrNoSTARTTLS (wait and retry, never clear)", err)
 	}
 	if Describe(err) != ErrNoSTARTTLS.Error() {
 		t.Errorf("Describe: %q", Describe(err))
