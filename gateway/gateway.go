@@ -164,7 +164,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.Intake = &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: g.Policy, Relay: snd,
 		Keys2: g.recipientKeys(), Detector: g.detector(), PGP: g.pgpSender(snd), Audit: g.Audit,
 		Notifier: g.Dispatcher, Log: g.Log, Opts: intake.Options{Expiry: cfg.Portal.MessageExpiry.Duration,
-			ClaimTTL: cfg.Portal.ClaimTTL.Duration, PublicURL: cfg.Server.PublicURL}}
+			ClaimTTL: cfg.Portal.ClaimTTL.Duration, PublicURL: cfg.Server.PublicURL,
+			NotifyFrom: cfg.Org.NotifyFrom, Hostname: cfg.Server.Hostname}}
 	if err := g.shared(ctx); err != nil {
 		return err
 	}

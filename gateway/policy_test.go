@@ -260,3 +260,58 @@ func TestPGPDelivery(t *testing.T) {
 		t.Errorf("a portal account was created for a PGP recipient: %s", u.ID)
 	}
 }
+
+// TestSecureReply: the recipient replies from the portal; the reply reaches
+// the staff member's mailbox (the dev maildrop stands in for the smarthost),
+// threaded, and shows in the recipient's own thread; a rule can forbid it.
+func TestSecureReply(t *testing.T) {
+	h := e2e.Start(t, e2e.Config(t.TempDir()))
+	pass := h.AddStaff(staff)
+	c, id := claimNew(t, h, pass, "replier@example.net", patientPW)
+	var orig msgJSON
+	c.JSON("GET", "/api/v1/messages/"+id, nil, 200, &orig)
+	before := len(h.Notices())
+	var out struct {
+		ReplyID string `json:"reply_id"`
+	}
+	c.JSON("POST", "/api/v1/messages/"+id+"/reply", map[string]any{"text": "Thank you, see you Tuesday.",
+		"attachments": []map[string]string{{"filename": "insurance.txt", "content_type": "text/plain", "data": "aW5zdXJlZA=="}}}, 200, &out)
+	mail, _ := os.ReadFile(h.WaitNotices(before + 1)[before])
+	for _, want := range []string{"To: <" + staff + ">", "From: <replier@example.net>", "Subject: Re: For replier@example.net",
+		"In-Reply-To: <", "References: <", "Thank you, see you Tuesday.", "insurance.txt"} {
+		if !strings.Contains(string(mail), want) {
+			t.Errorf("reply mail lacks %q:\n%s", want, mail)
+		}
+	}
+	st, _, page := c.Do("GET", "/messages/"+id, nil, nil)
+	if st != 200 || !strings.Contains(string(page), "Your replies") || !strings.Contains(string(page), "see you Tuesday") {
+		t.Errorf("thread page: %d", st)
+	}
+	var list listJSON
+	c.JSON("GET", "/api/v1/messages", nil, 200, &list)
+	if len(list.Messages) != 1 {
+		t.Errorf("the reply copy shows as a separate inbox message: %+v", list)
+	}
+	c.JSON("POST", "/api/v1/messages/"+id+"/reply", map[string]string{"text": "  "}, 400, nil)
+
+	// A rule that forbids replies.
+	addAdmin(t, h, "admin@clinic.example")
+	admin, _ := signInStaff(t, h, "admin@clinic.example", adminPW, time.Now())
+	admin.JSON("PUT", "/api/v1/admin/policy", map[string]string{"body": "[default]\naction = \"portal\"\nallow_reply = false\n"}, 200, nil)
+	msg := e2e.Multipart(staff, "Dr Lee", "replier@example.net", "No replies", "x", "<p>x</p>", "a.txt", []byte("x"))
+	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"replier@example.net"}, Msg: msg}); err != nil {
+		t.Fatal(err)
+	}
+	c.JSON("GET", "/api/v1/messages", nil, 200, &list)
+	var noReplyID string
+	for _, m := range list.Messages {
+		if m.Subject == "No replies" {
+			noReplyID = m.ID
+		}
+	}
+	var e struct{ Error, Message string }
+	c.JSON("POST", "/api/v1/messages/"+noReplyID+"/reply", map[string]string{"text": "hello"}, 400, &e)
+	if !strings.Contains(e.Message, "not allowed") {
+		t.Errorf("reply to a no-reply message: %+v", e)
+	}
+}

@@ -30,6 +30,10 @@ type Options struct {
 	Expiry    time.Duration // how long a portal message stays readable
 	ClaimTTL  time.Duration // how long a claim link works
 	PublicURL string        // portal base URL for links in notices
+	// NotifyFrom and Hostname shape secure replies (envelope sender,
+	// Message-ID domain).
+	NotifyFrom string
+	Hostname   string
 }
 
 type Intake struct {

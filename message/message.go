@@ -41,6 +41,7 @@ type View struct {
 	Subject     string
 	Date        time.Time
 	MessageID   string
+	References  []string // the References header's message ids, for threading
 	Text        string
 	HTML        string // raw; sanitise with SanitizeHTML before showing
 	Attachments []Attachment
@@ -88,6 +89,11 @@ func Parse(raw []byte) *View {
 	v.Cc = formatAddrs(h.Get("Cc"))
 	v.Subject = decodeHeader(h.Get("Subject"))
 	v.MessageID = strings.Trim(h.Get("Message-Id"), "<> ")
+	for _, ref := range strings.Fields(h.Get("References")) {
+		if ref = strings.Trim(ref, "<>"); ref != "" {
+			v.References = append(v.References, ref)
+		}
+	}
 	if d, err := mail.ParseDate(h.Get("Date")); err == nil {
 		v.Date = d
 	}

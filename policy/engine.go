@@ -78,7 +78,8 @@ func orAll(why string) string {
 }
 
 func decision(rule string, t Then, w When, in Input) Decision {
-	dec := Decision{Action: t.Action, Rule: rule, Then: t}
+	dec := Decision{Action: t.Action, Rule: rule, Then: t, NoReply: t.AllowReply != nil && !*t.AllowReply,
+		ReplyMaxBytes: t.ReplyMaxBytes}
 	if in.Facts != nil {
 		dec.Detectors = map[string]int{}
 		for name, n := range in.Facts.Counts {

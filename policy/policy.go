@@ -27,7 +27,10 @@ type Decision struct {
 	Then      Then           `json:"-"`
 	Detectors map[string]int `json:"detectors,omitempty"`
 	Fallback  bool           `json:"fallback,omitempty"` // pgp without a usable key
-	Version   int64          `json:"version"`
+	// Reply options of a portal decision, kept on the message.
+	NoReply       bool  `json:"no_reply,omitempty"`
+	ReplyMaxBytes int64 `json:"reply_max_bytes,omitempty"`
+	Version       int64 `json:"version"`
 }
 
 // Input is what a decision may look at.

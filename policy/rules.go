@@ -52,7 +52,8 @@ type Then struct {
 	Action Action `toml:"action"`
 	// portal options
 	ExpiryDays    int   `toml:"expiry_days"`
-	AllowReply    bool  `toml:"allow_reply"`
+	AllowReply    *bool `toml:"allow_reply"`     // default: yes
+	ReplyMaxBytes int64 `toml:"reply_max_bytes"` // default 10 MB
 	AllowDownload *bool `toml:"allow_download"`
 	Require2FA    bool  `toml:"require_2fa"`
 	Passcode      bool  `toml:"passcode"`

@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"encoding/json"
 	"errors"
 	"html/template"
 	"mime"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
+	"github.com/phigate/phigate/policy"
 )
 
 // pageData is what every template sees.
@@ -36,6 +38,8 @@ type pageData struct {
 	Policy     *policyPage
 	Review     *reviewPage
 	Sent       []sentItem
+	Replies    []replyView
+	CanReply   bool
 	Role       string
 	FullAccess bool // second factor done: show the full navigation
 	Token      string
@@ -341,6 +345,12 @@ func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) messagePage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.renderMessage(w, r, v, r.PathValue("id"), "")
+}
+
+// renderMessage shows a message with the recipient's replies and the reply
+// form; problem is a refused reply's explanation.
+func (s *Server) renderMessage(w http.ResponseWriter, r *http.Request, v *viewer, id, problem string) {
 	o, err := s.openAndAudit(w, r, v, "read")
 	if err != nil {
 		return
@@ -348,7 +358,22 @@ func (s *Server) messagePage(w http.ResponseWriter, r *http.Request, v *viewer) 
 	d := s.data("Secure message")
 	d.SignedIn, d.ID, d.M, d.Signature, d.ExpiresAt = true, o.Meta.ID, o.View, o.Signature.String(), o.Meta.ExpiresAt
 	d.HasHTML = o.View.HTML != ""
-	s.render(w, r, http.StatusOK, "message.html", d)
+	d.Error = problem
+	if r.URL.Query().Get("replied") == "1" {
+		d.Notice = "Your reply was sent securely."
+	}
+	var dec policy.Decision
+	_ = json.Unmarshal([]byte(o.Meta.Decision), &dec)
+	d.CanReply = o.Meta.ReplyTo == "" && !dec.NoReply && o.Meta.SenderID != v.user.ID
+	if d.Replies, err = s.replies(r, v, id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	status := http.StatusOK
+	if problem != "" {
+		status = http.StatusBadRequest
+	}
+	s.render(w, r, status, "message.html", d)
 }
 
 // openAndAudit opens a message for v, logs the access, marks it read, and

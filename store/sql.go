@@ -342,10 +342,10 @@ func deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
 	}
 	for _, m := range d.Messages {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messages (id, recipient_id, sender_id,
-			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary, key_fpr, decision, state)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)`,
+			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary, key_fpr, decision, state, reply_to)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)`,
 			m.ID, m.RecipientID, m.SenderID, unix(m.CreatedAt), unix(m.ExpiresAt), m.Size,
-			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary, m.KeyFpr, m.Decision, stateOr(m.State)); err != nil {
+			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary, m.KeyFpr, m.Decision, stateOr(m.State), m.ReplyTo); err != nil {
 			return err
 		}
 	}
@@ -372,14 +372,14 @@ func insertOutbox(ctx context.Context, tx *sql.Tx, o OutboxItem) error {
 func nullStr(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 const msgCols = `id, recipient_id, sender_id, created_at, expires_at, size, policy,
-	key_packets, summary_keys, summary, read_at, key_fpr, decision, state`
+	key_packets, summary_keys, summary, read_at, key_fpr, decision, state, reply_to`
 
 func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, error) {
 	var m Message
 	var c, e int64
 	var r sql.NullInt64
 	dest := []any{&m.ID, &m.RecipientID, &m.SenderID, &c, &e, &m.Size, &m.Policy,
-		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r, &m.KeyFpr, &m.Decision, &m.State}
+		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r, &m.KeyFpr, &m.Decision, &m.State, &m.ReplyTo}
 	if withBody {
 		dest = append(dest, &m.Body)
 	}
@@ -397,7 +397,7 @@ func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, 
 // without bodies: listing never touches the large ciphertext.
 func (s *SQL) ListMessages(ctx context.Context, recipientID string, now time.Time) ([]Message, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+` FROM messages
-		WHERE recipient_id = $1 AND expires_at > $2 AND state IN ($3, $4) ORDER BY created_at DESC, id`,
+		WHERE recipient_id = $1 AND expires_at > $2 AND state IN ($3, $4) AND reply_to = '' ORDER BY created_at DESC, id`,
 		recipientID, unix(now), StateDelivered, StateRecalled)
 	if err != nil {
 		return nil, err
@@ -968,4 +968,22 @@ func (s *SQL) PurgeCiphertext(ctx context.Context, now time.Time) (int, error) {
 	}
 	n, _ := res.RowsAffected()
 	return int(n), nil
+}
+
+func (s *SQL) Replies(ctx context.Context, recipientID, messageID string) ([]Message, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+`, body FROM messages WHERE recipient_id = $1 AND reply_to = $2
+		ORDER BY created_at, id`, recipientID, messageID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		m, err := scanMessage(rows, true)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *m)
+	}
+	return out, rows.Err()
 }

@@ -85,6 +85,7 @@ type Message struct {
 	ReadAt      *time.Time
 	Decision    string // JSON: rule, policy version, detector counts
 	State       string // StateDelivered (default), StateQuarantined, StateDenied
+	ReplyTo     string // for a recipient's own copy of their reply: the message it answers
 }
 
 // Message states.
@@ -255,6 +256,8 @@ type Store interface {
 	ListQuarantined(ctx context.Context) ([]Message, error)
 	// ListSent returns the messages a sender sent (no bodies), newest first.
 	ListSent(ctx context.Context, senderID string, limit int) ([]Message, error)
+	// Replies returns a recipient's copies of their replies to a message.
+	Replies(ctx context.Context, recipientID, messageID string) ([]Message, error)
 	// Recall withdraws a message its sender sent; ErrNotFound if it is not
 	// theirs or is already recalled, denied or purged.
 	Recall(ctx context.Context, id, senderID string) error

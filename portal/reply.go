@@ -1,0 +1,150 @@
+package portal
+
+import (
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/intake"
+	"github.com/phigate/phigate/message"
+)
+
+// replyView is one of the recipient's own replies, shown under the message.
+type replyView struct {
+	ID          string    `json:"id"`
+	Date        time.Time `json:"date"`
+	Text        string    `json:"text"`
+	Attachments []string  `json:"attachments"`
+}
+
+// replies decrypts the recipient's copies of their replies to id.
+func (s *Server) replies(r *http.Request, v *viewer, id string) ([]replyView, error) {
+	ms, err := s.Store.Replies(r.Context(), v.user.ID, id)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]replyView, 0, len(ms))
+	for _, m := range ms {
+		if len(m.Body) == 0 {
+			continue // purged with the message
+		}
+		plain, _, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: m.KeyPackets, Data: m.Body}, v.key, s.Gateway)
+		if err != nil {
+			continue // addressed to an earlier key (before a reset)
+		}
+		mv := message.Parse(plain)
+		rv := replyView{ID: m.ID, Date: m.CreatedAt, Text: mv.Text, Attachments: []string{}}
+		for _, a := range mv.Attachments {
+			rv.Attachments = append(rv.Attachments, a.Filename)
+		}
+		out = append(out, rv)
+	}
+	return out, nil
+}
+
+// sendReply answers message id for v.
+func (s *Server) sendReply(r *http.Request, v *viewer, id string, rep intake.Reply) (string, error) {
+	o, err := s.open(r.Context(), v, id)
+	if err != nil {
+		return "", err
+	}
+	if o.Meta.ReplyTo != "" {
+		return "", errNoMessage // a copy of one's own reply
+	}
+	return s.Intake.SendReply(r.Context(), v.user, o.Meta, o.View, rep, info(r).ip)
+}
+
+// replyProblem says what a person can do about a refused reply.
+func replyProblem(err error) (string, bool) {
+	var oe *intake.OnwardError
+	switch {
+	case errors.Is(err, intake.ErrReplyNotAllowed), errors.Is(err, intake.ErrReplyTooBig), errors.Is(err, intake.ErrReplyEmpty):
+		return strings.ToUpper(err.Error()[:1]) + err.Error()[1:] + ".", true
+	case errors.As(err, &oe):
+		return "Your reply could not be sent just now. Nothing was sent; please try again in a few minutes.", true
+	}
+	return "", false
+}
+
+func (s *Server) replySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	id := r.PathValue("id")
+	if err := r.ParseMultipartForm(intake.DefaultReplyMaxBytes + 1<<20); err != nil && !errors.Is(err, http.ErrNotMultipart) {
+		s.renderMessage(w, r, v, id, "Your reply is too large.")
+		return
+	}
+	rep := intake.Reply{Text: r.FormValue("text")}
+	if r.MultipartForm != nil {
+		for _, fh := range r.MultipartForm.File["files"] {
+			f, err := fh.Open()
+			if err != nil {
+				continue
+			}
+			data, _ := io.ReadAll(io.LimitReader(f, intake.DefaultReplyMaxBytes+1))
+			f.Close()
+			rep.Attachments = append(rep.Attachments, message.Attachment{Filename: fh.Filename,
+				ContentType: fh.Header.Get("Content-Type"), Data: data})
+		}
+	}
+	_, err := s.sendReply(r, v, id, rep)
+	if msg, ok := replyProblem(err); ok {
+		s.renderMessage(w, r, v, id, msg)
+		return
+	}
+	if errors.Is(err, errNoMessage) {
+		s.notFound(w, r)
+		return
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/messages/"+id+"?replied=1", http.StatusSeeOther)
+}
+
+func (s *Server) apiReply(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var req struct {
+		Text        string `json:"text"`
+		Attachments []struct {
+			Filename    string `json:"filename"`
+			ContentType string `json:"content_type"`
+			Data        string `json:"data"` // base64
+		} `json:"attachments"`
+	}
+	dec := http.MaxBytesReader(w, r.Body, 2*intake.DefaultReplyMaxBytes)
+	r.Body = dec
+	if !decodeJSONLimit(w, r, &req) {
+		return
+	}
+	rep := intake.Reply{Text: req.Text}
+	for _, a := range req.Attachments {
+		data, err := base64.StdEncoding.DecodeString(a.Data)
+		if err != nil {
+			writeJSONError(w, http.StatusBadRequest, "bad_request", "attachment data must be base64")
+			return
+		}
+		rep.Attachments = append(rep.Attachments, message.Attachment{Filename: a.Filename, ContentType: a.ContentType, Data: data})
+	}
+	replyID, err := s.sendReply(r, v, r.PathValue("id"), rep)
+	if msg, ok := replyProblem(err); ok {
+		var oe *intake.OnwardError
+		status := http.StatusBadRequest
+		if errors.As(err, &oe) {
+			status = http.StatusServiceUnavailable
+		}
+		writeJSONError(w, status, "reply_refused", msg)
+		return
+	}
+	if errors.Is(err, errNoMessage) {
+		writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
+		return
+	}
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"reply_id": replyID})
+}
