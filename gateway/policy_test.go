@@ -315,3 +315,54 @@ func TestSecureReply(t *testing.T) {
 		t.Errorf("reply to a no-reply message: %+v", e)
 	}
 }
+
+// TestPortalOptions: a rule can forbid downloading attachments and can ask
+// for a second factor before a message is shown.
+func TestPortalOptions(t *testing.T) {
+	h := e2e.Start(t, e2e.Config(t.TempDir()))
+	pass := h.AddStaff(staff)
+	addAdmin(t, h, "admin@clinic.example")
+	admin, _ := signInStaff(t, h, "admin@clinic.example", adminPW, time.Now())
+	admin.JSON("PUT", "/api/v1/admin/policy", map[string]string{"body": `[[rule]]
+name = "view-only"
+when.subject_tag = "[view]"
+then.action = "portal"
+then.allow_download = false
+
+[[rule]]
+name = "strong"
+when.subject_tag = "[2fa]"
+then.action = "portal"
+then.require_2fa = true
+
+[default]
+action = "portal"
+`}, 200, nil)
+	send := func(subject string) {
+		msg := e2e.Multipart(staff, "Dr Lee", "opts@example.net", subject, "body", "<p>x</p>", "scan.pdf", []byte("%PDF"))
+		if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"opts@example.net"}, Msg: msg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := claimNew(t, h, pass, "opts@example.net", patientPW)
+	send("Scan [view]")
+	send("Results [2fa]")
+	var list listJSON
+	c.JSON("GET", "/api/v1/messages", nil, 200, &list)
+	ids := map[string]string{}
+	for _, m := range list.Messages {
+		ids[m.Subject] = m.ID
+	}
+	c.JSON("GET", "/api/v1/messages/"+ids["Scan [view]"], nil, 200, nil)
+	var e struct{ Error string }
+	c.JSON("GET", "/api/v1/messages/"+ids["Scan [view]"]+"/attachments/0", nil, 403, &e)
+	if e.Error != "download_not_allowed" {
+		t.Errorf("download: %+v", e)
+	}
+	c.JSON("GET", "/api/v1/messages/"+ids["Results [2fa]"], nil, 403, &e)
+	if e.Error != "mfa_enrolment_required" {
+		t.Errorf("2fa message without a second factor: %+v", e)
+	}
+	c.EnrolTOTP(time.Now())
+	c.JSON("GET", "/api/v1/messages/"+ids["Results [2fa]"], nil, 200, nil)
+}

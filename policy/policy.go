@@ -30,6 +30,8 @@ type Decision struct {
 	// Reply options of a portal decision, kept on the message.
 	NoReply       bool  `json:"no_reply,omitempty"`
 	ReplyMaxBytes int64 `json:"reply_max_bytes,omitempty"`
+	NoDownload    bool  `json:"no_download,omitempty"` // attachments are listed but not downloadable
+	Require2FA    bool  `json:"require_2fa,omitempty"` // reading needs a second factor in this session
 	Version       int64 `json:"version"`
 }
 

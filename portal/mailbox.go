@@ -6,6 +6,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/phigate/phigate/policy"
+
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/store"
@@ -15,6 +17,7 @@ var (
 	errNoMessage = errors.New("no such message")
 	errLocked    = errors.New("message waiting for recovery")
 	errRecalled  = errors.New("message recalled by its sender")
+	errNeeds2FA  = errors.New("message needs a second factor")
 )
 
 // listItem is one inbox row, decrypted from the separately sealed summary so
@@ -98,9 +101,22 @@ func (s *Server) open(ctx context.Context, v *viewer, id string) (*opened, error
 	if m.KeyFpr != "" && m.KeyFpr != v.user.KeyFpr {
 		return nil, errLocked
 	}
+	// A session has proved a second factor when the account has one and
+	// the session is marked done (for accounts without one, "done" only
+	// means "not needed").
+	if decisionOf(m).Require2FA && (len(v.user.TOTPSecretEnc) == 0 || !v.rec.MFA) {
+		return nil, errNeeds2FA
+	}
 	plain, sig, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: m.KeyPackets, Data: m.Body}, v.key, s.Gateway)
 	if err != nil {
 		return nil, err
 	}
 	return &opened{Meta: m, View: message.Parse(plain), Signature: sig}, nil
+}
+
+// decisionOf reads the policy decision recorded on a message.
+func decisionOf(m *store.Message) policy.Decision {
+	var d policy.Decision
+	_ = json.Unmarshal([]byte(m.Decision), &d)
+	return d
 }

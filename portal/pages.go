@@ -1,7 +1,6 @@
 package portal
 
 import (
-	"encoding/json"
 	"errors"
 	"html/template"
 	"mime"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
-	"github.com/phigate/phigate/policy"
 )
 
 // pageData is what every template sees.
@@ -39,6 +37,7 @@ type pageData struct {
 	Review     *reviewPage
 	Sent       []sentItem
 	Replies    []replyView
+	NoDownload bool
 	CanReply   bool
 	Role       string
 	FullAccess bool // second factor done: show the full navigation
@@ -362,9 +361,9 @@ func (s *Server) renderMessage(w http.ResponseWriter, r *http.Request, v *viewer
 	if r.URL.Query().Get("replied") == "1" {
 		d.Notice = "Your reply was sent securely."
 	}
-	var dec policy.Decision
-	_ = json.Unmarshal([]byte(o.Meta.Decision), &dec)
+	dec := decisionOf(o.Meta)
 	d.CanReply = o.Meta.ReplyTo == "" && !dec.NoReply && o.Meta.SenderID != v.user.ID
+	d.NoDownload = dec.NoDownload
 	if d.Replies, err = s.replies(r, v, id); err != nil {
 		s.fail(w, r, err)
 		return
@@ -388,6 +387,21 @@ func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer,
 			writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
 		} else {
 			s.notFound(w, r)
+		}
+		return nil, err
+	}
+	if errors.Is(err, errNeeds2FA) {
+		// The rule that delivered this message asks for a second factor.
+		if isAPI(r) {
+			code := "mfa_required"
+			if len(v.user.TOTPSecretEnc) == 0 {
+				code = "mfa_enrolment_required"
+			}
+			writeJSONError(w, http.StatusForbidden, code, "this message needs the second sign-in step")
+		} else if len(v.user.TOTPSecretEnc) == 0 {
+			http.Redirect(w, r, "/account/2fa?next="+url.QueryEscape(r.URL.Path), http.StatusSeeOther)
+		} else {
+			http.Redirect(w, r, "/login/2fa", http.StatusSeeOther)
 		}
 		return nil, err
 	}
@@ -420,6 +434,17 @@ func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer,
 			s.fail(w, r, err)
 		}
 		return nil, err
+	}
+	if what == "attachment" && decisionOf(o.Meta).NoDownload {
+		s.audit(r, "message.attachment", "message", id, "denied", map[string]string{"why": "download not allowed"})
+		if isAPI(r) {
+			writeJSONError(w, http.StatusForbidden, "download_not_allowed", "the organisation's policy does not allow downloading this message's attachments")
+		} else {
+			d := s.data("Download not allowed")
+			d.SignedIn, d.Error = true, "The organisation's policy does not allow downloading this message's attachments."
+			s.render(w, r, http.StatusForbidden, "error.html", d)
+		}
+		return nil, errNoMessage
 	}
 	// Every access to PHI is in the trail; no entry, no access.
 	if err := s.audit(r, "message."+what, "message", id, "ok", map[string]string{"signature": o.Signature.String()}); err != nil {
