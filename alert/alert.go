@@ -176,10 +176,10 @@ func (c Config) withDefaults() Config {
 // Alert is one alert. Kind is one of the Kind constants; Text is PHI-free
 // (ids, IPs, counts, times).
 type Alert struct {
-	ID   string
-	Time time.Time
-	Kind string
-	Text string
+	ID   string    `json:"id"`
+	Time time.Time `json:"time"`
+	Kind string    `json:"kind"`
+	Text string    `json:"text"`
 }
 
 // Sender delivers one alert (a PHI-free email to the security officer).

@@ -333,20 +333,22 @@ func (t *Trail) commit(batch []*request) {
 		}
 		time.Sleep(time.Duration(rand.Int64N(int64(2*time.Millisecond))) * time.Duration(1+attempt/10))
 	}
-	for _, r := range batch {
-		r.done <- err
-	}
 	if err != nil {
 		t.log.Error("audit write failed", "entries", len(batch), "err", err)
-		return
+	} else {
+		t.cpMu.Lock()
+		if last > t.lastSeq {
+			t.lastSeq, t.lastMAC = last, lastMAC
+		}
+		t.cpMu.Unlock()
+		// Checkpoint before answering, so a caller that sees its entry
+		// committed also sees the checkpoint that covers it.
+		if (first-1)/t.every != last/t.every {
+			t.checkpoint(last, lastMAC)
+		}
 	}
-	t.cpMu.Lock()
-	if last > t.lastSeq {
-		t.lastSeq, t.lastMAC = last, lastMAC
-	}
-	t.cpMu.Unlock()
-	if (first-1)/t.every != last/t.every {
-		t.checkpoint(last, lastMAC)
+	for _, r := range batch {
+		r.done <- err
 	}
 }
 

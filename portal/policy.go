@@ -318,10 +318,13 @@ func (s *Server) renderQuarantine(w http.ResponseWriter, r *http.Request, d page
 func (s *Server) quarantineSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
 	d := s.data("Quarantine")
 	id, action := r.PathValue("id"), r.PathValue("action")
+	if action != "approve" && action != "deny" {
+		d.Error = "Unknown action."
+		s.renderQuarantine(w, r, d)
+		return
+	}
 	err := s.Intake.Release(r.Context(), id, action == "approve")
 	switch {
-	case action != "approve" && action != "deny":
-		d.Error = "Unknown action."
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
 		d.Error = "That message is no longer held (someone else decided first)."
 	case err != nil:

@@ -25,9 +25,10 @@ func queryFrom(r *http.Request) audit.Query {
 	}
 	q.From, q.To = parseWhen(v.Get("from")), parseWhen(v.Get("to"))
 	q.Limit, _ = strconv.Atoi(v.Get("limit"))
-	if q.Limit <= 0 || q.Limit > 500 {
+	if q.Limit <= 0 {
 		q.Limit = 200
 	}
+	q.Limit = min(q.Limit, 500)
 	q.BeforeSeq, _ = strconv.ParseInt(v.Get("before"), 10, 64)
 	return q
 }
@@ -41,7 +42,22 @@ func parseWhen(s string) time.Time {
 	return time.Time{}
 }
 
+// badDates reports a from/to parameter that does not parse: silently
+// ignoring it would widen a search or an export.
+func badDates(r *http.Request) bool {
+	for _, k := range []string{"from", "to"} {
+		if s := r.URL.Query().Get(k); s != "" && parseWhen(s).IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if badDates(r) {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", "from and to take RFC 3339 times or YYYY-MM-DD dates")
+		return
+	}
 	entries, err := s.Trail.Search(r.Context(), queryFrom(r))
 	if err != nil {
 		s.apiFail(w, r, err)
@@ -54,6 +70,10 @@ func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request, v *viewer) {
 // export streams the matching entries as CSV or JSON; the export is itself
 // in the trail, before any byte leaves.
 func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if badDates(r) {
+		writeJSONError(w, http.StatusBadRequest, "bad_request", "from and to take RFC 3339 times or YYYY-MM-DD dates")
+		return
+	}
 	format := r.URL.Query().Get("format")
 	if format != "csv" && format != "json" {
 		format = "json"
@@ -117,8 +137,25 @@ func (s *Server) messageHistory(r *http.Request, v *viewer, id string) ([]audit.
 		return nil, store.ErrNotFound
 	}
 	s.audit(r, "message.history", "message", id, "ok", nil)
-	return s.Trail.History(r.Context(), "message", id)
+	all, err := s.Trail.History(r.Context(), "message", id)
+	if err != nil || v.user.Role == store.RoleAdmin || v.user.Role == store.RoleSecurity {
+		return all, err
+	}
+	// The sender sees proof of delivery, not the whole trail: no
+	// break-glass reasons, no other accounts' refused attempts, no details.
+	var out []audit.Entry
+	for _, e := range all {
+		if senderVisible[e.Action] && e.Outcome == "ok" {
+			e.Details = nil
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
+
+var senderVisible = map[string]bool{"message.accept": true, "notice.send": true, "message.read": true,
+	"message.attachment": true, "message.reply": true, "message.recall": true, "message.purge": true,
+	"quarantine.approve": true, "quarantine.deny": true}
 
 func (s *Server) apiMessageHistory(w http.ResponseWriter, r *http.Request, v *viewer) {
 	entries, err := s.messageHistory(r, v, r.PathValue("id"))

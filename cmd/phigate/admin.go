@@ -68,6 +68,7 @@ func userAdmin(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 		if _, err := g.Identity.SetStatus(ctx, u.ID, st); err != nil {
 			return fail(err)
 		}
+		recordCLI(g, "user."+cmd, "user", u.ID, nil)
 		if cmd == "disable" {
 			// Sessions end at their next request or within seconds on open
 			// pages: every node checks the account's status.
@@ -78,6 +79,10 @@ func userAdmin(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 	case "role":
 		if _, err := g.Identity.SetRole(ctx, u.ID, *role); err != nil {
 			return fail(err)
+		}
+		recordCLI(g, "user.role", "user", u.ID, map[string]string{"role": *role})
+		if *role == store.RoleAdmin {
+			recordCLI(g, "user.role.admin", "user", u.ID, nil)
 		}
 		fmt.Fprintf(stdout, "%s is now %s; their sessions end at the next request\n", *email, *role)
 	case "recover":
@@ -98,6 +103,7 @@ func userAdmin(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 		if err != nil {
 			return fail(err)
 		}
+		recordCLI(g, "account.recover", "user", u.ID, map[string]string{"messages": fmt.Sprint(n)})
 		fmt.Fprintf(stdout, "recovered %d message(s) for %s\n", n, *email)
 	default:
 		fmt.Fprintf(stderr, "phigate user: unknown subcommand %q\n", cmd)

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/phigate/phigate/audit"
@@ -40,12 +39,13 @@ func auditCmd(args []string, stdout, stderr io.Writer) int {
 	defer g.Store.Close()
 	defer g.Trail.Close()
 	ctx := context.Background()
-	actor := "cli:" + os.Getenv("USER")
-	record := func(action, objID, outcome string, details map[string]string) {
-		if err := g.Trail.Record(ctx, audit.Entry{Actor: actor, Action: action, ObjectType: "audit", ObjectID: objID,
-			Outcome: outcome, Details: details}); err != nil {
+	record := func(action, objID, outcome string, details map[string]string) error {
+		err := g.Trail.Record(ctx, audit.Entry{Actor: cliActor(), Action: action, ObjectType: "audit", ObjectID: objID,
+			Outcome: outcome, Details: details})
+		if err != nil {
 			fmt.Fprintf(stderr, "phigate audit: recording this %s failed: %v\n", action, err)
 		}
+		return err
 	}
 	if cmd == "verify" {
 		n, err := g.Trail.Verify(ctx)
@@ -85,7 +85,10 @@ func auditCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		*p.dst = t
 	}
-	record("audit.export", "", "ok", map[string]string{"format": *format})
+	// No export leaves without its own entry in the trail.
+	if err := record("audit.export", "", "ok", map[string]string{"format": *format}); err != nil {
+		return 1
+	}
 	if err := g.Trail.Export(ctx, stdout, *format, q); err != nil {
 		fmt.Fprintf(stderr, "phigate audit export: %v\n", err)
 		return 1

@@ -18,7 +18,7 @@ Usage:
   phigate user role --email ADDR --role ROLE
   phigate user recover --email ADDR --escrow-key FILE   (escrow passphrase on standard input)
 
-  phigate policy show [--version N] | apply FILE [--note TEXT] | history | diff A B | rollback N
+  phigate policy show [--version N] | apply [--note TEXT] FILE | history | diff A B | rollback N
   phigate policy explain --from ADDR --to ADDR[,ADDR] [--message FILE]
   phigate recipient-key add --email ADDR --file KEY.asc | remove --email ADDR
   phigate audit verify | export [--format csv|json] [--user ID] [--action A] [--message ID] [--from D] [--to D]

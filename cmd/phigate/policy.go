@@ -25,7 +25,6 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	var cf commonFlags
 	cf.register(fs)
-	author := fs.String("author", os.Getenv("USER"), "who makes the change (recorded with the version)")
 	note := fs.String("note", "", "what the change is for (recorded with the version)")
 	from := fs.String("from", "", "sender address (explain)")
 	to := fs.String("to", "", "comma-separated recipients (explain)")
@@ -69,11 +68,12 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(err)
 		}
-		id, err := v.Apply(ctx, "cli:"+*author, string(text), *note)
+		id, err := v.Apply(ctx, cliActor(), string(text), *note)
 		if err != nil {
 			fmt.Fprintf(stderr, "phigate policy apply: %s is not valid:\n%v\n", fs.Arg(0), err)
 			return 1
 		}
+		recordCLI(g, "policy.apply", "policy", fmt.Sprint(id), map[string]string{"note": *note})
 		fmt.Fprintf(stdout, "applied as version %d (running gateways switch within 5 seconds)\n", id)
 	case "history":
 		list, err := g.Store.ListPolicyVersions(ctx)
@@ -101,10 +101,11 @@ func policyCmd(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		n, _ := strconv.ParseInt(fs.Arg(0), 10, 64)
-		id, err := v.Rollback(ctx, "cli:"+*author, n)
+		id, err := v.Rollback(ctx, cliActor(), n)
 		if err != nil {
 			return fail(err)
 		}
+		recordCLI(g, "policy.rollback", "policy", fmt.Sprint(id), map[string]string{"to": fmt.Sprint(n)})
 		fmt.Fprintf(stdout, "version %d is active again, as version %d\n", n, id)
 	case "explain":
 		var raw []byte

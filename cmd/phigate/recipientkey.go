@@ -43,6 +43,7 @@ func recipientKeyCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "phigate recipient-key remove: no key registered for %s\n", *email)
 			return 1
 		}
+		recordCLI(g, "key.remove", "key", "", map[string]string{"email": *email})
 		fmt.Fprintf(stdout, "removed the key of %s\n", *email)
 		return 0
 	}
@@ -51,11 +52,12 @@ func recipientKeyCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "phigate recipient-key add: %v\n", err)
 		return 1
 	}
-	fpr, err := g.Identity.RegisterRecipientKey(ctx, *email, armored, "cli:"+os.Getenv("USER"))
+	fpr, err := g.Identity.RegisterRecipientKey(ctx, *email, armored, cliActor())
 	if err != nil {
 		fmt.Fprintf(stderr, "phigate recipient-key add: refused: %s\n", strings.TrimPrefix(err.Error(), "identity: "))
 		return 1
 	}
+	recordCLI(g, "key.register", "key", fpr, map[string]string{"email": *email})
 	fmt.Fprintf(stdout, "registered key %s for %s\n", fpr, *email)
 	return 0
 }
