@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/audit"
+	"github.com/phigate/phigate/logx"
 
 	"github.com/phigate/phigate/config"
 	"github.com/phigate/phigate/metrics"
@@ -77,8 +78,10 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	t := time.NewTicker(5 * time.Second)
 	defer t.Stop()
 	for {
-		if _, err := d.RunOnce(ctx); err != nil && ctx.Err() == nil {
-			d.Log.Error("outbox", "err", err)
+		// Each pass gets its own correlation id, like a request.
+		pass := logx.WithCorrelation(ctx, logx.NewCorrelationID())
+		if _, err := d.RunOnce(pass); err != nil && ctx.Err() == nil {
+			d.Log.ErrorContext(pass, "outbox", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -149,7 +152,7 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
 				ok = append(ok, it.ID)
 				d.Metrics.NoticeSent(it.Kind)
 				d.audit(ctx, it, "ok", "")
-				d.Log.Info("notice sent", "outbox", it.ID, "kind", it.Kind, "message", it.MessageID)
+				d.Log.InfoContext(ctx, "notice sent", "outbox", it.ID, "kind", it.Kind, "message", it.MessageID)
 			}
 		}
 		if len(ok) > 0 {
@@ -182,9 +185,9 @@ func (d *Dispatcher) retry(ctx context.Context, it store.OutboxItem, sendErr err
 	d.audit(ctx, it, "failed", outbound.Describe(sendErr))
 	if permanent {
 		next = never
-		d.Log.Error("notice failed for good", "outbox", it.ID, "attempts", attempts, "err", outbound.Describe(sendErr))
+		d.Log.ErrorContext(ctx, "notice failed for good", "outbox", it.ID, "attempts", attempts, "err", outbound.Describe(sendErr))
 	} else {
-		d.Log.Warn("notice not sent, will retry", "outbox", it.ID, "attempts", attempts, "next", next, "err", outbound.Describe(sendErr))
+		d.Log.WarnContext(ctx, "notice not sent, will retry", "outbox", it.ID, "attempts", attempts, "next", next, "err", outbound.Describe(sendErr))
 	}
 	return d.Store.OutboxRetry(ctx, it.ID, attempts, next, outbound.Describe(sendErr))
 }
