@@ -349,6 +349,11 @@ func deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
 			return err
 		}
 	}
+	return insertNotices(ctx, tx, d)
+}
+
+// insertNotices writes a delivery's claim tokens and outbox items.
+func insertNotices(ctx context.Context, tx *sql.Tx, d Delivery) error {
 	for _, t := range d.ClaimTokens {
 		if err := insertToken(ctx, tx, t); err != nil {
 			return err
@@ -847,17 +852,7 @@ func (s *SQL) DecideQuarantine(ctx context.Context, id, state string, d Delivery
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrConflict
 		}
-		for _, t := range d.ClaimTokens {
-			if err := insertToken(ctx, tx, t); err != nil {
-				return err
-			}
-		}
-		for _, o := range d.Outbox {
-			if err := insertOutbox(ctx, tx, o); err != nil {
-				return err
-			}
-		}
-		return nil
+		return insertNotices(ctx, tx, d)
 	})
 }
 
