@@ -401,16 +401,21 @@ func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, 
 // ListMessages returns a recipient's unexpired messages, newest first,
 // without bodies: listing never touches the large ciphertext.
 func (s *SQL) ListMessages(ctx context.Context, recipientID string, now time.Time) ([]Message, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+` FROM messages
+	return s.queryMessages(ctx, false, `SELECT `+msgCols+` FROM messages
 		WHERE recipient_id = $1 AND expires_at > $2 AND state IN ($3, $4) AND reply_to = '' ORDER BY created_at DESC, id`,
 		recipientID, unix(now), StateDelivered, StateRecalled)
+}
+
+// queryMessages runs a query selecting msgCols (and body when withBody).
+func (s *SQL) queryMessages(ctx context.Context, withBody bool, query string, args ...any) ([]Message, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []Message
 	for rows.Next() {
-		m, err := scanMessage(rows, false)
+		m, err := scanMessage(rows, withBody)
 		if err != nil {
 			return nil, err
 		}
@@ -445,21 +450,8 @@ func (s *SQL) ClaimTokenByHash(ctx context.Context, hash []byte) (*ClaimToken, e
 }
 
 func (s *SQL) MessageKeysForUser(ctx context.Context, userID string) ([]MessageKeys, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, key_packets, summary_keys FROM messages
+	return s.queryKeys(ctx, `SELECT id, key_packets, summary_keys FROM messages
 		WHERE recipient_id = $1 ORDER BY id`, userID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []MessageKeys
-	for rows.Next() {
-		var k MessageKeys
-		if err := rows.Scan(&k.MessageID, &k.KeyPackets, &k.SummaryKeys); err != nil {
-			return nil, err
-		}
-		out = append(out, k)
-	}
-	return out, rows.Err()
 }
 
 // Claim activates a pending account: spends the token, stores the new key
@@ -691,8 +683,13 @@ func (s *SQL) Reset(ctx context.Context, r Reset) error {
 }
 
 func (s *SQL) LockedMessageKeys(ctx context.Context, userID, fpr string) ([]MessageKeys, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, key_packets, summary_keys FROM messages
+	return s.queryKeys(ctx, `SELECT id, key_packets, summary_keys FROM messages
 		WHERE recipient_id = $1 AND key_fpr <> $2 ORDER BY id`, userID, fpr)
+}
+
+// queryKeys runs a query selecting id, key_packets, summary_keys.
+func (s *SQL) queryKeys(ctx context.Context, query string, args ...any) ([]MessageKeys, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -824,20 +821,7 @@ func stateOr(s string) string {
 }
 
 func (s *SQL) ListQuarantined(ctx context.Context) ([]Message, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE state = $1 ORDER BY created_at, id`, StateQuarantined)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Message
-	for rows.Next() {
-		m, err := scanMessage(rows, false)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *m)
-	}
-	return out, rows.Err()
+	return s.queryMessages(ctx, false, `SELECT `+msgCols+` FROM messages WHERE state = $1 ORDER BY created_at, id`, StateQuarantined)
 }
 
 // DecideQuarantine moves a held message to state (delivered or denied) and
@@ -926,21 +910,8 @@ func (s *SQL) OutboxStats(ctx context.Context, now time.Time) (int, time.Time, e
 }
 
 func (s *SQL) ListSent(ctx context.Context, senderID string, limit int) ([]Message, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+` FROM messages WHERE sender_id = $1
+	return s.queryMessages(ctx, false, `SELECT `+msgCols+` FROM messages WHERE sender_id = $1
 		ORDER BY created_at DESC, id LIMIT $2`, senderID, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Message
-	for rows.Next() {
-		m, err := scanMessage(rows, false)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *m)
-	}
-	return out, rows.Err()
 }
 
 func (s *SQL) Recall(ctx context.Context, id, senderID string) error {
@@ -966,19 +937,6 @@ func (s *SQL) PurgeCiphertext(ctx context.Context, now time.Time) (int, error) {
 }
 
 func (s *SQL) Replies(ctx context.Context, recipientID, messageID string) ([]Message, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+msgCols+`, body FROM messages WHERE recipient_id = $1 AND reply_to = $2
+	return s.queryMessages(ctx, true, `SELECT `+msgCols+`, body FROM messages WHERE recipient_id = $1 AND reply_to = $2
 		ORDER BY created_at, id`, recipientID, messageID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []Message
-	for rows.Next() {
-		m, err := scanMessage(rows, true)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, *m)
-	}
-	return out, rows.Err()
 }
