@@ -102,6 +102,9 @@ type Smarthost struct {
 	Username     string `toml:"username"`
 	PasswordFile string `toml:"password_file"`
 	CAFile       string `toml:"ca_file"`
+	// MaxRetry is how long onward mail is retried before its sender gets
+	// a delivery-failure report.
+	MaxRetry Duration `toml:"max_retry"`
 }
 
 type Portal struct {
@@ -176,7 +179,8 @@ func Default() Config {
 			PasswordThreads:       2,
 			MaxConcurrentPassword: 4,
 		},
-		Database: Database{Driver: "sqlite"},
+		Database:  Database{Driver: "sqlite"},
+		Smarthost: Smarthost{MaxRetry: Duration{48 * time.Hour}},
 		SMTP: SMTP{
 			MaxMessageBytes: 25 << 20,
 			MaxRecipients:   100,

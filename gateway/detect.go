@@ -5,7 +5,6 @@ import (
 
 	"github.com/phigate/phigate/detect"
 	"github.com/phigate/phigate/intake"
-	"github.com/phigate/phigate/outbound"
 	"github.com/phigate/phigate/policy"
 )
 
@@ -51,8 +50,8 @@ func (g *Gateway) AdminIntake(e *policy.Engine) *intake.Intake {
 		Keys2: g.recipientKeys(), Detector: g.detectorWith(e), Log: g.Log}
 }
 
-func (g *Gateway) pgpSender(next outbound.Sender) intake.PGPSender {
-	return pgpSender{identity: g.Identity, gateway: g.Keys.Gateway, next: next, hostname: g.Cfg.Server.Hostname}
+func (g *Gateway) pgpBuilder() intake.PGPBuilder {
+	return pgpBuilder{identity: g.Identity, gateway: g.Keys.Gateway, hostname: g.Cfg.Server.Hostname}
 }
 
 func (g *Gateway) recipientKeys() recipientKeys {

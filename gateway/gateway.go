@@ -153,7 +153,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		Window: cfg.Alerts.Window.Duration, MaxPerWindow: cfg.Alerts.MaxPerWindow}, alertMailer{g}, nil)
 	g.Audit = fanout{trail: g.Trail, alerts: g.Alerts, metrics: g.Metrics}
 	g.Dispatcher = &notify.Dispatcher{Store: g.Store, Keys: g.Keys, Sender: snd, Org: cfg.Org,
-		Hostname: cfg.Server.Hostname, Log: g.Log, Metrics: g.Metrics, Audit: g.Audit}
+		Hostname: cfg.Server.Hostname, Log: g.Log, Metrics: g.Metrics, Audit: g.Audit,
+		MaxRelayAge: cfg.Smarthost.MaxRetry.Duration}
 	if cfg.Redis.URL != "" {
 		// Redis means several nodes share the database.
 		g.Dispatcher.Lease = 5 * time.Minute
@@ -161,8 +162,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err := g.loadPolicy(ctx); err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
-	g.Intake = &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: g.Policy, Relay: snd,
-		Keys2: g.recipientKeys(), Detector: g.detector(), PGP: g.pgpSender(snd), Audit: g.Audit,
+	g.Intake = &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: g.Policy,
+		Keys2: g.recipientKeys(), Detector: g.detector(), PGP: g.pgpBuilder(), Audit: g.Audit,
 		Notifier: g.Dispatcher, Log: g.Log, Opts: intake.Options{Expiry: cfg.Portal.MessageExpiry.Duration,
 			ClaimTTL: cfg.Portal.ClaimTTL.Duration, PublicURL: cfg.Server.PublicURL,
 			NotifyFrom: cfg.Org.NotifyFrom, Hostname: cfg.Server.Hostname}}

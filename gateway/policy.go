@@ -9,7 +9,6 @@ import (
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/logx"
-	"github.com/phigate/phigate/outbound"
 	"github.com/phigate/phigate/pgpmime"
 
 	"github.com/phigate/phigate/keys"
@@ -46,25 +45,20 @@ func (r recipientKeys) HasKey(ctx context.Context, rcpt string) (bool, error) {
 	return true, nil
 }
 
-// pgpSender sends PGP/MIME (RFC 3156) to a recipient's registered key
-// through the smarthost, signed by the gateway key.
-type pgpSender struct {
+// pgpBuilder makes PGP/MIME (RFC 3156) for a recipient's registered key,
+// signed by the gateway key; the outbound queue sends it.
+type pgpBuilder struct {
 	identity *identity.Service
 	gateway  *pcrypto.Key
-	next     outbound.Sender
 	hostname string
 }
 
-func (p pgpSender) SendPGP(ctx context.Context, from, to string, raw []byte) error {
+func (p pgpBuilder) BuildPGP(ctx context.Context, from, to string, raw []byte) ([]byte, error) {
 	k, err := p.identity.RecipientKey(ctx, to)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	msg, err := pgpmime.Encrypt(raw, pgpmime.Options{From: from, To: to, Hostname: p.hostname}, p.gateway, k)
-	if err != nil {
-		return err
-	}
-	return p.next.Send(ctx, from, []string{to}, msg)
+	return pgpmime.Encrypt(raw, pgpmime.Options{From: from, To: to, Hostname: p.hostname}, p.gateway, k)
 }
 
 // checkKey adapts pgpmime's checks for identity.

@@ -1,15 +1,18 @@
 package gateway_test
 
 import (
+	"bytes"
 	"io"
 	"net"
-	"strings"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/outbound"
 )
 
 // plainPeer is a real SMTP server that offers no STARTTLS; it records
@@ -41,10 +44,10 @@ func (s *plainSession) Data(r io.Reader) error {
 func (s *plainSession) Reset()        {}
 func (s *plainSession) Logout() error { return nil }
 
-// TestSmarthostWithoutSTARTTLS: a relay recipient's message is never sent
-// to a smarthost that refuses STARTTLS; the sender's client is told why with
-// a temporary failure (it keeps the message and retries), and notices wait
-// in the outbox rather than go out in the clear.
+// TestSmarthostWithoutSTARTTLS: onward mail to a smarthost that refuses
+// STARTTLS is accepted into the durable queue (250), never sent in the
+// clear, retried with back-off, and when the retry time runs out its sender
+// gets a delivery-failure report saying why. Notices wait the same way.
 func TestSmarthostWithoutSTARTTLS(t *testing.T) {
 	peer := &plainPeer{}
 	srv := smtp.NewServer(peer)
@@ -56,17 +59,15 @@ func TestSmarthostWithoutSTARTTLS(t *testing.T) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
-	cfg := e2e.Config(t.TempDir())
+	dir := t.TempDir()
+	cfg := e2e.Config(dir)
 	cfg.Smarthost.Addr = ln.Addr().String()
 	h := e2e.Start(t, cfg)
 	pass := h.AddStaff(staff)
 	msg := e2e.Multipart(staff, "Dr Lee", "nurse@clinic.example", "Internal", "handover notes", "<p>x</p>", "a.txt", []byte("x"))
-	err = e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"nurse@clinic.example"}, Msg: msg})
-	se, ok := err.(*smtp.SMTPError)
-	if !ok || se.Code != 451 || se.EnhancedCode != (smtp.EnhancedCode{4, 7, 10}) || !strings.Contains(se.Message, "does not offer TLS") {
-		t.Fatalf("relay to a smarthost without STARTTLS: %v", err)
+	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"nurse@clinic.example"}, Msg: msg}); err != nil {
+		t.Fatalf("relay should be queued: %v", err)
 	}
-	// A portal message is accepted; its notice waits.
 	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"p@example.net"}, Msg: msg}); err != nil {
 		t.Fatal(err)
 	}
@@ -79,8 +80,51 @@ func TestSmarthostWithoutSTARTTLS(t *testing.T) {
 	if mails != 0 || data != 0 {
 		t.Fatalf("the smarthost got %d MAIL and %d DATA in the clear", mails, data)
 	}
-	n, _, err := h.G.Store.OutboxStats(t.Context(), time.Now())
-	if err != nil || n != 1 {
-		t.Errorf("the notice should wait in the outbox: %d %v", n, err)
+	if n, _, err := h.G.Store.OutboxStats(t.Context(), time.Now()); err != nil || n != 2 {
+		t.Fatalf("relay and notice should wait in the queue: %d %v", n, err)
+	}
+	// The queue's content is sealed: the message is not in the database in
+	// the clear.
+	h.Stop()
+	for _, f := range []string{"phigate.db", "phigate.db-wal"} {
+		b, _ := os.ReadFile(filepath.Join(dir, f))
+		if bytes.Contains(b, []byte("handover notes")) {
+			t.Fatalf("queued message in the clear in %s", f)
+		}
+	}
+	// Restart: nothing lost. Past the retry time the relay gives up and its
+	// sender is told why (the report goes out once the smarthost speaks TLS;
+	// here a maildrop stands in for a fixed smarthost).
+	cfg2 := e2e.Config(dir)
+	cfg2.Smarthost.Addr = ln.Addr().String()
+	h2 := e2e.Start(t, cfg2)
+	later := time.Now().Add(49 * time.Hour)
+	h2.G.Dispatcher.Now = func() time.Time { return later }
+	if _, err := h2.G.Dispatcher.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	h2.G.Dispatcher.Sender = &outbound.Maildrop{Dir: filepath.Join(dir, "maildrop")}
+	if _, err := h2.G.Dispatcher.RunOnce(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var report []byte
+	for _, f := range h2.Notices() {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, []byte("Undeliverable")) {
+			report = b
+		}
+	}
+	if report == nil {
+		t.Fatal("no delivery-failure report")
+	}
+	for _, want := range []string{"To: <" + staff + ">", "does not offer STARTTLS", "1 recipient"} {
+		if !bytes.Contains(report, []byte(want)) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	for _, leak := range []string{"nurse@clinic.example", "Internal", "handover"} {
+		if bytes.Contains(report, []byte(leak)) {
+			t.Errorf("report shows %q", leak)
+		}
 	}
 }

@@ -21,7 +21,6 @@ import (
 	"github.com/phigate/phigate/logx"
 	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/notify"
-	"github.com/phigate/phigate/outbound"
 	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/store"
 )
@@ -41,8 +40,7 @@ type Intake struct {
 	Keys     *keys.Ring
 	Identity *identity.Service
 	Policy   policy.Decider
-	Relay    outbound.Sender
-	PGP      PGPSender      // nil: the pgp action fails temporarily
+	PGP      PGPBuilder     // nil: the pgp action fails temporarily
 	Keys2    KeyLookup      // registered recipient keys; nil: nobody has one
 	Detector Detector       // nil: no content detectors
 	Audit    audit.Recorder // nil: no trail (unit tests)
@@ -83,9 +81,10 @@ type Detector interface {
 	ScanMessage(raw []byte) map[string]int
 }
 
-// PGPSender delivers PGP/MIME to a recipient with a registered key.
-type PGPSender interface {
-	SendPGP(ctx context.Context, from, to string, raw []byte) error
+// PGPBuilder turns a message into PGP/MIME for a recipient with a
+// registered key (the queue then sends it).
+type PGPBuilder interface {
+	BuildPGP(ctx context.Context, from, to string, raw []byte) ([]byte, error)
 }
 
 // KeyLookup reports whether rcpt has a usable registered OpenPGP key.
@@ -186,54 +185,73 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 		}
 	}
 	var res Result
-	// Onward delivery first: if the smarthost fails we answer 4xx and
-	// nothing was committed, so the client's retry duplicates nothing in
-	// the portal.
+	// Onward mail (relay, PGP/MIME) goes into the durable outbound queue,
+	// committed with the portal copies in one transaction: the 250 covers
+	// all of it, and the dispatcher retries TLS-only delivery with back-off.
+	var onwardItems []store.OutboxItem
+	now := in.now()
 	if len(relayTo) > 0 {
-		if err := in.Relay.Send(ctx, env.From, relayTo, raw); err != nil {
-			return res, onward(err)
-		}
-		res.Relayed = len(relayTo)
-		in.Log.InfoContext(ctx, "relayed", "recipients", len(relayTo))
-		for _, rcpt := range relayTo {
-			if err := in.audit(ctx, env, "message.relay", "recipient", "", "ok", map[string]string{"recipient": rcpt}); err != nil {
-				return res, err
-			}
-		}
-	}
-	for _, p := range pgpTo {
-		if in.PGP == nil {
-			return res, errors.New("pgp: no PGP/MIME sender configured")
-		}
-		if err := in.PGP.SendPGP(ctx, env.From, p.rcpt, raw); err != nil {
-			return res, onward(err)
-		}
-		if err := in.audit(ctx, env, "message.pgp", "recipient", "", "ok", decisionDetails(p.rcpt, p.dec)); err != nil {
-			return res, err
-		}
-		res.PGP++
-	}
-	if len(stored) > 0 {
-		ids, err := in.storePortal(ctx, env, stored, raw, view)
+		item, err := notify.NewOnwardItem(in.Keys, notify.Onward{From: env.From, To: relayTo, Raw: raw,
+			ReportTo: env.From, MessageID: view.MessageID}, now)
 		if err != nil {
 			return res, err
 		}
-		res.MessageIDs = ids
-		for _, p := range stored {
-			if p.dec.Action == policy.Quarantine {
-				res.Quarantined++
-			} else {
-				res.Portal++
-			}
+		onwardItems = append(onwardItems, item)
+	}
+	for _, p := range pgpTo {
+		if in.PGP == nil {
+			return res, errors.New("pgp: no PGP/MIME builder configured")
 		}
-		if in.Notifier != nil {
-			in.Notifier.Kick()
+		msg, err := in.PGP.BuildPGP(ctx, env.From, p.rcpt, raw)
+		if err != nil {
+			return res, fmt.Errorf("pgp: %w", err)
 		}
+		item, err := notify.NewOnwardItem(in.Keys, notify.Onward{From: env.From, To: []string{p.rcpt}, Raw: msg,
+			ReportTo: env.From, MessageID: view.MessageID}, now)
+		if err != nil {
+			return res, err
+		}
+		onwardItems = append(onwardItems, item)
+	}
+	ids, err := in.storePortal(ctx, env, stored, raw, view, onwardItems)
+	if err != nil {
+		return res, err
+	}
+	res.MessageIDs = ids
+	for _, p := range stored {
+		if p.dec.Action == policy.Quarantine {
+			res.Quarantined++
+		} else {
+			res.Portal++
+		}
+	}
+	res.Relayed, res.PGP = len(relayTo), len(pgpTo)
+	for _, rcpt := range relayTo {
+		if err := in.audit(ctx, env, "message.relay", "recipient", "", "queued", map[string]string{"recipient": rcpt}); err != nil {
+			return res, err
+		}
+	}
+	for _, p := range pgpTo {
+		if err := in.audit(ctx, env, "message.pgp", "recipient", "", "queued", decisionDetails(p.rcpt, p.dec)); err != nil {
+			return res, err
+		}
+	}
+	if in.Notifier != nil {
+		in.Notifier.Kick()
 	}
 	return res, nil
 }
 
-func (in *Intake) storePortal(ctx context.Context, env Envelope, plans []plan, raw []byte, view *message.View) ([]string, error) {
+func (in *Intake) storePortal(ctx context.Context, env Envelope, plans []plan, raw []byte, view *message.View, onward []store.OutboxItem) ([]string, error) {
+	if len(plans) == 0 {
+		if len(onward) == 0 {
+			return nil, nil
+		}
+		if err := in.Store.Deliver(ctx, store.Delivery{Outbox: onward}); err != nil {
+			return nil, fmt.Errorf("commit: %w", err)
+		}
+		return nil, nil
+	}
 	summary, err := json.Marshal(view.Summary(int64(len(raw))))
 	if err != nil {
 		return nil, err
@@ -245,6 +263,7 @@ func (in *Intake) storePortal(ctx context.Context, env Envelope, plans []plan, r
 		if err != nil {
 			return nil, err
 		}
+		d.Outbox = append(d.Outbox, onward...)
 		err = in.Store.Deliver(ctx, d)
 		if errors.Is(err, store.ErrKeyChanged) {
 			continue
@@ -383,19 +402,4 @@ func (in *Intake) audit(ctx context.Context, env Envelope, action, objType, objI
 	}
 	return in.Audit.Record(ctx, audit.Entry{Actor: env.Sender.ID, IP: env.IP, Action: action, ObjectType: objType, ObjectID: objID,
 		Outcome: outcome, Correlation: logx.Correlation(ctx), Details: details})
-}
-
-// OnwardError is a failure to hand a message to the smarthost. It is always
-// temporary for the submitting client, which keeps the message and retries
-// (RFC 5321 4.2.5), so nothing is sent in the clear and nothing is lost;
-// Reason says why, without PHI (reply codes only).
-type OnwardError struct {
-	Reason string
-	NoTLS  bool
-}
-
-func (e *OnwardError) Error() string { return "onward delivery failed: " + e.Reason }
-
-func onward(err error) error {
-	return &OnwardError{Reason: outbound.Describe(err), NoTLS: errors.Is(err, outbound.ErrNoSTARTTLS)}
 }

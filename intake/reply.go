@@ -14,6 +14,7 @@ import (
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
+	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/store"
 )
@@ -75,21 +76,25 @@ func (in *Intake) SendReply(ctx context.Context, rcpt *store.User, orig *store.M
 	if err != nil {
 		return "", err
 	}
-	// Onward first: if the smarthost fails, nothing is stored and the
-	// person is told to try again.
-	if err := in.Relay.Send(ctx, in.Opts.NotifyFrom, []string{to}, raw); err != nil {
-		return "", onward(err)
-	}
-	id, err := in.keepReply(ctx, rcpt, orig, raw, now)
+	// The reply and the recipient's copy commit together; the outbound
+	// queue then delivers it over TLS with retries.
+	item, err := notify.NewOnwardItem(in.Keys, notify.Onward{From: in.Opts.NotifyFrom, To: []string{to}, Raw: raw}, now)
 	if err != nil {
 		return "", err
+	}
+	id, err := in.keepReply(ctx, rcpt, orig, raw, now, item)
+	if err != nil {
+		return "", err
+	}
+	if in.Notifier != nil {
+		in.Notifier.Kick()
 	}
 	return id, in.audit(ctx, Envelope{IP: ip, Sender: rcpt}, "message.reply", "message", orig.ID, "ok",
 		map[string]string{"to": to, "size": fmt.Sprint(size), "copy": id})
 }
 
 // keepReply stores the recipient's own copy, sealed to them and escrow.
-func (in *Intake) keepReply(ctx context.Context, rcpt *store.User, orig *store.Message, raw []byte, now time.Time) (string, error) {
+func (in *Intake) keepReply(ctx context.Context, rcpt *store.User, orig *store.Message, raw []byte, now time.Time, onward store.OutboxItem) (string, error) {
 	pub, err := in.Identity.PublicKey(rcpt)
 	if err != nil {
 		return "", err
@@ -110,7 +115,7 @@ func (in *Intake) keepReply(ctx context.Context, rcpt *store.User, orig *store.M
 		CreatedAt: now, ExpiresAt: orig.ExpiresAt, Size: int64(len(raw)), Policy: "reply",
 		KeyPackets: body.KeyPackets, Body: body.Data, SummaryKeys: sum.KeyPackets, Summary: sum.Data,
 		State: store.StateDelivered, ReplyTo: orig.ID}
-	return m.ID, in.Store.Deliver(ctx, store.Delivery{Messages: []store.Message{m}})
+	return m.ID, in.Store.Deliver(ctx, store.Delivery{Messages: []store.Message{m}, Outbox: []store.OutboxItem{onward}})
 }
 
 type replyHeader struct {

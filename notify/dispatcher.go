@@ -42,6 +42,9 @@ type Dispatcher struct {
 	// Lease is how long a node owns the notices it takes (0: single node,
 	// no leases). See due.
 	Lease time.Duration
+	// MaxRelayAge: onward mail is retried this long before a
+	// delivery-failure report (DefaultMaxRelayAge if 0).
+	MaxRelayAge time.Duration
 	// Metrics and Audit may be nil.
 	Metrics *metrics.M
 	Audit   audit.Recorder
@@ -181,6 +184,16 @@ func (d *Dispatcher) retry(ctx context.Context, it store.OutboxItem, sendErr err
 	next := d.now().Add(backoff(attempts))
 	var perm *outbound.PermanentError
 	permanent := errors.As(sendErr, &perm) || attempts >= MaxAttempts
+	if it.Kind == KindRelay {
+		// Onward mail is retried for a time, not a count; then its
+		// sender is told.
+		permanent = errors.As(sendErr, &perm) || d.now().Sub(it.CreatedAt) >= d.maxRelayAge()
+		if permanent {
+			if err := d.reportFailure(ctx, it, outbound.Describe(sendErr)); err != nil {
+				d.Log.ErrorContext(ctx, "delivery-failure report", "outbox", it.ID, "err", err)
+			}
+		}
+	}
 	d.Metrics.NoticeFailed(it.Kind, permanent)
 	d.audit(ctx, it, "failed", outbound.Describe(sendErr))
 	if permanent {
@@ -193,6 +206,9 @@ func (d *Dispatcher) retry(ctx context.Context, it store.OutboxItem, sendErr err
 }
 
 func (d *Dispatcher) send(ctx context.Context, it store.OutboxItem) error {
+	if it.Kind == KindRelay {
+		return d.sendOnward(ctx, it)
+	}
 	if _, ok := kinds[it.Kind]; !ok {
 		return &outbound.PermanentError{Err: errors.New("unknown outbox kind " + it.Kind)}
 	}

@@ -61,6 +61,8 @@ var kinds = map[string]kindTemplates{
 	KindPasswordReset: {func(org string) string { return "Reset your password for " + org + " secure messages" },
 		resetText, resetHTML},
 	KindSecurityAlert: {func(org string) string { return "[phigate security alert] " + org }, alertText, alertHTML},
+	KindDeliveryFailure: {func(org string) string { return "Undeliverable: a message you sent through " + org },
+		failureText, failureHTML},
 }
 
 var resetText = texttemplate.Must(texttemplate.New("reset").Parse(`Someone asked to reset the password of your {{.Org}} secure message account.
@@ -80,6 +82,19 @@ var resetHTML = htmltemplate.Must(htmltemplate.New("reset").Parse(`<!doctype htm
 <p><a href="{{.Link}}" style="display:inline-block;padding:12px 20px;background:#0b5394;color:#ffffff;text-decoration:none;border-radius:4px">Choose a new password</a></p>
 <p>Or copy this address into your browser:<br>{{.Link}}</p>
 <p>The link works until {{.ExpiresAt}}. If you did not ask for this, ignore this email; your password stays as it is. Questions: contact {{.Contact}}.</p>
+</body></html>
+`))
+
+var failureText = texttemplate.Must(texttemplate.New("failure").Parse(`{{.Alert}}
+
+The message itself is not attached. Questions: contact {{.Contact}}.
+`))
+
+var failureHTML = htmltemplate.Must(htmltemplate.New("failure").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Undeliverable</title></head>
+<body style="font-family:Arial,Helvetica,sans-serif;font-size:16px;color:#1a1a1a;line-height:1.5">
+<p>{{.Alert}}</p>
+<p>The message itself is not attached. Questions: contact {{.Contact}}.</p>
 </body></html>
 `))
 

@@ -60,12 +60,9 @@ func (s *Server) sendReply(r *http.Request, v *viewer, id string, rep intake.Rep
 
 // replyProblem says what a person can do about a refused reply.
 func replyProblem(err error) (string, bool) {
-	var oe *intake.OnwardError
 	switch {
 	case errors.Is(err, intake.ErrReplyNotAllowed), errors.Is(err, intake.ErrReplyTooBig), errors.Is(err, intake.ErrReplyEmpty):
 		return strings.ToUpper(err.Error()[:1]) + err.Error()[1:] + ".", true
-	case errors.As(err, &oe):
-		return "Your reply could not be sent just now. Nothing was sent; please try again in a few minutes.", true
 	}
 	return "", false
 }
@@ -130,12 +127,7 @@ func (s *Server) apiReply(w http.ResponseWriter, r *http.Request, v *viewer) {
 	}
 	replyID, err := s.sendReply(r, v, r.PathValue("id"), rep)
 	if msg, ok := replyProblem(err); ok {
-		var oe *intake.OnwardError
-		status := http.StatusBadRequest
-		if errors.As(err, &oe) {
-			status = http.StatusServiceUnavailable
-		}
-		writeJSONError(w, status, "reply_refused", msg)
+		writeJSONError(w, http.StatusBadRequest, "reply_refused", msg)
 		return
 	}
 	if errors.Is(err, errNoMessage) {

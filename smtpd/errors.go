@@ -91,14 +91,3 @@ func refusalLabel(stage string, e *Error) string {
 	}
 	return "other"
 }
-
-// onwardRefusal tells the sender why the next hop did not take the message,
-// as a temporary failure: their client keeps it and tries again.
-func onwardRefusal(e *intake.OnwardError) *Error {
-	if e.NoTLS {
-		return &Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 7, 10}, Cause: e,
-			Message: "The organisation's mail server does not offer TLS, so the message was not sent (never in the clear); it will be retried. Tell your administrator."}
-	}
-	return &Error{Code: 451, Enhanced: smtp.EnhancedCode{4, 4, 0}, Cause: e,
-		Message: "The organisation's mail server did not take the message (" + e.Reason + "); it will be retried."}
-}

@@ -250,10 +250,6 @@ func (s *session) Data(r io.Reader) error {
 	if errors.As(err, &rj) {
 		return s.fail("data", policyRefusal(rj))
 	}
-	var oe *intake.OnwardError
-	if errors.As(err, &oe) {
-		return s.fail("data", onwardRefusal(oe))
-	}
 	if err != nil {
 		return s.fail("data", fault(err))
 	}
