@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -365,4 +366,56 @@ action = "portal"
 	}
 	c.EnrolTOTP(time.Now())
 	c.JSON("GET", "/api/v1/messages/"+ids["Results [2fa]"], nil, 200, nil)
+}
+
+// TestPasscode: a rule with passcode = true holds the message behind a code
+// that only the sender learns (in a note to them); the recipient enters it
+// once; wrong guesses lock it after five tries.
+func TestPasscode(t *testing.T) {
+	h := e2e.Start(t, e2e.Config(t.TempDir()))
+	pass := h.AddStaff(staff)
+	c, _ := claimNew(t, h, pass, "coded@example.net", patientPW)
+	addAdmin(t, h, "admin@clinic.example")
+	admin, _ := signInStaff(t, h, "admin@clinic.example", adminPW, time.Now())
+	admin.JSON("PUT", "/api/v1/admin/policy", map[string]string{"body": "[[rule]]\nname = \"coded\"\nwhen.subject_tag = \"[code]\"\nthen.action = \"portal\"\nthen.passcode = true\n[default]\naction = \"portal\"\n"}, 200, nil)
+	before := len(h.Notices())
+	msg := e2e.Multipart(staff, "Dr Lee", "coded@example.net", "Genetics [code]", "genetic result", "<p>x</p>", "a.txt", []byte("x"))
+	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"coded@example.net"}, Msg: msg}); err != nil {
+		t.Fatal(err)
+	}
+	files := h.WaitNotices(before + 2)
+	var code string
+	for _, f := range files[before:] {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, []byte("To: <"+staff+">")) {
+			// Quoted-printable may fold the line: read the decoded text.
+			code = regexpFind(t, bytes.ReplaceAll(b, []byte("=\r\n"), nil), `first opening: ([0-9a-z]{5}-[0-9a-z]{5})`)
+			if bytes.Contains(b, []byte("Genetics")) || bytes.Contains(b, []byte("coded@example.net")) {
+				t.Errorf("the passcode note shows PHI:\n%s", b)
+			}
+		}
+	}
+	if code == "" {
+		t.Fatal("the sender got no passcode")
+	}
+	var list listJSON
+	c.JSON("GET", "/api/v1/messages", nil, 200, &list)
+	var id string
+	for _, m := range list.Messages {
+		if m.Subject == "Genetics [code]" {
+			id = m.ID
+		}
+	}
+	var e struct{ Error string }
+	c.JSON("GET", "/api/v1/messages/"+id, nil, 403, &e)
+	if e.Error != "passcode_required" {
+		t.Fatalf("without the passcode: %+v", e)
+	}
+	c.JSON("POST", "/api/v1/messages/"+id+"/passcode", map[string]string{"code": "00000-00000"}, 401, nil)
+	c.JSON("POST", "/api/v1/messages/"+id+"/passcode", map[string]string{"code": strings.ToUpper(code)}, 204, nil)
+	var m msgJSON
+	c.JSON("GET", "/api/v1/messages/"+id, nil, 200, &m)
+	if !strings.Contains(m.Text, "genetic result") {
+		t.Errorf("after the passcode: %+v", m)
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/store"
+	"github.com/phigate/phigate/totp"
 )
 
 type Options struct {
@@ -52,10 +53,11 @@ type Intake struct {
 
 // Envelope is the SMTP envelope of one transaction, after AUTH.
 type Envelope struct {
-	IP     string // the submitting client's address, for the trail
-	Sender *store.User
-	From   string
-	To     []string
+	IP        string // the submitting client's address, for the trail
+	MessageID string // the message's Message-ID (set by Accept), for notes to the sender
+	Sender    *store.User
+	From      string
+	To        []string
 }
 
 // Result says what happened to each recipient class.
@@ -146,6 +148,7 @@ type plan struct {
 // for all recipients), so nothing is half-sent.
 func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result, error) {
 	view := message.Parse(raw)
+	env.MessageID = view.MessageID
 	facts := in.facts(raw, view)
 	var relayTo []string
 	var pgpTo, stored []plan
@@ -319,6 +322,20 @@ func (in *Intake) prepare(ctx context.Context, env Envelope, plans []plan, raw, 
 			m.State = store.StateQuarantined
 			d.Messages[len(d.Messages)-1] = m
 			continue
+		}
+		if p.dec.Passcode {
+			// The sender gives the passcode to the recipient out of band
+			// (phone, in person); only its keyed hash is kept.
+			code := totp.RecoveryCodes(1)[0]
+			d.Messages[len(d.Messages)-1].PasscodeHash = in.Keys.PasscodeMAC(m.ID, totp.Normalize(code))
+			text := fmt.Sprintf("The secure message you sent on %s (Message-ID <%s>) asks for a passcode at first opening: %s. "+
+				"Give it to the recipient by phone or in person, not by email.", now.UTC().Format("Monday 2 January 2006, 15:04 MST"),
+				env.MessageID, code)
+			item, err := notify.NewItem(in.Keys, notify.KindPasscode, notify.Notice{To: env.From, Alert: text}, env.Sender.ID, m.ID, now)
+			if err != nil {
+				return d, nil, err
+			}
+			d.Outbox = append(d.Outbox, item)
 		}
 		notice, err := in.Notice(u, p.rcpt, m, now)
 		if err != nil {

@@ -94,6 +94,11 @@ func (r *Ring) AppPasswordMAC(secret string) []byte {
 // AuditKeys are the audit trail's chain MAC key and details encryption key.
 func (r *Ring) AuditKeys() (mac, enc []byte) { return r.auditMAC, r.auditEnc }
 
+// PasscodeMAC is the stored form of a message's first-access passcode.
+func (r *Ring) PasscodeMAC(messageID, code string) []byte {
+	return pcrypto.MAC(r.recoveryK, []byte("passcode:"+messageID+":"+code))
+}
+
 // SessionMACKey keys session records' secret check values.
 func (r *Ring) SessionMACKey() []byte { return r.sessionK }
 

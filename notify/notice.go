@@ -63,6 +63,8 @@ var kinds = map[string]kindTemplates{
 	KindSecurityAlert: {func(org string) string { return "[phigate security alert] " + org }, alertText, alertHTML},
 	KindDeliveryFailure: {func(org string) string { return "Undeliverable: a message you sent through " + org },
 		failureText, failureHTML},
+	KindPasscode: {func(org string) string { return "Passcode for a secure message you sent through " + org },
+		failureText, failureHTML},
 }
 
 var resetText = texttemplate.Must(texttemplate.New("reset").Parse(`Someone asked to reset the password of your {{.Org}} secure message account.

@@ -79,7 +79,8 @@ func orAll(why string) string {
 
 func decision(rule string, t Then, w When, in Input) Decision {
 	dec := Decision{Action: t.Action, Rule: rule, Then: t, NoReply: t.AllowReply != nil && !*t.AllowReply,
-		ReplyMaxBytes: t.ReplyMaxBytes, NoDownload: t.AllowDownload != nil && !*t.AllowDownload, Require2FA: t.Require2FA}
+		ReplyMaxBytes: t.ReplyMaxBytes, NoDownload: t.AllowDownload != nil && !*t.AllowDownload, Require2FA: t.Require2FA,
+		Passcode: t.Passcode && t.Action == Portal}
 	if in.Facts != nil {
 		dec.Detectors = map[string]int{}
 		for name, n := range in.Facts.Counts {

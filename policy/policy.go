@@ -32,6 +32,7 @@ type Decision struct {
 	ReplyMaxBytes int64 `json:"reply_max_bytes,omitempty"`
 	NoDownload    bool  `json:"no_download,omitempty"` // attachments are listed but not downloadable
 	Require2FA    bool  `json:"require_2fa,omitempty"` // reading needs a second factor in this session
+	Passcode      bool  `json:"passcode,omitempty"`    // first access needs a passcode given out of band
 	Version       int64 `json:"version"`
 }
 

@@ -18,6 +18,7 @@ var (
 	errLocked    = errors.New("message waiting for recovery")
 	errRecalled  = errors.New("message recalled by its sender")
 	errNeeds2FA  = errors.New("message needs a second factor")
+	errPasscode  = errors.New("message needs its passcode")
 )
 
 // listItem is one inbox row, decrypted from the separately sealed summary so
@@ -106,6 +107,9 @@ func (s *Server) open(ctx context.Context, v *viewer, id string) (*opened, error
 	// means "not needed").
 	if decisionOf(m).Require2FA && (len(v.user.TOTPSecretEnc) == 0 || !v.rec.MFA) {
 		return nil, errNeeds2FA
+	}
+	if len(m.PasscodeHash) > 0 && m.PasscodeOK == nil {
+		return nil, errPasscode
 	}
 	plain, sig, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: m.KeyPackets, Data: m.Body}, v.key, s.Gateway)
 	if err != nil {

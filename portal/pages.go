@@ -390,6 +390,16 @@ func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer,
 		}
 		return nil, err
 	}
+	if errors.Is(err, errPasscode) {
+		if isAPI(r) {
+			writeJSONError(w, http.StatusForbidden, "passcode_required", "send the passcode the sender gave you to /api/v1/messages/{id}/passcode")
+		} else {
+			d := s.data("Enter the passcode")
+			d.SignedIn, d.ID = true, id
+			s.render(w, r, http.StatusForbidden, "passcode.html", d)
+		}
+		return nil, err
+	}
 	if errors.Is(err, errNeeds2FA) {
 		// The rule that delivered this message asks for a second factor.
 		if isAPI(r) {

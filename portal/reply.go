@@ -9,8 +9,10 @@ import (
 	"time"
 
 	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/intake"
 	"github.com/phigate/phigate/message"
+	"github.com/phigate/phigate/totp"
 )
 
 // replyView is one of the recipient's own replies, shown under the message.
@@ -139,4 +141,67 @@ func (s *Server) apiReply(w http.ResponseWriter, r *http.Request, v *viewer) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"reply_id": replyID})
+}
+
+// checkPasscode accepts the passcode the sender gave the recipient out of
+// band; wrong guesses count towards a lock-out of that message's passcode.
+func (s *Server) checkPasscode(r *http.Request, v *viewer, id, code string) error {
+	m, err := s.Store.GetMessage(r.Context(), id)
+	if err != nil || m.RecipientID != v.user.ID || len(m.PasscodeHash) == 0 {
+		return errNoMessage
+	}
+	if m.PasscodeOK != nil {
+		return nil
+	}
+	acct, ip := "passcode:"+id, ipKey(info(r).ip)
+	if err := s.Limiter.Check(r.Context(), acct, ip); err != nil {
+		return err
+	}
+	want := s.Identity.Keys.PasscodeMAC(id, totp.Normalize(code))
+	if !pcrypto.VerifierEqual(want, m.PasscodeHash) {
+		s.Limiter.Failure(r.Context(), acct, ip)
+		s.audit(r, "message.passcode", "message", id, "failed", nil)
+		return identity.ErrBadCode
+	}
+	s.audit(r, "message.passcode", "message", id, "ok", nil)
+	return s.Store.PasscodeGiven(r.Context(), id, s.now())
+}
+
+func (s *Server) passcodeSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	id := r.PathValue("id")
+	err := s.checkPasscode(r, v, id, r.PostFormValue("code"))
+	if errors.Is(err, errNoMessage) {
+		s.notFound(w, r)
+		return
+	}
+	if err != nil {
+		d := s.data("Enter the passcode")
+		d.SignedIn, d.ID = true, id
+		if msg, ok := s.signInRefusal(err); ok {
+			d.Error = strings.Replace(msg, "from your authenticator app, or one of your recovery codes", "the sender gave you", 1)
+			s.render(w, r, http.StatusUnauthorized, "passcode.html", d)
+			return
+		}
+		s.fail(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/messages/"+id, http.StatusSeeOther)
+}
+
+func (s *Server) apiPasscode(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var req struct {
+		Code string `json:"code"`
+	}
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	err := s.checkPasscode(r, v, r.PathValue("id"), req.Code)
+	switch {
+	case errors.Is(err, errNoMessage):
+		writeJSONError(w, http.StatusNotFound, "not_found", "no such message with a passcode")
+	case err != nil:
+		s.apiRefuse(w, r, err)
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
 }

@@ -342,10 +342,10 @@ func deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
 	}
 	for _, m := range d.Messages {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messages (id, recipient_id, sender_id,
-			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary, key_fpr, decision, state, reply_to)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15)`,
+			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary, key_fpr, decision, state, reply_to, passcode_hash)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)`,
 			m.ID, m.RecipientID, m.SenderID, unix(m.CreatedAt), unix(m.ExpiresAt), m.Size,
-			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary, m.KeyFpr, m.Decision, stateOr(m.State), m.ReplyTo); err != nil {
+			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary, m.KeyFpr, m.Decision, stateOr(m.State), m.ReplyTo, m.PasscodeHash); err != nil {
 			return err
 		}
 	}
@@ -377,14 +377,14 @@ func insertOutbox(ctx context.Context, tx *sql.Tx, o OutboxItem) error {
 func nullStr(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 const msgCols = `id, recipient_id, sender_id, created_at, expires_at, size, policy,
-	key_packets, summary_keys, summary, read_at, key_fpr, decision, state, reply_to`
+	key_packets, summary_keys, summary, read_at, key_fpr, decision, state, reply_to, passcode_hash, passcode_ok_at`
 
 func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, error) {
 	var m Message
 	var c, e int64
-	var r sql.NullInt64
+	var r, pok sql.NullInt64
 	dest := []any{&m.ID, &m.RecipientID, &m.SenderID, &c, &e, &m.Size, &m.Policy,
-		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r, &m.KeyFpr, &m.Decision, &m.State, &m.ReplyTo}
+		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r, &m.KeyFpr, &m.Decision, &m.State, &m.ReplyTo, &m.PasscodeHash, &pok}
 	if withBody {
 		dest = append(dest, &m.Body)
 	}
@@ -394,7 +394,7 @@ func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, 
 		}
 		return nil, err
 	}
-	m.CreatedAt, m.ExpiresAt, m.ReadAt = fromUnix(c), fromUnix(e), fromNull(r)
+	m.CreatedAt, m.ExpiresAt, m.ReadAt, m.PasscodeOK = fromUnix(c), fromUnix(e), fromNull(r), fromNull(pok)
 	return &m, nil
 }
 
@@ -939,4 +939,9 @@ func (s *SQL) PurgeCiphertext(ctx context.Context, now time.Time) (int, error) {
 func (s *SQL) Replies(ctx context.Context, recipientID, messageID string) ([]Message, error) {
 	return s.queryMessages(ctx, true, `SELECT `+msgCols+`, body FROM messages WHERE recipient_id = $1 AND reply_to = $2
 		ORDER BY created_at, id`, recipientID, messageID)
+}
+
+func (s *SQL) PasscodeGiven(ctx context.Context, id string, at time.Time) error {
+	_, err := s.exec(ctx, `UPDATE messages SET passcode_ok_at = $1 WHERE id = $2 AND passcode_ok_at IS NULL`, unix(at), id)
+	return err
 }

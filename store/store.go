@@ -86,6 +86,10 @@ type Message struct {
 	Decision    string // JSON: rule, policy version, detector counts
 	State       string // StateDelivered (default), StateQuarantined, StateDenied
 	ReplyTo     string // for a recipient's own copy of their reply: the message it answers
+	// PasscodeHash is set when first access needs a passcode; PasscodeOK
+	// once it was given.
+	PasscodeHash []byte
+	PasscodeOK   *time.Time
 }
 
 // Message states.
@@ -258,6 +262,8 @@ type Store interface {
 	ListSent(ctx context.Context, senderID string, limit int) ([]Message, error)
 	// Replies returns a recipient's copies of their replies to a message.
 	Replies(ctx context.Context, recipientID, messageID string) ([]Message, error)
+	// PasscodeGiven records that a message's passcode was given.
+	PasscodeGiven(ctx context.Context, id string, at time.Time) error
 	// Recall withdraws a message its sender sent; ErrNotFound if it is not
 	// theirs or is already recalled, denied or purged.
 	Recall(ctx context.Context, id, senderID string) error
