@@ -99,7 +99,21 @@ func TestPolicyActions(t *testing.T) {
 	id := q.Messages[0].ID
 	admin.JSON("POST", "/api/v1/admin/quarantine/"+id+"/approve", nil, 200, nil)
 	admin.JSON("POST", "/api/v1/admin/quarantine/"+id+"/deny", nil, 409, nil)
-	token := e2e.ClaimToken(t, h.WaitNotices(before + 1)[before])
+	// The recipient's notice and a note to the sender about the decision.
+	var token string
+	senderTold := false
+	for _, f := range h.WaitNotices(before + 2)[before:] {
+		b, _ := os.ReadFile(f)
+		if bytes.Contains(b, []byte("/claim/")) {
+			token = e2e.ClaimToken(t, f)
+		}
+		if bytes.Contains(b, []byte("To: <"+staff+">")) && bytes.Contains(b, []byte("approved")) {
+			senderTold = true
+		}
+	}
+	if token == "" || !senderTold {
+		t.Fatalf("after approval: claim link %v, sender told %v", token != "", senderTold)
+	}
 	c := h.Client()
 	c.JSON("POST", "/api/v1/claim", map[string]string{"token": token, "password": patientPW}, 200, nil)
 	var list listJSON

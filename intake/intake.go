@@ -379,8 +379,19 @@ func (in *Intake) Release(ctx context.Context, messageID string, approve bool) e
 	if err != nil {
 		return err
 	}
+	// The sender is told the decision (PHI-free: the message's id and time).
+	note, err := in.senderNote(m, approve)
+	if err != nil {
+		return err
+	}
 	if !approve {
-		return in.Store.DecideQuarantine(ctx, m.ID, store.StateDenied, store.Delivery{})
+		if err := in.Store.DecideQuarantine(ctx, m.ID, store.StateDenied, note); err != nil {
+			return err
+		}
+		if in.Notifier != nil {
+			in.Notifier.Kick()
+		}
+		return nil
 	}
 	u, err := in.Store.UserByID(ctx, m.RecipientID)
 	if err != nil {
@@ -394,6 +405,7 @@ func (in *Intake) Release(ctx context.Context, messageID string, approve bool) e
 	if err != nil {
 		return err
 	}
+	d.Outbox = append(d.Outbox, note.Outbox...)
 	if err := in.Store.DecideQuarantine(ctx, m.ID, store.StateDelivered, d); err != nil {
 		return err
 	}
@@ -419,4 +431,24 @@ func (in *Intake) audit(ctx context.Context, env Envelope, action, objType, objI
 	}
 	return in.Audit.Record(ctx, audit.Entry{Actor: env.Sender.ID, IP: env.IP, Action: action, ObjectType: objType, ObjectID: objID,
 		Outcome: outcome, Correlation: logx.Correlation(ctx), Details: details})
+}
+
+// senderNote tells the sender of a held message what was decided.
+func (in *Intake) senderNote(m *store.Message, approved bool) (store.Delivery, error) {
+	sender, err := in.Store.UserByID(context.Background(), m.SenderID)
+	if err != nil {
+		return store.Delivery{}, err
+	}
+	to, err := in.Identity.Email(sender)
+	if err != nil {
+		return store.Delivery{}, err
+	}
+	what := "was approved by an administrator and delivered to the secure portal"
+	if !approved {
+		what = "was denied by an administrator and will not be delivered"
+	}
+	text := fmt.Sprintf("The secure message you sent on %s (phigate id %s), held for review by the organisation's policy, %s.",
+		m.CreatedAt.UTC().Format("Monday 2 January 2006, 15:04 MST"), m.ID, what)
+	item, err := notify.NewItem(in.Keys, notify.KindSenderNote, notify.Notice{To: to, Alert: text}, sender.ID, m.ID, in.now())
+	return store.Delivery{Outbox: []store.OutboxItem{item}}, err
 }

@@ -65,6 +65,8 @@ var kinds = map[string]kindTemplates{
 		failureText, failureHTML},
 	KindPasscode: {func(org string) string { return "Passcode for a secure message you sent through " + org },
 		failureText, failureHTML},
+	KindSenderNote: {func(org string) string { return "About a secure message you sent through " + org },
+		failureText, failureHTML},
 }
 
 var resetText = texttemplate.Must(texttemplate.New("reset").Parse(`Someone asked to reset the password of your {{.Org}} secure message account.

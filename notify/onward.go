@@ -15,6 +15,7 @@ const (
 	KindRelay           = "relay"            // a message for the smarthost as it is (relay, PGP/MIME, reply)
 	KindDeliveryFailure = "delivery-failure" // the report to the internal sender when relay gives up
 	KindPasscode        = "passcode"         // tells the internal sender a message's first-access passcode
+	KindSenderNote      = "sender-note"      // tells the internal sender what became of a message (quarantine decision)
 )
 
 // DefaultMaxRelayAge is how long onward mail is retried before its sender

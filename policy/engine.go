@@ -53,7 +53,7 @@ func (d *Document) EnvelopeDecision(in Input) (dec Decision, final bool) {
 
 func (d *Document) trace(in Input, steps *[]Step) (Decision, bool) {
 	for _, r := range d.Rules {
-		why, needsContent := r.When.mismatch(in)
+		why, needsContent := r.When.mismatch(in, d.Groups)
 		if steps != nil {
 			*steps = append(*steps, Step{Rule: r.Name, Matched: why == "", Why: orAll(why)})
 		}
@@ -108,10 +108,19 @@ func decision(rule string, t Then, w When, in Input) Decision {
 // mismatch returns the first condition of w that fails for in ("" if all
 // hold). needsContent is true when the envelope conditions hold but a
 // content condition cannot be judged because in.Facts is nil.
-func (w When) mismatch(in Input) (why string, needsContent bool) {
+func (w When) mismatch(in Input, groups map[string][]string) (why string, needsContent bool) {
 	rcpt := strings.ToLower(in.Recipient)
 	if len(w.Senders) > 0 && !containsFold(w.Senders, in.Sender) {
 		return "sender not listed", false
+	}
+	if len(w.SenderGroups) > 0 {
+		member := false
+		for _, g := range w.SenderGroups {
+			member = member || containsFold(groups[g], in.Sender)
+		}
+		if !member {
+			return "sender in none of the groups", false
+		}
 	}
 	if len(w.SenderRoles) > 0 && !containsFold(w.SenderRoles, in.SenderRole) {
 		return "sender role " + in.SenderRole + " not listed", false

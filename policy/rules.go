@@ -16,6 +16,9 @@ import (
 // is what admins edit, what versions store, and what diffs compare.
 type Document struct {
 	Detectors DetectorSettings `toml:"detectors"`
+	// Groups name lists of sender addresses for rules' sender_groups
+	// (e.g. oncology = ["dr.a@clinic.example", "dr.b@clinic.example"]).
+	Groups map[string][]string `toml:"groups"`
 	Rules     []Rule           `toml:"rule"`
 	Default   Then             `toml:"default"`
 }
@@ -36,6 +39,7 @@ type Rule struct {
 // match anything.
 type When struct {
 	Senders          []string       `toml:"senders"`           // addresses
+	SenderGroups     []string       `toml:"sender_groups"`     // names from [groups]
 	SenderRoles      []string       `toml:"sender_roles"`      // staff, admin, security
 	Recipients       []string       `toml:"recipients"`        // addresses
 	RecipientDomains []string       `toml:"recipient_domains"` // "lab.example" or "*.example.org"
@@ -162,6 +166,11 @@ func Parse(text []byte, detectorNames []string) (*Document, error) {
 			}
 			if n < 1 {
 				add(i, "detector %q needs a count of at least 1", det)
+			}
+		}
+		for _, g := range r.When.SenderGroups {
+			if _, ok := d.Groups[g]; !ok {
+				add(i, "unknown sender group %q (define it under [groups])", g)
 			}
 		}
 		for _, role := range r.When.SenderRoles {

@@ -235,3 +235,27 @@ func TestVersionsAndRollback(t *testing.T) {
 		t.Errorf("refresh: %v %v", changed, err)
 	}
 }
+
+func TestSenderGroups(t *testing.T) {
+	d := mustParse(t, `[groups]
+oncology = ["dr.onc@clinic.example", "nurse.onc@clinic.example"]
+
+[[rule]]
+name = "oncology-portal-7d"
+when.sender_groups = ["oncology"]
+then.action = "portal"
+then.expiry_days = 7
+
+[default]
+action = "portal"
+`)
+	if dec := d.Evaluate(Input{Sender: "Nurse.Onc@clinic.example", Recipient: "p@example.net", Facts: &Facts{}}); dec.Rule != "oncology-portal-7d" {
+		t.Errorf("group member: %+v", dec)
+	}
+	if dec := d.Evaluate(Input{Sender: "dr.gp@clinic.example", Recipient: "p@example.net", Facts: &Facts{}}); dec.Rule != "default" {
+		t.Errorf("not a member: %+v", dec)
+	}
+	if _, err := Parse([]byte("[[rule]]\nname = \"x\"\nwhen.sender_groups = [\"none\"]\nthen.action = \"portal\"\n[default]\naction = \"portal\"\n"), detectorNames); err == nil || !strings.Contains(err.Error(), "unknown sender group") {
+		t.Errorf("unknown group: %v", err)
+	}
+}

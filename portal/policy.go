@@ -337,3 +337,44 @@ func (s *Server) quarantineSubmit(w http.ResponseWriter, r *http.Request, v *vie
 	}
 	s.renderQuarantine(w, r, d)
 }
+
+// keysPage registers a recipient's OpenPGP key from the admin pages.
+func (s *Server) keysPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Recipient keys")
+	s.render(w, r, http.StatusOK, "admin_keys.html", d)
+}
+
+func (s *Server) keysSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Recipient keys")
+	email := strings.TrimSpace(r.PostFormValue("email"))
+	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), email, []byte(r.PostFormValue("key")), v.user.ID)
+	if err != nil {
+		d.Email, d.Error = email, "The key was refused: "+strings.TrimPrefix(err.Error(), "identity: ")
+		s.render(w, r, http.StatusBadRequest, "admin_keys.html", d)
+		return
+	}
+	s.audit(r, "key.register", "key", fpr, "ok", map[string]string{"email": email})
+	d.Notice = "Registered key " + fpr + " for " + email + ". Messages to this address can now go as PGP/MIME if the policy says so."
+	s.render(w, r, http.StatusOK, "admin_keys.html", d)
+}
+
+// ownKeySubmit lets a recipient register their own key from the account page.
+func (s *Server) ownKeySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	email, err := s.Identity.Email(v.user)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d := s.data("Your account")
+	d.Enrolled = len(v.user.TOTPSecretEnc) > 0
+	d.CodesLeft, _ = s.Store.CountRecoveryCodes(r.Context(), v.user.ID)
+	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), email, []byte(r.PostFormValue("key")), v.user.ID)
+	if err != nil {
+		d.Error = "The key was refused: " + strings.TrimPrefix(err.Error(), "identity: ")
+		s.render(w, r, http.StatusBadRequest, "account.html", d)
+		return
+	}
+	s.audit(r, "key.register", "key", fpr, "ok", nil)
+	d.Notice = "Your key " + fpr + " is registered."
+	s.render(w, r, http.StatusOK, "account.html", d)
+}

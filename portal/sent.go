@@ -20,6 +20,7 @@ type sentItem struct {
 	NoticeFail bool       `json:"notice_failed,omitempty"`
 	OpenedAt   *time.Time `json:"opened_at,omitempty"`
 	OpenedFrom string     `json:"opened_from,omitempty"`
+	RepliedAt  *time.Time `json:"replied_at,omitempty"`
 	Rule       string     `json:"rule"`
 }
 
@@ -45,12 +46,16 @@ func (s *Server) sentList(r *http.Request, v *viewer) ([]sentItem, error) {
 			for _, e := range hist {
 				t := e.Time
 				switch {
+				case e.Action == "notice.send" && e.Details["kind"] != "new-message":
+					// a note to the sender, not the recipient's notice
 				case e.Action == "notice.send" && e.Outcome == "ok" && it.Notified == nil:
 					it.Notified = &t
 				case e.Action == "notice.send" && e.Outcome == "failed":
 					it.NoticeFail = true
 				case e.Action == "message.read" && e.Outcome == "ok" && it.OpenedAt == nil:
 					it.OpenedAt, it.OpenedFrom = &t, e.IP
+				case e.Action == "message.reply" && e.Outcome == "ok" && it.RepliedAt == nil:
+					it.RepliedAt = &t
 				}
 			}
 		}
