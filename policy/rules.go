@@ -18,9 +18,9 @@ type Document struct {
 	Detectors DetectorSettings `toml:"detectors"`
 	// Groups name lists of sender addresses for rules' sender_groups
 	// (e.g. oncology = ["dr.a@clinic.example", "dr.b@clinic.example"]).
-	Groups map[string][]string `toml:"groups"`
-	Rules     []Rule           `toml:"rule"`
-	Default   Then             `toml:"default"`
+	Groups  map[string][]string `toml:"groups"`
+	Rules   []Rule              `toml:"rule"`
+	Default Then                `toml:"default"`
 }
 
 // DetectorSettings configure the content detectors (package detect).
