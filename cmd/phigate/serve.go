@@ -111,6 +111,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if a := g.MetricsAddr(); a != "" {
 		fmt.Fprintf(stdout, "  metrics (Prometheus):   http://%s/metrics\n", a)
 	}
+	if cfg.Dev {
+		fmt.Fprintf(stdout, "  WARNING dev escrow PRIVATE key and passphrase are in the data folder (%s, %s): never do this with real patient data\n",
+			gateway.DataPath(cfg, "escrow-private.asc"), gateway.DataPath(cfg, "escrow-passphrase.txt"))
+	}
 	if cfg.Dev && cfg.Smarthost.Addr == "" {
 		fmt.Fprintf(stdout, "  notices and onward mail: %s\n", gateway.DataPath(cfg, "maildrop"))
 	}
