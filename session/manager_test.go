@@ -141,7 +141,7 @@ var managerTests = []struct {
 
 	{"peek does not keep the session alive", func(t *testing.T, b backend) {
 		c := newCluster(t, b, 2)
-		tok, rec, _ := c.m[0].Start(ctx, "user-1", "patient", []byte("k"), false)
+		tok, rec, _ := c.m[0].Start(ctx, "user-1", "patient", []byte("k"), true)
 		for i := 0; i < 3; i++ {
 			c.clk.Add(3 * time.Minute)
 			r, err := c.m[i%2].Peek(ctx, tok)
@@ -162,7 +162,7 @@ var managerTests = []struct {
 	{"end needs the secret", func(t *testing.T, b backend) {
 		c := newCluster(t, b, 1)
 		m := c.m[0]
-		tok, rec, _ := m.Start(ctx, "user-1", "patient", []byte("k"), false)
+		tok, rec, _ := m.Start(ctx, "user-1", "patient", []byte("k"), true)
 		// Knowing the id (it travels in events) is not enough to sign
 		// someone out.
 		if err := m.End(ctx, rec.ID+"."+b64.EncodeToString(pcrypto.RandomBytes(32)), ReasonUser); err != nil {
@@ -177,15 +177,15 @@ var managerTests = []struct {
 		c := newCluster(t, b, 2)
 		a, bb := c.m[0], c.m[1]
 		evA := collect(t, c.nodes[0].bus) // the old browser's websocket is on node A
-		first, firstRec, err := a.Start(ctx, "user-1", "staff", []byte("k1"), false)
+		first, firstRec, err := a.Start(ctx, "user-1", "staff", []byte("k1"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		other, _, err := a.Start(ctx, "user-2", "staff", []byte("k2"), false)
+		other, _, err := a.Start(ctx, "user-2", "staff", []byte("k2"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		second, _, err := bb.Start(ctx, "user-1", "staff", []byte("k1"), false)
+		second, _, err := bb.Start(ctx, "user-1", "staff", []byte("k1"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -219,7 +219,7 @@ var managerTests = []struct {
 			go func(i int) {
 				defer wg.Done()
 				<-start
-				tok, _, err := c.m[i%2].Start(ctx, "racer", "patient", []byte("key"), false)
+				tok, _, err := c.m[i%2].Start(ctx, "racer", "patient", []byte("key"), true)
 				if err != nil {
 					t.Error(err)
 				}
@@ -272,7 +272,7 @@ var managerTests = []struct {
 		c := newCluster(t, b, 2)
 		m := c.m[0]
 		ev := collect(t, c.nodes[1].bus)
-		tok, rec, err := m.Start(ctx, "user-1", "patient", []byte("k"), false)
+		tok, rec, err := m.Start(ctx, "user-1", "patient", []byte("k"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -314,7 +314,7 @@ var managerTests = []struct {
 			}
 		}
 		m.Idle = 2 * time.Hour // configured too long: 30 minutes still apply
-		tok, _, _ := m.Start(ctx, "user-1", "patient", []byte("k"), false)
+		tok, _, _ := m.Start(ctx, "user-1", "patient", []byte("k"), true)
 		c.clk.Add(29 * time.Minute)
 		if _, _, err := m.Resume(ctx, tok); err != nil {
 			t.Fatal(err)
@@ -328,7 +328,7 @@ var managerTests = []struct {
 		c := newCluster(t, b, 1)
 		m := c.m[0]
 		m.Absolute = time.Hour
-		tok, _, err := m.Start(ctx, "user-1", "patient", []byte("k"), false)
+		tok, _, err := m.Start(ctx, "user-1", "patient", []byte("k"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -345,7 +345,7 @@ var managerTests = []struct {
 		wantEnded(t, err, ReasonAbsolute)
 		// Absolute = 0 means no absolute limit.
 		m.Absolute = 0
-		tok, _, _ = m.Start(ctx, "user-2", "patient", []byte("k"), false)
+		tok, _, _ = m.Start(ctx, "user-2", "patient", []byte("k"), true)
 		for i := 0; i < 30; i++ {
 			c.clk.Add(9 * time.Minute)
 			if _, _, err := m.Resume(ctx, tok); err != nil {
@@ -358,7 +358,7 @@ var managerTests = []struct {
 		c := newCluster(t, b, 2)
 		ev := collect(t, c.nodes[1].bus)
 		priv := []byte("the key")
-		tok, rec, err := c.m[0].Start(ctx, "user-1", "patient", priv, false)
+		tok, rec, err := c.m[0].Start(ctx, "user-1", "patient", priv, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -415,8 +415,8 @@ var managerTests = []struct {
 
 	{"rotate cannot revive a replaced session", func(t *testing.T, b backend) {
 		c := newCluster(t, b, 2)
-		old, _, _ := c.m[0].Start(ctx, "user-1", "patient", []byte("k"), false)
-		newer, _, _ := c.m[1].Start(ctx, "user-1", "patient", []byte("k"), false)
+		old, _, _ := c.m[0].Start(ctx, "user-1", "patient", []byte("k"), true)
+		newer, _, _ := c.m[1].Start(ctx, "user-1", "patient", []byte("k"), true)
 		if _, _, err := c.m[0].Rotate(ctx, old, "patient", true); Reason(err) != ReasonReplaced {
 			t.Errorf("rotating a replaced session: %v", err)
 		}
@@ -428,8 +428,8 @@ var managerTests = []struct {
 	{"end user", func(t *testing.T, b backend) {
 		c := newCluster(t, b, 2)
 		ev := collect(t, c.nodes[0].bus)
-		tok, rec, _ := c.m[0].Start(ctx, "user-1", "patient", []byte("k"), false)
-		other, _, _ := c.m[0].Start(ctx, "user-2", "patient", []byte("k"), false)
+		tok, rec, _ := c.m[0].Start(ctx, "user-1", "patient", []byte("k"), true)
+		other, _, _ := c.m[0].Start(ctx, "user-2", "patient", []byte("k"), true)
 		if err := c.m[1].EndUser(ctx, "user-1", ReasonDisabled); err != nil {
 			t.Fatal(err)
 		}
@@ -453,7 +453,7 @@ var managerTests = []struct {
 	{"record alone cannot unwrap the key", func(t *testing.T, b backend) {
 		c := newCluster(t, b, 1)
 		priv := []byte("secret private key")
-		tok, rec, err := c.m[0].Start(ctx, "user-1", "patient", priv, false)
+		tok, rec, err := c.m[0].Start(ctx, "user-1", "patient", priv, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -490,11 +490,11 @@ var managerTests = []struct {
 	{"tampered tokens", func(t *testing.T, b backend) {
 		c := newCluster(t, b, 1)
 		m := c.m[0]
-		tok, rec, err := m.Start(ctx, "user-1", "patient", []byte("k"), false)
+		tok, rec, err := m.Start(ctx, "user-1", "patient", []byte("k"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		other, _, err := m.Start(ctx, "user-2", "patient", []byte("k2"), false)
+		other, _, err := m.Start(ctx, "user-2", "patient", []byte("k2"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -535,15 +535,42 @@ var managerTests = []struct {
 		}
 	}},
 
+	// A sign-in still waiting for its second factor replaces nothing: a
+	// password alone must not sign the owner out everywhere. Completing the
+	// second factor (Rotate with mfa) replaces the older session.
+	{"pending sign-in replaces nothing", func(t *testing.T, b backend) {
+		m := newCluster(t, b, 1).m[0]
+		full, _, err := m.Start(ctx, "user-1", "staff", []byte("k"), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending, _, err := m.Start(ctx, "user-1", "staff", []byte("k"), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := m.Resume(ctx, full); err != nil {
+			t.Fatalf("a pending sign-in ended the full session: %v", err)
+		}
+		done, _, err := m.Rotate(ctx, pending, "staff", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = m.Resume(ctx, full)
+		wantEnded(t, err, ReasonReplaced)
+		if _, _, err := m.Resume(ctx, done); err != nil {
+			t.Errorf("the completed sign-in: %v", err)
+		}
+	}},
+
 	{"without a bus", func(t *testing.T, b backend) {
 		c := newCluster(t, b, 1)
 		m := c.m[0]
 		m.Bus = nil
-		tok, _, err := m.Start(ctx, "u", "patient", []byte("k"), false)
+		tok, _, err := m.Start(ctx, "u", "patient", []byte("k"), true)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := m.Start(ctx, "u", "patient", []byte("k"), false); err != nil {
+		if _, _, err := m.Start(ctx, "u", "patient", []byte("k"), true); err != nil {
 			t.Fatal(err)
 		}
 		_, _, err = m.Resume(ctx, tok)
@@ -559,7 +586,7 @@ var managerTests = []struct {
 				defer wg.Done()
 				m := c.m[i%2]
 				user := []string{"a", "b", "c"}[i%3]
-				tok, _, err := m.Start(ctx, user, "patient", []byte(user), false)
+				tok, _, err := m.Start(ctx, user, "patient", []byte(user), true)
 				if err != nil {
 					t.Error(err)
 					return
@@ -612,7 +639,7 @@ func TestRedisHoldsNoSecrets(t *testing.T) {
 		Now: clk.Now, Bus: events.NewRedis(rdb, "phigate:events")}
 	priv := []byte("PRIVATE-KEY-CANARY-0123456789")
 	userID := "9f86d081884c7d659a2feaa0c55ad015"
-	tok, _, err := m.Start(ctx, userID, "patient", priv, false)
+	tok, _, err := m.Start(ctx, userID, "patient", priv, true)
 	if err != nil {
 		t.Fatal(err)
 	}

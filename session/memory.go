@@ -79,8 +79,11 @@ func (s *Memory) Put(_ context.Context, r Record, idle time.Duration) ([]string,
 	defer s.mu.Unlock()
 	now := s.now()
 	var replaced []string
+	// Only a complete sign-in replaces the others: a session still waiting
+	// for its second factor must not let a password alone sign the owner
+	// out everywhere.
 	for id := range s.byUser[r.UserID] {
-		if id != r.ID && s.end(id, ReasonReplaced, now) {
+		if r.MFA && id != r.ID && s.end(id, ReasonReplaced, now) {
 			replaced = append(replaced, id)
 		}
 	}

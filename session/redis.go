@@ -59,13 +59,15 @@ func boolFlag(b bool) string {
 // seen, mfa. Returns the ids it ended.
 var putScript = redis.NewScript(`
 local replaced = {}
-for _, old in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  if old ~= ARGV[2] then
-    if redis.call('DEL', ARGV[1] .. 's:' .. old) == 1 then
-      redis.call('SET', ARGV[1] .. 'e:' .. old, 'replaced', 'PX', ARGV[4])
-      table.insert(replaced, old)
+if ARGV[12] == '1' then
+  for _, old in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+    if old ~= ARGV[2] then
+      if redis.call('DEL', ARGV[1] .. 's:' .. old) == 1 then
+        redis.call('SET', ARGV[1] .. 'e:' .. old, 'replaced', 'PX', ARGV[4])
+        table.insert(replaced, old)
+      end
+      redis.call('SREM', KEYS[2], old)
     end
-    redis.call('SREM', KEYS[2], old)
   end
 end
 redis.call('DEL', KEYS[1])

@@ -86,6 +86,8 @@ type Store interface {
 	// "replaced", in one atomic step: two racing sign-ins leave exactly one
 	// live session, and the loser's id is tombstoned "replaced". It returns
 	// the ids it ended. idle (> 0) is how long r lives without a Touch.
+	// A record whose second factor is still pending (MFA false) replaces
+	// nothing; the full sign-in (Rotate with mfa) does.
 	Put(ctx context.Context, r Record, idle time.Duration) (replaced []string, err error)
 	// Get returns the live record, an *EndedError for a remembered ended
 	// id, or ErrNoSession.

@@ -91,7 +91,7 @@ func TestStore(t *testing.T) {
 
 func record(id, user string, at time.Time) Record {
 	return Record{ID: id, UserID: user, Role: "patient", WrappedKey: pcrypto.RandomBytes(60),
-		SecretHash: pcrypto.RandomBytes(32), Created: at, LastSeen: at}
+		SecretHash: pcrypto.RandomBytes(32), Created: at, LastSeen: at, MFA: true}
 }
 
 func wantEnded(t *testing.T, err error, reason string) {
