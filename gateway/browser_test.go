@@ -13,6 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/internal/testtool"
 )
 
 // browserIdle is the idle timeout of the real-browser test: short, so the
@@ -30,7 +31,7 @@ const browserIdle = 20 * time.Second
 // With PHIGATE_SCREENSHOTS=1 it also saves full-page screenshots of the
 // key pages to docs/screenshots/.
 func TestBrowserPortal(t *testing.T) {
-	chromium := e2e.NeedTool(t, "chromium")
+	chromium := testtool.Need(t, "chromium")
 	if testing.Short() {
 		t.Skip("the real-browser test takes about 30 s")
 	}

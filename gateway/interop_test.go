@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/internal/testtool"
 )
 
 // TestInteropClients submits through real third-party clients: swaks (the
@@ -13,8 +14,8 @@ import (
 // STARTTLS and implicit TLS, AUTH PLAIN and LOGIN, and checks every message
 // reaches the recipient's inbox intact.
 func TestInteropClients(t *testing.T) {
-	swaks := e2e.NeedTool(t, "swaks")
-	python := e2e.NeedTool(t, "python3")
+	swaks := testtool.Need(t, "swaks")
+	python := testtool.Need(t, "python3")
 	h := e2e.Start(t, e2e.Config(t.TempDir()))
 	pass := h.AddStaff(staff)
 	host, port, _ := strings.Cut(h.SMTP, ":")

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/internal/testtool"
 )
 
 // TestInteropPostfixRelayhost submits through Postfix, the organisation's
@@ -30,9 +31,9 @@ import (
 // data directories under t.TempDir(), no smtpd listener at all, loopback
 // only, and its log in a file (maillog_file) instead of syslog.
 func TestInteropPostfixRelayhost(t *testing.T) {
-	e2e.NeedTool(t, "postfix")
-	e2e.NeedTool(t, "sendmail")
-	e2e.NeedTool(t, "postqueue")
+	testtool.Need(t, "postfix")
+	testtool.Need(t, "sendmail")
+	testtool.Need(t, "postqueue")
 
 	t.Run("app password", func(t *testing.T) {
 		t.Parallel()
