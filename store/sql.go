@@ -454,20 +454,30 @@ func (s *SQL) MessageKeysForUser(ctx context.Context, userID string) ([]MessageK
 		WHERE recipient_id = $1 ORDER BY id`, userID)
 }
 
+// spendToken marks an unexpired, unused token of kind for userID as used,
+// or returns ErrTokenSpent: in the same transaction as what the token
+// allows, so a token works exactly once.
+func spendToken(ctx context.Context, tx *sql.Tx, hash []byte, userID, kind string, at time.Time) error {
+	res, err := tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1
+		WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1 AND kind = $4`,
+		unix(at), hash, userID, kind)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return ErrTokenSpent
+	}
+	return nil
+}
+
 // Claim activates a pending account: spends the token, stores the new key
 // and password verifier, re-wraps every message and drops the pending key.
 func (s *SQL) Claim(ctx context.Context, c Claim) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1
-			WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1 AND kind = $4`,
-			unix(c.At), c.TokenHash, c.UserID, TokenClaim)
-		if err != nil {
+		if err := spendToken(ctx, tx, c.TokenHash, c.UserID, TokenClaim, c.At); err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrTokenSpent
-		}
-		res, err = tx.ExecContext(ctx, `UPDATE users SET status = $1, key_fpr = $2, public_key = $3,
+		res, err := tx.ExecContext(ctx, `UPDATE users SET status = $1, key_fpr = $2, public_key = $3,
 			private_key_wrapped = $4, key_wrap = $5, pw_params = $6, pw_salt = $7, pw_verifier = $8,
 			updated_at = $9, pw_history = $10 WHERE id = $11 AND status = $12 AND key_fpr = $13`,
 			StatusActive, c.NewKeyFpr, c.PublicKey, c.PrivateKeyWrapped, KeyWrapPassword,
@@ -656,16 +666,10 @@ func (s *SQL) CountRecoveryCodes(ctx context.Context, userID string) (int, error
 
 func (s *SQL) Reset(ctx context.Context, r Reset) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1
-			WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1 AND kind = $4`,
-			unix(r.At), r.TokenHash, r.UserID, TokenReset)
-		if err != nil {
+		if err := spendToken(ctx, tx, r.TokenHash, r.UserID, TokenReset, r.At); err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrTokenSpent
-		}
-		res, err = tx.ExecContext(ctx, `UPDATE users SET key_fpr = $1, public_key = $2, private_key_wrapped = $3,
+		res, err := tx.ExecContext(ctx, `UPDATE users SET key_fpr = $1, public_key = $2, private_key_wrapped = $3,
 			key_wrap = $4, pw_params = $5, pw_salt = $6, pw_verifier = $7, pw_history = $8, updated_at = $9
 			WHERE id = $10 AND status = $11`,
 			r.NewKeyFpr, r.PublicKey, r.PrivateKeyWrapped, KeyWrapPassword, r.PwParams, r.PwSalt, r.PwVerifier,
