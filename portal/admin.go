@@ -95,7 +95,7 @@ func pcryptoRandom() string {
 func (s *Server) adminCreateSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
 	email := strings.TrimSpace(r.PostFormValue("email"))
 	if _, err := s.createManaged(r, v, email, r.PostFormValue("role")); err != nil {
-		s.renderAdminUsers(w, r, http.StatusBadRequest, "", "Could not create the account: "+strings.TrimPrefix(err.Error(), "identity: "))
+		s.renderAdminUsers(w, r, http.StatusBadRequest, "", "Could not create the account: "+reason(err))
 		return
 	}
 	s.renderAdminUsers(w, r, http.StatusOK, "Account created. "+email+" has been emailed a link to choose a password.", "")
@@ -172,7 +172,7 @@ func (s *Server) adminActionSubmit(w http.ResponseWriter, r *http.Request, v *vi
 		return
 	}
 	if err != nil {
-		s.renderAdminUsers(w, r, http.StatusBadRequest, "", strings.TrimPrefix(err.Error(), "identity: "))
+		s.renderAdminUsers(w, r, http.StatusBadRequest, "", reason(err))
 		return
 	}
 	s.renderAdminUsers(w, r, http.StatusOK, msg, "")
@@ -194,7 +194,7 @@ func (s *Server) apiAdminCreate(w http.ResponseWriter, r *http.Request, v *viewe
 	}
 	u, err := s.createManaged(r, v, req.Email, req.Role)
 	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), "identity: "))
+		writeJSONError(w, http.StatusBadRequest, "bad_request", reason(err))
 		return
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"user": userJSON{u.ID, u.Role}})
@@ -211,7 +211,7 @@ func (s *Server) apiAdminAction(w http.ResponseWriter, r *http.Request, v *viewe
 		return
 	}
 	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), "identity: "))
+		writeJSONError(w, http.StatusBadRequest, "bad_request", reason(err))
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"message": msg})
@@ -263,7 +263,7 @@ func (s *Server) recoverSubmit(w http.ResponseWriter, r *http.Request, v *viewer
 	case errors.Is(err, store.ErrNotFound):
 		d.Error = "No account has that address."
 	case err != nil && (errors.Is(err, identity.ErrEscrowLocked) || strings.Contains(err.Error(), "escrow")):
-		d.Error = strings.TrimPrefix(err.Error(), "identity: ")
+		d.Error = reason(err)
 	case err != nil:
 		s.fail(w, r, err)
 		return
@@ -282,9 +282,8 @@ func (s *Server) apiRecover(w http.ResponseWriter, r *http.Request, v *viewer) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	escrow, err := s.Identity.UnlockEscrow([]byte(req.EscrowKey), []byte(req.Passphrase))
-	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_escrow_key", strings.TrimPrefix(err.Error(), "identity: "))
+	escrow := s.apiUnlockEscrow(w, req.EscrowKey, req.Passphrase)
+	if escrow == nil {
 		return
 	}
 	n, err := s.recoverFor(r, v, req.Email, escrow)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/message"
@@ -32,6 +33,24 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeJSONError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, apiError{Error: code, Message: msg})
+}
+
+// reason is the text of a refusal the identity package explains to the
+// user (a weak password, a refused key, a wrong escrow passphrase), without
+// the package prefix.
+func reason(err error) string {
+	return strings.TrimPrefix(err.Error(), "identity: ")
+}
+
+// apiUnlockEscrow unlocks the escrow key a request carries, or answers 400
+// with the reason and returns nil.
+func (s *Server) apiUnlockEscrow(w http.ResponseWriter, armored, passphrase string) *pcrypto.Key {
+	escrow, err := s.Identity.UnlockEscrow([]byte(armored), []byte(passphrase))
+	if err != nil {
+		writeJSONError(w, http.StatusBadRequest, "bad_escrow_key", reason(err))
+		return nil
+	}
+	return escrow
 }
 
 func (s *Server) apiFail(w http.ResponseWriter, r *http.Request, err error) {

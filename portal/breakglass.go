@@ -78,7 +78,7 @@ func (s *Server) breakGlassSubmit(w http.ResponseWriter, r *http.Request, v *vie
 		case errors.Is(err, store.ErrNotFound):
 			d.Error = "No message has that id."
 		default:
-			d.Error = strings.TrimPrefix(err.Error(), "identity: ")
+			d.Error = reason(err)
 		}
 		s.render(w, r, http.StatusBadRequest, "breakglass.html", d)
 		return
@@ -100,9 +100,8 @@ func (s *Server) apiBreakGlass(w http.ResponseWriter, r *http.Request, v *viewer
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	escrow, err := s.Identity.UnlockEscrow([]byte(req.EscrowKey), []byte(req.Passphrase))
-	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_escrow_key", strings.TrimPrefix(err.Error(), "identity: "))
+	escrow := s.apiUnlockEscrow(w, req.EscrowKey, req.Passphrase)
+	if escrow == nil {
 		return
 	}
 	o, err := s.breakGlass(r, v, req.MessageID, req.Reason, escrow)

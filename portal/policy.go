@@ -197,7 +197,7 @@ func (s *Server) apiRecipientKey(w http.ResponseWriter, r *http.Request, v *view
 	}
 	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), req.Email, []byte(req.Key), v.user.ID)
 	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_key", strings.TrimPrefix(err.Error(), "identity: "))
+		writeJSONError(w, http.StatusBadRequest, "bad_key", reason(err))
 		return
 	}
 	s.Log.InfoContext(r.Context(), "recipient key registered", "by", v.user.ID, "fingerprint", fpr)
@@ -221,7 +221,7 @@ func (s *Server) apiOwnKey(w http.ResponseWriter, r *http.Request, v *viewer) {
 	}
 	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), email, []byte(req.Key), v.user.ID)
 	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_key", strings.TrimPrefix(err.Error(), "identity: "))
+		writeJSONError(w, http.StatusBadRequest, "bad_key", reason(err))
 		return
 	}
 	s.audit(r, "key.register", "key", fpr, "ok", nil)
@@ -349,7 +349,7 @@ func (s *Server) keysSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
 	email := strings.TrimSpace(r.PostFormValue("email"))
 	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), email, []byte(r.PostFormValue("key")), v.user.ID)
 	if err != nil {
-		d.Email, d.Error = email, "The key was refused: "+strings.TrimPrefix(err.Error(), "identity: ")
+		d.Email, d.Error = email, "The key was refused: "+reason(err)
 		s.render(w, r, http.StatusBadRequest, "admin_keys.html", d)
 		return
 	}
@@ -370,7 +370,7 @@ func (s *Server) ownKeySubmit(w http.ResponseWriter, r *http.Request, v *viewer)
 	d.CodesLeft, _ = s.Store.CountRecoveryCodes(r.Context(), v.user.ID)
 	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), email, []byte(r.PostFormValue("key")), v.user.ID)
 	if err != nil {
-		d.Error = "The key was refused: " + strings.TrimPrefix(err.Error(), "identity: ")
+		d.Error = "The key was refused: " + reason(err)
 		s.render(w, r, http.StatusBadRequest, "account.html", d)
 		return
 	}
