@@ -266,16 +266,27 @@ func logServe(name string, log *slog.Logger, err error) {
 // linger, and announces each end like any other.
 func (g *Gateway) sweep(ctx context.Context, m *session.Memory) {
 	idle := g.Sessions.Idle
-	t := time.NewTicker(min(idle/2, time.Minute))
+	every(ctx, min(idle/2, time.Minute), false, func(ctx context.Context, now time.Time) {
+		for _, r := range m.SweepEnded(now, idle) {
+			g.Sessions.Announce(ctx, r.UserID, r.ID, session.ReasonIdle)
+		}
+	})
+}
+
+// every calls f each period until ctx ends, and once at the start when
+// atStart is set. Each call gets its own correlation id for its log lines.
+func every(ctx context.Context, period time.Duration, atStart bool, f func(ctx context.Context, now time.Time)) {
+	t := time.NewTicker(period)
 	defer t.Stop()
+	if atStart {
+		f(logx.WithCorrelation(ctx, logx.NewCorrelationID()), time.Now())
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			for _, r := range m.SweepEnded(now, idle) {
-				g.Sessions.Announce(ctx, r.UserID, r.ID, session.ReasonIdle)
-			}
+			f(logx.WithCorrelation(ctx, logx.NewCorrelationID()), now)
 		}
 	}
 }
@@ -321,15 +332,7 @@ func (g *Gateway) shared(ctx context.Context) error {
 // regular review); a broken chain is audited, which alerts the security
 // officer.
 func (g *Gateway) verifyDaily(ctx context.Context) {
-	t := time.NewTicker(24 * time.Hour)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ctx := logx.WithCorrelation(ctx, logx.NewCorrelationID())
+	every(ctx, 24*time.Hour, false, func(ctx context.Context, _ time.Time) {
 		n, err := g.Trail.Verify(ctx)
 		var be *audit.BrokenError
 		outcome, objID, details := "ok", "", map[string]string{"checked": fmt.Sprint(n)}
@@ -339,33 +342,25 @@ func (g *Gateway) verifyDaily(ctx context.Context) {
 			g.Log.ErrorContext(ctx, "audit chain broken", "first", be.Seq, "reason", be.Reason)
 		case err != nil:
 			g.Log.ErrorContext(ctx, "audit verify", "err", err)
-			continue
+			return
 		}
 		g.Audit.Record(ctx, audit.Entry{Actor: "system", Action: "audit.verify", ObjectType: "audit", ObjectID: objID,
 			Outcome: outcome, Details: details})
-	}
+	})
 }
 
 // purge deletes the ciphertext of recalled, denied and expired messages
 // every hour (and at start); their rows stay for status and history.
 func (g *Gateway) purge(ctx context.Context) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		ctx := logx.WithCorrelation(ctx, logx.NewCorrelationID())
-		if n, err := g.Store.PurgeCiphertext(ctx, time.Now()); err != nil && ctx.Err() == nil {
+	every(ctx, time.Hour, true, func(ctx context.Context, now time.Time) {
+		if n, err := g.Store.PurgeCiphertext(ctx, now); err != nil && ctx.Err() == nil {
 			g.Log.ErrorContext(ctx, "purge", "err", err)
 		} else if n > 0 {
 			g.Log.InfoContext(ctx, "purged message ciphertext", "messages", n)
 			g.Audit.Record(ctx, audit.Entry{Actor: "system", Action: "message.purge", ObjectType: "message",
 				Outcome: "ok", Details: map[string]string{"count": fmt.Sprint(n)}})
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	})
 }
 
 // serveMetrics starts the Prometheus listener (metrics.addr; "" disables)
@@ -376,10 +371,7 @@ func (g *Gateway) serveMetrics(ctx context.Context) error {
 		return n
 	})
 	g.goRun(func() {
-		t := time.NewTicker(15 * time.Second)
-		defer t.Stop()
-		for {
-			now := time.Now()
+		every(ctx, 15*time.Second, true, func(ctx context.Context, now time.Time) {
 			if n, oldest, err := g.Store.OutboxStats(ctx, now); err == nil {
 				age := time.Duration(0)
 				if !oldest.IsZero() {
@@ -387,12 +379,7 @@ func (g *Gateway) serveMetrics(ctx context.Context) error {
 				}
 				g.Metrics.SetQueue(n, age)
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
+		})
 	})
 	if g.Cfg.Metrics.Addr == "" {
 		return nil

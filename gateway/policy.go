@@ -77,21 +77,14 @@ func (g *Gateway) loadPolicy(ctx context.Context) error {
 		return err
 	}
 	g.goRun(func() {
-		t := time.NewTicker(5 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if changed, err := g.PolicyVersions.Refresh(ctx); err != nil && ctx.Err() == nil {
-					g.Log.Error("policy refresh", "err", err)
-				} else if changed {
-					_, v := g.Policy.Current()
-					g.Log.Info("policy version activated", "version", v)
-				}
+		every(ctx, 5*time.Second, false, func(ctx context.Context, _ time.Time) {
+			if changed, err := g.PolicyVersions.Refresh(ctx); err != nil && ctx.Err() == nil {
+				g.Log.ErrorContext(ctx, "policy refresh", "err", err)
+			} else if changed {
+				_, v := g.Policy.Current()
+				g.Log.InfoContext(ctx, "policy version activated", "version", v)
 			}
-		}
+		})
 	})
 	return nil
 }
