@@ -8,23 +8,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/phigate/phigate/internal/testclock"
 )
 
 var ctx = context.Background()
 
 var t0 = time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // recorder is a Sender that keeps what it was given.
 type recorder struct {
@@ -59,13 +49,13 @@ func (r *recorder) kinds() map[string]int {
 
 type fixture struct {
 	a   *Alerter
-	clk *clock
+	clk *testclock.Clock
 	rec *recorder
 }
 
 func newFixture(t *testing.T, cfg Config) *fixture {
 	t.Helper()
-	clk := &clock{t: t0}
+	clk := testclock.New(t0)
 	rec := &recorder{}
 	return &fixture{a: New(cfg, rec, clk.Now), clk: clk, rec: rec}
 }

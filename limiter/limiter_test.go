@@ -11,22 +11,11 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/internal/redistest"
+	"github.com/phigate/phigate/internal/testclock"
 	"github.com/redis/go-redis/v9"
 )
 
 var ctx = context.Background()
-
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // env is one backend under test.
 type env struct {
@@ -41,7 +30,7 @@ type env struct {
 }
 
 func memoryEnv(t *testing.T) *env {
-	clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 	return &env{
 		nodes: func(cfg Config) func() *Limiter {
 			l := NewMemory(cfg, clk.Now)
@@ -453,7 +442,7 @@ func TestRedisDown(t *testing.T) {
 // the in-process tables past their bound, locks survive the flood, and
 // everything is swept once it has expired.
 func TestMemoryBounded(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC))
 	cfg := Config{MaxFailures: 2, Lockout: time.Hour, IPMaxFailures: 1000, IPWindow: time.Hour}.withDefaults()
 	m := newMemory(cfg, clk.Now, 100)
 	l := &Limiter{cfg: cfg, b: m}

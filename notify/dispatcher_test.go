@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/phigate/phigate/internal/syncbuf"
-
 	"github.com/emersion/go-smtp"
 	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/internal/syncbuf"
+	"github.com/phigate/phigate/internal/testclock"
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/outbound"
 	"github.com/phigate/phigate/store"
@@ -54,21 +54,9 @@ type fixture struct {
 	dir   string
 	st    *store.SQL
 	ring  *keys.Ring
-	clock *fakeClock
+	clock *testclock.Clock
 	logs  *syncbuf.Buffer
 	user  *store.User
-}
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
 }
 
 const patient = "pat.canary-91@example.net"
@@ -81,7 +69,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	f := &fixture{dir: dir, st: st, ring: newRing(t), clock: &fakeClock{t: time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)}, logs: &syncbuf.Buffer{}}
+	f := &fixture{dir: dir, st: st, ring: newRing(t), clock: testclock.New(time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)), logs: &syncbuf.Buffer{}}
 	enc, err := f.ring.SealField("email:u1", []byte(patient))
 	if err != nil {
 		t.Fatal(err)

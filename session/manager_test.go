@@ -12,11 +12,12 @@ import (
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/internal/redistest"
+	"github.com/phigate/phigate/internal/testclock"
 )
 
 // cluster is n Managers (nodes) sharing one session state, with one clock.
 type cluster struct {
-	clk   *clock
+	clk   *testclock.Clock
 	nodes []node
 	m     []*Manager
 }

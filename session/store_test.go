@@ -13,25 +13,13 @@ import (
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/internal/redistest"
+	"github.com/phigate/phigate/internal/testclock"
 	"github.com/redis/go-redis/v9"
 )
 
 var ctx = context.Background()
 
-// clock is a settable time source for Manager.Now (and Memory.Now).
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)} }
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)) }
 
 // node is one gateway node's view of the shared session state.
 type node struct {
@@ -43,14 +31,14 @@ type node struct {
 // (one process), or one Redis reached through n separate clients.
 type backend struct {
 	name  string
-	nodes func(t *testing.T, n int, clk *clock) []node
+	nodes func(t *testing.T, n int, clk *testclock.Clock) []node
 }
 
 const testPrefix = "phigate:sess:"
 
 func backends() []backend {
 	return []backend{
-		{"memory", func(t *testing.T, n int, clk *clock) []node {
+		{"memory", func(t *testing.T, n int, clk *testclock.Clock) []node {
 			mem := NewMemory()
 			mem.Now = clk.Now
 			bus := events.NewMemory()
@@ -61,7 +49,7 @@ func backends() []backend {
 			}
 			return ns
 		}},
-		{"redis", func(t *testing.T, n int, clk *clock) []node {
+		{"redis", func(t *testing.T, n int, clk *testclock.Clock) []node {
 			srv := redistest.Start(t)
 			ns := make([]node, n)
 			for i := range ns {
