@@ -374,6 +374,147 @@ func runSuite(t *testing.T, newEnv func(t *testing.T) *env) {
 			t.Errorf("status: %d %v %v", f, u, err)
 		}
 	})
+
+	t.Run("500 concurrent reservations: at most MaxFailures granted", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		cfg := Config{MaxFailures: 5, Lockout: time.Minute, IPMaxFailures: 20, IPWindow: time.Minute}
+		node := e.nodes(cfg)
+		nodes := []*Limiter{node(), node()}
+		a := acct("reserve-target")
+		var granted, lockedNow, wrongErr atomic.Int32
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := 0; i < 500; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				<-start
+				// One account from many addresses; a /24 per 250 attempts
+				// keeps the address budget out of the way.
+				res, err := nodes[i%2].Reserve(ctx, a, fmt.Sprintf("10.0.%d.%d", i/250, i%250))
+				var le *LockedError
+				switch {
+				case errors.As(err, &le):
+				case err != nil:
+					wrongErr.Add(1)
+				default:
+					granted.Add(1)
+					if locked, _ := res.Failed(); locked {
+						lockedNow.Add(1)
+					}
+				}
+			}(i)
+		}
+		close(start)
+		wg.Wait()
+		if g := granted.Load(); g != int32(cfg.MaxFailures) {
+			t.Errorf("%d reservations granted, want exactly MaxFailures=%d", g, cfg.MaxFailures)
+		}
+		if n := lockedNow.Load(); n != 1 {
+			t.Errorf("lockedNow reported %d times, want 1", n)
+		}
+		if n := wrongErr.Load(); n != 0 {
+			t.Errorf("%d refusals were not *LockedError", n)
+		}
+		wantLocked(t, nodes[1].Check(ctx, a, "192.0.2.200"))
+	})
+
+	t.Run("500 concurrent reservations from one address: at most IPMaxFailures granted", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		cfg := Config{MaxFailures: 5, Lockout: time.Minute, IPMaxFailures: 20, IPWindow: time.Minute}
+		node := e.nodes(cfg)
+		nodes := []*Limiter{node(), node()}
+		var granted atomic.Int32
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := 0; i < 500; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				<-start
+				_, err := nodes[i%2].Reserve(ctx, acct(fmt.Sprint("spray", i)), "203.0.113.50")
+				var te *ThrottledError
+				if err == nil {
+					granted.Add(1)
+				} else if !errors.As(err, &te) {
+					t.Errorf("refusal %v, want *ThrottledError", err)
+				}
+			}(i)
+		}
+		close(start)
+		wg.Wait()
+		if g := granted.Load(); g != int32(cfg.IPMaxFailures) {
+			t.Errorf("%d reservations granted, want exactly IPMaxFailures=%d", g, cfg.IPMaxFailures)
+		}
+	})
+
+	t.Run("reservations given back", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		l := e.nodes(Config{MaxFailures: 3, Lockout: time.Minute, IPMaxFailures: 3, IPWindow: time.Minute})()
+		a, ip := acct("henry"), "192.0.2.77"
+		reserve := func() *Reservation {
+			t.Helper()
+			r, err := l.Reserve(ctx, a, ip)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		// A reservation counts at once, before its outcome.
+		r1 := reserve()
+		if n, _, _ := l.Status(ctx, a); n != 1 {
+			t.Fatalf("failures while reserved: %d, want 1", n)
+		}
+		// Release: as if it never happened.
+		if err := r1.Release(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, _, _ := l.Status(ctx, a); n != 0 {
+			t.Errorf("failures after release: %d, want 0", n)
+		}
+		// The reservation that locks, then turns out right: lock lifted,
+		// count reset, the address gets its attempt back.
+		reserve().Failed()
+		reserve().Failed()
+		r3 := reserve()
+		locked, until := r3.Failed()
+		if !locked || until.IsZero() {
+			t.Fatalf("third reservation: locked=%v until=%v", locked, until)
+		}
+		wantLocked(t, l.Check(ctx, a, ip))
+		wantThrottled(t, l.Check(ctx, acct("other"), ip))
+		if err := r3.Succeeded(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n, u, err := l.Status(ctx, a); err != nil || n != 0 || !u.IsZero() {
+			t.Errorf("status after success: %d %v %v", n, u, err)
+		}
+		if err := l.Check(ctx, acct("other"), ip); err != nil {
+			t.Errorf("address not given its attempt back: %v", err)
+		}
+		// A success does not lift a lock that another attempt set.
+		b := acct("ivy")
+		var held *Reservation
+		for i := 0; i < 3; i++ {
+			r, err := l.Reserve(ctx, b, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				held = r
+			}
+		}
+		if err := held.Succeeded(ctx); err != nil {
+			t.Fatal(err)
+		}
+		wantLocked(t, l.Check(ctx, b, ""))
+		if _, err := l.Reserve(ctx, "", ip); !errors.Is(err, ErrEmptyAccount) {
+			t.Errorf("empty account: %v", err)
+		}
+	})
 }
 
 // TestRedisKeys: every key the Redis limiter writes has a TTL no longer than
@@ -435,6 +576,9 @@ func TestRedisDown(t *testing.T) {
 	}
 	if _, _, err := l.Failure(ctx, "a", "192.0.2.1"); err == nil {
 		t.Error("Failure succeeded without Redis")
+	}
+	if _, err := l.Reserve(ctx, "a", "192.0.2.1"); err == nil {
+		t.Error("Reserve succeeded without Redis")
 	}
 }
 

@@ -81,6 +81,63 @@ func (m *memory) check(_ context.Context, id, ip string) error {
 	defer m.mu.Unlock()
 	now := m.now()
 	m.maybeSweep(now)
+	return m.refusal(id, ip, now)
+}
+
+func (m *memory) failure(_ context.Context, id, ip string) (bool, time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.maybeSweep(now)
+	locked, until := m.count(id, ip, now)
+	return locked, until, nil
+}
+
+// reserve refuses or counts under one hold of the lock, so that concurrent
+// attempts cannot all pass the check before any of them is counted.
+func (m *memory) reserve(_ context.Context, id, ip string) (bool, time.Time, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	m.maybeSweep(now)
+	if err := m.refusal(id, ip, now); err != nil {
+		return false, time.Time{}, err
+	}
+	locked, until := m.count(id, ip, now)
+	if !locked {
+		until = time.Time{}
+	}
+	return locked, until, nil
+}
+
+func (m *memory) release(_ context.Context, id, ip string, lockUntil time.Time, reset bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.now()
+	if a := m.liveAddr(ip, now); ip != "" && a != nil && a.failures > 0 {
+		a.failures--
+	}
+	a := m.liveAccount(id, now)
+	if a == nil {
+		return nil
+	}
+	if !lockUntil.IsZero() && a.lockedUntil.Equal(lockUntil) {
+		a.lockedUntil = time.Time{}
+	}
+	switch {
+	case reset && !a.lockedUntil.After(now):
+		delete(m.accounts, id)
+	case reset:
+		a.failures = 0 // a lock set by another attempt stays
+	case a.failures > 0:
+		a.failures--
+	}
+	return nil
+}
+
+// refusal is the Check rule at now: a locked account, then a throttled
+// address. m.mu is held.
+func (m *memory) refusal(id, ip string, now time.Time) error {
 	if a := m.liveAccount(id, now); a != nil && a.lockedUntil.After(now) {
 		return &LockedError{Until: a.lockedUntil}
 	}
@@ -92,11 +149,8 @@ func (m *memory) check(_ context.Context, id, ip string) error {
 	return nil
 }
 
-func (m *memory) failure(_ context.Context, id, ip string) (bool, time.Time, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := m.now()
-	m.maybeSweep(now)
+// count is the Failure rule at now. m.mu is held.
+func (m *memory) count(id, ip string, now time.Time) (bool, time.Time) {
 	if ip != "" {
 		a := m.liveAddr(ip, now)
 		if a == nil {
@@ -113,16 +167,16 @@ func (m *memory) failure(_ context.Context, id, ip string) (bool, time.Time, err
 		m.accounts[id] = a
 	}
 	if a.lockedUntil.After(now) {
-		return false, a.lockedUntil, nil // not counted, not extended
+		return false, a.lockedUntil // not counted, not extended
 	}
 	a.failures++
 	a.expires = now.Add(m.cfg.Lockout)
 	if a.failures >= m.cfg.MaxFailures {
 		a.lockedUntil = now.Add(m.cfg.Lockout)
 		a.expires = a.lockedUntil
-		return true, a.lockedUntil, nil
+		return true, a.lockedUntil
 	}
-	return false, time.Time{}, nil
+	return false, time.Time{}
 }
 
 func (m *memory) success(_ context.Context, id string) error {

@@ -85,6 +85,57 @@ end
 return {0, 0}
 `)
 
+// reserveScript is checkScript and failureScript in one script (Redis runs
+// a script atomically), so that no attempt passes the check while another
+// is between its check and its count.
+// KEYS: af, al, [ip]; ARGV: MaxFailures, Lockout ms, IPWindow ms, IPMaxFailures.
+// Returns {0, 0} (counted), {3, lock end ms} (counted, and locked the
+// account), {1, lock end ms} (refused: locked) or {2, retry after ms}
+// (refused: throttled).
+var reserveScript = redis.NewScript(`
+local untilms = redis.call('GET', KEYS[2])
+if untilms and redis.call('PTTL', KEYS[2]) > 0 then
+  return {1, untilms}
+end
+if KEYS[3] then
+  local n = tonumber(redis.call('GET', KEYS[3]) or '0')
+  if n >= tonumber(ARGV[4]) then
+    local ttl = redis.call('PTTL', KEYS[3])
+    if ttl > 0 then return {2, ttl} end
+  end
+  n = redis.call('INCR', KEYS[3])
+  if n == 1 or redis.call('PTTL', KEYS[3]) < 0 then
+    redis.call('PEXPIRE', KEYS[3], ARGV[3])
+  end
+end
+local c = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if c >= tonumber(ARGV[1]) then
+  local t = redis.call('TIME')
+  local u = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]))
+  redis.call('SET', KEYS[2], u, 'PX', ARGV[2])
+  return {3, u}
+end
+return {0, 0}
+`)
+
+// KEYS: af, al, [ip]; ARGV: lock end ms set by the reservation (or 0),
+// reset (1) or give back one failure (0). DECR keeps a key's TTL.
+var releaseScript = redis.NewScript(`
+if KEYS[3] and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
+  redis.call('DECR', KEYS[3])
+end
+if ARGV[1] ~= '0' and redis.call('GET', KEYS[2]) == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+end
+if ARGV[2] == '1' then
+  redis.call('DEL', KEYS[1])
+elseif tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
+  redis.call('DECR', KEYS[1])
+end
+return 0
+`)
+
 // KEYS: af, al. Returns {failures, lock end ms or 0}.
 var statusScript = redis.NewScript(`
 local c = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -153,6 +204,39 @@ func (r *redisBackend) failure(ctx context.Context, account, ip string) (bool, t
 		return false, time.Time{}, errors.New("limiter: unexpected reply")
 	}
 	return res[0] == 1, unixMS(res[1]), nil
+}
+
+func (r *redisBackend) reserve(ctx context.Context, account, ip string) (bool, time.Time, error) {
+	res, err := r.reply(ctx, reserveScript, r.keys(account, ip),
+		r.cfg.MaxFailures, ms(r.cfg.Lockout), ms(r.cfg.IPWindow), r.cfg.IPMaxFailures)
+	if err != nil {
+		return false, time.Time{}, err
+	}
+	if len(res) != 2 {
+		return false, time.Time{}, errors.New("limiter: unexpected reply")
+	}
+	switch res[0] {
+	case 0:
+		return false, time.Time{}, nil
+	case 1:
+		return false, time.Time{}, &LockedError{Until: unixMS(res[1])}
+	case 2:
+		return false, time.Time{}, &ThrottledError{RetryAfter: time.Duration(res[1]) * time.Millisecond}
+	case 3:
+		return true, unixMS(res[1]), nil
+	}
+	return false, time.Time{}, errors.New("limiter: unexpected reply")
+}
+
+func (r *redisBackend) release(ctx context.Context, account, ip string, lockUntil time.Time, reset bool) error {
+	lock, rst := "0", "0"
+	if !lockUntil.IsZero() {
+		lock = strconv.FormatInt(lockUntil.UnixMilli(), 10)
+	}
+	if reset {
+		rst = "1"
+	}
+	return releaseScript.Run(ctx, r.rdb, r.keys(account, ip), lock, rst).Err()
 }
 
 func (r *redisBackend) success(ctx context.Context, account string) error {
