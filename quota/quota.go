@@ -1,0 +1,124 @@
+// Package quota holds the per-account sending limits that need counting
+// across nodes (issue 8.5): messages per hour and concurrent SMTP
+// transactions. Counters live in Redis when configured, so every node sees
+// the same counts, and in process otherwise; both behave the same.
+//
+// A transaction takes a Ticket at MAIL (Begin): the ticket holds one of the
+// account's concurrent-transaction slots and reserves one message of the
+// hour's budget, both checked and taken in one atomic step, so transactions
+// that arrive together can never pass the limits together. End gives the
+// slot back, and the reservation too unless the message was accepted.
+//
+// Limits that are durable facts (bytes stored per account) are computed
+// from the store, not counted here (store/quota.go).
+//
+// An account is an opaque user id, never an address, so nothing here is PHI
+// (DESIGN.md invariant 1).
+package quota
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Window is the span the message rate is counted over (a sliding hour).
+const Window = time.Hour
+
+// Config sets the limits; zero or negative means "no limit" for a count.
+type Config struct {
+	MessagesPerHour int // accepted messages per account in any hour
+	Concurrent      int // SMTP transactions (MAIL to end of DATA) in flight per account
+	// Lease is how long a slot stays taken if its node dies before End
+	// (so a crash cannot lock an account out for good). Default 30m.
+	Lease time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Minute
+	}
+	return c
+}
+
+// RateError refuses a transaction: the account sent its hour's budget.
+type RateError struct {
+	Limit      int
+	RetryAfter time.Duration // until the oldest message counted leaves the window
+}
+
+func (e *RateError) Error() string {
+	return fmt.Sprintf("hourly limit of %d messages reached; retry in %s", e.Limit, e.RetryAfter.Round(time.Second))
+}
+
+// BusyError refuses a transaction: the account has Limit in flight.
+type BusyError struct{ Limit int }
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("%d transactions already in progress for this account", e.Limit)
+}
+
+// ErrEmptyAccount is a caller bug (it would lump accounts together).
+var ErrEmptyAccount = errors.New("quota: empty account id")
+
+type backend interface {
+	// begin checks and takes a slot and a rate reservation for id at now.
+	begin(ctx context.Context, account, id string, now time.Time) error
+	// end frees the slot, and the reservation unless sent.
+	end(ctx context.Context, account, id string, sent bool) error
+}
+
+// Limits counts transactions per account. Safe for concurrent use; with
+// Redis, across nodes.
+type Limits struct {
+	cfg Config
+	b   backend
+	now func() time.Time
+}
+
+// Config returns the limits in force.
+func (l *Limits) Config() Config { return l.cfg }
+
+// Ticket is one transaction's hold on its account's limits.
+type Ticket struct {
+	l       *Limits
+	account string
+	id      string
+	once    sync.Once
+}
+
+// Begin starts a transaction for account: a *BusyError or *RateError when
+// a limit is reached, otherwise a Ticket that the caller must End.
+func (l *Limits) Begin(ctx context.Context, account string) (*Ticket, error) {
+	if account == "" {
+		return nil, ErrEmptyAccount
+	}
+	t := &Ticket{l: l, account: account, id: newID()}
+	if err := l.b.begin(ctx, account, t.id, l.now()); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// End closes the transaction: sent says whether its message was accepted
+// (and so counts against the hour). Only the first call has an effect, so
+// the SMTP session may call it from DATA, RSET and disconnect alike. A nil
+// ticket is a no-op.
+func (t *Ticket) End(ctx context.Context, sent bool) error {
+	if t == nil {
+		return nil
+	}
+	var err error
+	t.once.Do(func() { err = t.l.b.end(context.WithoutCancel(ctx), t.account, t.id, sent) })
+	return err
+}
+
+func newID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

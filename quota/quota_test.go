@@ -1,0 +1,182 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/phigate/phigate/internal/redistest"
+	"github.com/phigate/phigate/internal/testclock"
+)
+
+var ctx = context.Background()
+
+// backends returns, per backend, a constructor of one node's Limits; the
+// nodes of one backend share their counts, and all read clk.
+func backends(t *testing.T, clk *testclock.Clock) map[string]func(cfg Config) *Limits {
+	srv := redistest.Start(t)
+	mem := map[Config]*Limits{}
+	return map[string]func(Config) *Limits{
+		"memory": func(cfg Config) *Limits {
+			if mem[cfg] == nil {
+				mem[cfg] = NewMemory(cfg, clk.Now) // one process: one table
+			}
+			return mem[cfg]
+		},
+		"redis": func(cfg Config) *Limits { return NewRedis(srv.Client(t), "t:quota:", cfg, clk.Now) },
+	}
+}
+
+func newClock() *testclock.Clock { return testclock.New(time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)) }
+
+func send(t *testing.T, l *Limits, account string) {
+	t.Helper()
+	tk, err := l.Begin(ctx, account)
+	if err != nil {
+		t.Fatalf("Begin: %v", err)
+	}
+	if err := tk.End(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMessagesPerHour(t *testing.T) {
+	clk := newClock()
+	for name, node := range backends(t, clk) {
+		t.Run(name, func(t *testing.T) {
+			cfg := Config{MessagesPerHour: 3}
+			a, b := node(cfg), node(cfg)
+			send(t, a, "u1")
+			clk.Add(10 * time.Minute)
+			send(t, b, "u1")
+			send(t, a, "u1")
+			_, err := b.Begin(ctx, "u1")
+			var re *RateError
+			if !errors.As(err, &re) || re.Limit != 3 {
+				t.Fatalf("4th message in the hour: %v, want *RateError", err)
+			}
+			// The first message leaves the window 50 minutes from now.
+			if re.RetryAfter != 50*time.Minute {
+				t.Errorf("RetryAfter %s, want 50m", re.RetryAfter)
+			}
+			// Another account has its own budget.
+			send(t, a, "u2")
+			// A transaction that sent nothing gives its reservation back.
+			clk.Add(50 * time.Minute)
+			tk, err := a.Begin(ctx, "u1")
+			if err != nil {
+				t.Fatalf("after the first left the window: %v", err)
+			}
+			if _, err := b.Begin(ctx, "u1"); !errors.As(err, &re) {
+				t.Fatalf("while the reservation is held: %v, want *RateError", err)
+			}
+			if err := tk.End(ctx, false); err != nil {
+				t.Fatal(err)
+			}
+			send(t, b, "u1")
+			if _, err := a.Begin(ctx, "u1"); !errors.As(err, &re) {
+				t.Fatalf("budget used again: %v, want *RateError", err)
+			}
+		})
+	}
+}
+
+func TestConcurrentTransactions(t *testing.T) {
+	clk := newClock()
+	for name, node := range backends(t, clk) {
+		t.Run(name, func(t *testing.T) {
+			cfg := Config{Concurrent: 2, Lease: 10 * time.Minute}
+			a, b := node(cfg), node(cfg)
+			t1, err := a.Begin(ctx, "u1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Begin(ctx, "u1"); err != nil {
+				t.Fatal(err)
+			}
+			var be *BusyError
+			if _, err := a.Begin(ctx, "u1"); !errors.As(err, &be) || be.Limit != 2 {
+				t.Fatalf("third transaction: %v, want *BusyError", err)
+			}
+			// End is idempotent: a second End must not free someone else's slot.
+			t1.End(ctx, true)
+			t1.End(ctx, false)
+			t3, err := b.Begin(ctx, "u1")
+			if err != nil {
+				t.Fatalf("after End: %v", err)
+			}
+			if _, err := a.Begin(ctx, "u1"); !errors.As(err, &be) {
+				t.Fatalf("after a double End: %v, want *BusyError", err)
+			}
+			t3.End(ctx, false)
+			// A slot whose node died (never ended) frees after the lease.
+			clk.Add(10 * time.Minute)
+			for i := 0; i < 2; i++ {
+				if _, err := a.Begin(ctx, "u1"); err != nil {
+					t.Fatalf("after the lease: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// TestBeginRace starts many transactions at once from two nodes: exactly
+// the limit get through.
+func TestBeginRace(t *testing.T) {
+	clk := newClock()
+	for name, node := range backends(t, clk) {
+		t.Run(name, func(t *testing.T) {
+			for _, cfg := range []Config{{Concurrent: 3}, {MessagesPerHour: 3}} {
+				nodes := []*Limits{node(cfg), node(cfg)}
+				account := "race" + name
+				if cfg.Concurrent == 0 {
+					account += "-rate"
+				}
+				var mu sync.Mutex
+				ok, refused := 0, 0
+				var wg sync.WaitGroup
+				for i := 0; i < 40; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						_, err := nodes[i%2].Begin(ctx, account)
+						mu.Lock()
+						defer mu.Unlock()
+						var be *BusyError
+						var re *RateError
+						switch {
+						case err == nil:
+							ok++
+						case errors.As(err, &be) || errors.As(err, &re):
+							refused++
+						default:
+							t.Error(err)
+						}
+					}()
+				}
+				wg.Wait()
+				if ok != 3 || refused != 37 {
+					t.Errorf("%+v: %d began, %d refused; want 3 and 37", cfg, ok, refused)
+				}
+			}
+		})
+	}
+}
+
+func TestUnlimited(t *testing.T) {
+	l := NewMemory(Config{}, nil)
+	for i := 0; i < 100; i++ {
+		if _, err := l.Begin(ctx, "u"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Begin(ctx, ""); !errors.Is(err, ErrEmptyAccount) {
+		t.Errorf("empty account: %v", err)
+	}
+	var nilTicket *Ticket
+	if err := nilTicket.End(ctx, true); err != nil {
+		t.Errorf("nil ticket End: %v", err)
+	}
+}
