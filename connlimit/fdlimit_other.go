@@ -1,0 +1,5 @@
+//go:build !unix
+
+package connlimit
+
+func fdLimit() int { return 0 }
