@@ -94,6 +94,21 @@ type SMTP struct {
 	MaxLineLength   int      `toml:"max_line_length"`
 	ReadTimeout     Duration `toml:"read_timeout"`
 	WriteTimeout    Duration `toml:"write_timeout"`
+	Senders         Senders  `toml:"senders"`
+}
+
+// Senders are the per-account sending limits and header From allowances
+// (issue 8.5, 8.6). A count of 0 means no limit.
+type Senders struct {
+	MessagesPerHour     int   `toml:"messages_per_hour"`
+	ConcurrentTxns      int   `toml:"concurrent_transactions"`
+	MaxTransactionBytes int64 `toml:"max_transaction_bytes"` // message size x recipients
+	MaxStoredBytes      int64 `toml:"max_stored_bytes"`      // portal copies an account has stored
+	CommitBatchBytes    int64 `toml:"commit_batch_bytes"`    // sealed bytes committed per transaction step
+	SealBudgetBytes     int64 `toml:"seal_budget_bytes"`     // sealed bytes held by all transactions at once
+	// AllowFrom maps an account's address to the other header From
+	// addresses it may use (a shared mailbox, a department alias).
+	AllowFrom map[string][]string `toml:"allow_from"`
 }
 
 type Smarthost struct {
@@ -110,6 +125,22 @@ type Smarthost struct {
 type Portal struct {
 	ClaimTTL      Duration `toml:"claim_ttl"`
 	MessageExpiry Duration `toml:"message_expiry"`
+
+	// Request bodies are bounded before they are read: every route by
+	// MaxBodyBytes, the secure reply and the key/policy uploads by their
+	// own bounds.
+	MaxBodyBytes      int64 `toml:"max_body_bytes"`
+	MaxReplyBodyBytes int64 `toml:"max_reply_body_bytes"`
+	MaxUploadBytes    int64 `toml:"max_upload_bytes"`
+
+	// The HTTPS listener's bounds against slow and idle clients.
+	ReadHeaderTimeout Duration `toml:"read_header_timeout"`
+	ReadTimeout       Duration `toml:"read_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	ConnIdleTimeout   Duration `toml:"conn_idle_timeout"`
+	MaxHeaderBytes    int      `toml:"max_header_bytes"`
+	MaxConns          int      `toml:"max_conns"`
+	MaxConnsPerIP     int      `toml:"max_conns_per_ip"`
 }
 
 // Session settings (HIPAA 164.312(a)(2)(iii) automatic logoff).
@@ -188,6 +219,8 @@ func Default() Config {
 			MaxLineLength: 1000,
 			ReadTimeout:   Duration{5 * time.Minute},
 			WriteTimeout:  Duration{time.Minute},
+			Senders: Senders{MessagesPerHour: 300, ConcurrentTxns: 4, MaxTransactionBytes: 250 << 20,
+				MaxStoredBytes: 5 << 30, CommitBatchBytes: 32 << 20, SealBudgetBytes: 256 << 20},
 		},
 		Session: Session{
 			IdleTimeout:      Duration{10 * time.Minute},
@@ -207,6 +240,17 @@ func Default() Config {
 		Portal: Portal{
 			ClaimTTL:      Duration{7 * 24 * time.Hour},
 			MessageExpiry: Duration{30 * 24 * time.Hour},
+			MaxBodyBytes:  64 << 10,
+			// A 10 MB reply (the policy's default), base64 in JSON.
+			MaxReplyBodyBytes: 14 << 20,
+			MaxUploadBytes:    1 << 20,
+			ReadHeaderTimeout: Duration{10 * time.Second},
+			ReadTimeout:       Duration{2 * time.Minute},
+			WriteTimeout:      Duration{5 * time.Minute},
+			ConnIdleTimeout:   Duration{2 * time.Minute},
+			MaxHeaderBytes:    64 << 10,
+			MaxConns:          4096,
+			MaxConnsPerIP:     64,
 		},
 		// Format "" picks json in production and text in --dev.
 		Log: Log{Level: "info"},
@@ -420,6 +464,10 @@ func (c *Config) Validate() error {
 	if c.SMTP.MaxMessageBytes < 1024 {
 		errs = append(errs, errors.New("smtp.max_message_bytes must be at least 1024"))
 	}
+	if sd := c.SMTP.Senders; sd.MessagesPerHour < 0 || sd.ConcurrentTxns < 0 || sd.MaxTransactionBytes < 0 || sd.MaxStoredBytes < 0 ||
+		sd.CommitBatchBytes < 1<<20 || sd.SealBudgetBytes < sd.CommitBatchBytes {
+		errs = append(errs, errors.New("smtp.senders: limits must not be negative; commit_batch_bytes at least 1 MiB and seal_budget_bytes at least commit_batch_bytes"))
+	}
 	if c.Database.Driver != "sqlite" {
 		errs = append(errs, fmt.Errorf("database.driver %q: only \"sqlite\" is supported in this version", c.Database.Driver))
 	}
@@ -442,6 +490,9 @@ func (c *Config) Validate() error {
 	if c.Portal.ClaimTTL.Duration <= 0 || c.Portal.MessageExpiry.Duration <= 0 {
 		errs = append(errs, errors.New("portal.claim_ttl and portal.message_expiry must be positive"))
 	}
+	if err := c.Portal.boundsValid(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.SMTP.MaxLineLength < 1000 {
 		// RFC 5321 4.5.3.1.6: receivers must accept 1000-octet lines.
 		errs = append(errs, fmt.Errorf("smtp.max_line_length %d: must be at least 1000 (RFC 5321 4.5.3.1.6)", c.SMTP.MaxLineLength))
@@ -453,6 +504,22 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("server.public_url %q must start with https://", c.Server.PublicURL))
 	}
 	return errors.Join(errs...)
+}
+
+// boundsValid refuses request and connection bounds that would leave the
+// portal unbounded (0 or negative); max_conns_per_ip may be 0 (off, for a
+// portal behind a proxy that every client shares).
+func (p Portal) boundsValid() error {
+	if p.MaxBodyBytes <= 0 || p.MaxReplyBodyBytes <= 0 || p.MaxUploadBytes <= 0 || p.MaxHeaderBytes <= 0 {
+		return errors.New("portal.max_body_bytes, max_reply_body_bytes, max_upload_bytes and max_header_bytes must be positive")
+	}
+	if p.ReadHeaderTimeout.Duration <= 0 || p.ReadTimeout.Duration <= 0 || p.WriteTimeout.Duration <= 0 || p.ConnIdleTimeout.Duration <= 0 {
+		return errors.New("portal.read_header_timeout, read_timeout, write_timeout and conn_idle_timeout must be positive")
+	}
+	if p.MaxConns <= 0 || p.MaxConnsPerIP < 0 {
+		return errors.New("portal.max_conns must be positive and portal.max_conns_per_ip 0 (off) or positive")
+	}
+	return nil
 }
 
 // ValidateProduction names every unsafe setting; serve without --dev refuses
