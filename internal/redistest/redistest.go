@@ -28,6 +28,9 @@ type Server struct {
 	cmd    *exec.Cmd
 	out    *lockedBuffer
 	exited chan struct{}
+
+	bin, dir string // for Restart
+	port     int
 }
 
 // Client starts a private redis-server for this test and returns a client
@@ -54,7 +57,12 @@ func Start(t testing.TB) *Server {
 	// A port found free can be taken by someone else before redis-server
 	// binds it: try a few.
 	for attempt := 0; attempt < 5; attempt++ {
-		s, err := start(bin, dir)
+		port, err := freePort()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		s, err := start(bin, dir, port)
 		if err == nil {
 			t.Cleanup(s.stop)
 			return s
@@ -74,11 +82,7 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func start(bin, dir string) (*Server, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+func start(bin, dir string, port int) (*Server, error) {
 	out := &lockedBuffer{}
 	cmd := exec.Command(bin,
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
@@ -89,7 +93,8 @@ func start(bin, dir string) (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), cmd: cmd, out: out, exited: make(chan struct{})}
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), cmd: cmd, out: out, exited: make(chan struct{}),
+		bin: bin, dir: dir, port: port}
 	go func() { _ = cmd.Wait(); close(s.exited) }()
 
 	c := redis.NewClient(s.options())
@@ -145,6 +150,7 @@ func (s *Server) Client(t testing.TB) redis.UniversalClient {
 
 func (s *Server) stop() {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	_ = s.cmd.Process.Signal(syscall.SIGCONT) // a paused server must wake to exit
 	select {
 	case <-s.exited:
 	case <-time.After(5 * time.Second):

@@ -2,7 +2,11 @@ package redistest
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestPrivateServers(t *testing.T) {
@@ -46,5 +50,42 @@ func TestClient(t *testing.T) {
 	}
 	if n, err := c.DBSize(context.Background()).Result(); err != nil || n != 0 {
 		t.Errorf("fresh server holds %d keys (%v)", n, err)
+	}
+}
+
+// The outage controls do what they say: Stop refuses, Pause answers
+// nothing, Continue and Restart (same address, empty) serve again.
+func TestOutageControls(t *testing.T) {
+	ctx := context.Background()
+	s := Start(t)
+	opt := s.Options()
+	opt.ContextTimeoutEnabled, opt.MaxRetries = true, -1
+	c := redis.NewClient(opt)
+	defer c.Close()
+	if err := c.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	s.Pause(t)
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err := c.Get(short, "k").Err()
+	cancel()
+	if err == nil {
+		t.Fatal("a paused server answered")
+	}
+	s.Continue(t)
+	if v, err := c.Get(ctx, "k").Result(); err != nil || v != "v" {
+		t.Fatalf("after Continue: %q %v", v, err)
+	}
+	addr := s.Addr
+	s.Stop()
+	if err := c.Ping(ctx).Err(); err == nil {
+		t.Fatal("a stopped server answered")
+	}
+	s.Restart(t)
+	if s.Addr != addr {
+		t.Fatalf("restarted on %s, want %s", s.Addr, addr)
+	}
+	if err := c.Get(ctx, "k").Err(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("after Restart: %v, want an empty server", err)
 	}
 }
