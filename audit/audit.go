@@ -207,23 +207,9 @@ func New(o Options) (*Trail, error) {
 // assigned; Time is set to now unless the caller gave one; Correlation
 // comes from ctx (logx.Correlation) unless given.
 func (t *Trail) Record(ctx context.Context, e Entry) error {
-	if e.Correlation == "" {
-		e.Correlation = logx.Correlation(ctx)
-	}
-	if e.Time.IsZero() {
-		e.Time = t.now()
-	}
-	e.Time = e.Time.UTC().Round(0)
-	e.Seq = 0
-	if err := validate(e); err != nil {
+	e, details, err := t.normalize(ctx, e)
+	if err != nil {
 		return err
-	}
-	var details []byte
-	if len(e.Details) > 0 {
-		var err error
-		if details, err = json.Marshal(e.Details); err != nil {
-			return err
-		}
 	}
 	r := &request{e: e, details: details, done: make(chan error, 1)}
 	t.mu.RLock()
@@ -241,6 +227,30 @@ func (t *Trail) Record(ctx context.Context, e Entry) error {
 	// Once queued, wait for the outcome even if ctx ends: the caller must
 	// know whether the entry exists.
 	return <-r.done
+}
+
+// normalize fills in what Record and Prepare leave to the trail (time,
+// correlation), checks the entry and encodes its details.
+func (t *Trail) normalize(ctx context.Context, e Entry) (Entry, []byte, error) {
+	if e.Correlation == "" {
+		e.Correlation = logx.Correlation(ctx)
+	}
+	if e.Time.IsZero() {
+		e.Time = t.now()
+	}
+	e.Time = e.Time.UTC().Round(0)
+	e.Seq = 0
+	if err := validate(e); err != nil {
+		return e, nil, err
+	}
+	var details []byte
+	if len(e.Details) > 0 {
+		var err error
+		if details, err = json.Marshal(e.Details); err != nil {
+			return e, nil, err
+		}
+	}
+	return e, details, nil
 }
 
 func validate(e Entry) error {
@@ -336,19 +346,29 @@ func (t *Trail) commit(batch []*request) {
 	if err != nil {
 		t.log.Error("audit write failed", "entries", len(batch), "err", err)
 	} else {
-		t.cpMu.Lock()
-		if last > t.lastSeq {
-			t.lastSeq, t.lastMAC = last, lastMAC
-		}
-		t.cpMu.Unlock()
 		// Checkpoint before answering, so a caller that sees its entry
 		// committed also sees the checkpoint that covers it.
-		if (first-1)/t.every != last/t.every {
-			t.checkpoint(last, lastMAC)
-		}
+		t.noteCommitted(first, last, lastMAC)
 	}
 	for _, r := range batch {
 		r.done <- err
+	}
+}
+
+// noteCommitted records that entries first..last (last's MAC lastMAC) are
+// committed, by this trail or inside another transaction (Batch), and
+// writes a checkpoint when they cross a multiple of CheckpointEvery.
+func (t *Trail) noteCommitted(first, last int64, lastMAC []byte) {
+	if last < first {
+		return
+	}
+	t.cpMu.Lock()
+	if last > t.lastSeq {
+		t.lastSeq, t.lastMAC = last, lastMAC
+	}
+	t.cpMu.Unlock()
+	if (first-1)/t.every != last/t.every {
+		t.checkpoint(last, lastMAC)
 	}
 }
 

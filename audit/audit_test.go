@@ -575,7 +575,7 @@ type conflicting struct {
 	other *Trail
 }
 
-func (c *conflicting) AppendAudit(ctx context.Context, build func(int64, []byte) ([]store.AuditRecord, error)) error {
+func (c *conflicting) AppendAudit(ctx context.Context, build store.AuditFunc) error {
 	if c.left.Add(-1) >= 0 {
 		// Another node wins the race for the next number.
 		if err := c.other.Record(ctx, Entry{Actor: "node2", Action: "race.win", Outcome: OK}); err != nil {

@@ -41,11 +41,26 @@ func (f fanout) Record(ctx context.Context, e audit.Entry) error {
 	if err != nil {
 		return err
 	}
+	f.observe(ctx, e)
+	return nil
+}
+
+// Prepare makes entries that a store transaction commits with its change
+// (audit.Batch); the alerts see them once committed.
+func (f fanout) Prepare(ctx context.Context, entries ...audit.Entry) (*audit.Batch, error) {
+	b, err := f.trail.Prepare(ctx, entries...)
+	if err != nil {
+		return nil, err
+	}
+	b.Observe(f.observe)
+	return b, nil
+}
+
+func (f fanout) observe(ctx context.Context, e audit.Entry) {
 	if f.alerts != nil {
 		f.alerts.Observe(ctx, alert.Event{Time: time.Now(), Actor: e.Actor, IP: e.IP, Action: e.Action,
 			ObjectType: e.ObjectType, ObjectID: e.ObjectID, Outcome: e.Outcome})
 	}
-	return nil
 }
 
 // alertMailer sends security alerts to the officer through the outbox.
@@ -62,4 +77,27 @@ func (m alertMailer) SendAlert(ctx context.Context, a alert.Alert) error {
 	}
 	m.g.Dispatcher.Kick()
 	return nil
+}
+
+// PurgeOnce deletes the ciphertext of recalled, denied and expired messages
+// now; each purge is audited (message.purge, one entry per message) in the
+// purge's own transaction.
+func (g *Gateway) PurgeOnce(ctx context.Context, now time.Time) (int, error) {
+	var batch *audit.Batch
+	n, err := g.Store.PurgeCiphertext(ctx, now, func(ids []string) store.AuditFunc {
+		entries := make([]audit.Entry, len(ids))
+		for i, id := range ids {
+			entries[i] = audit.Entry{Actor: "system", Action: "message.purge", ObjectType: "message",
+				ObjectID: id, Outcome: audit.OK}
+		}
+		var err error
+		if batch, err = audit.Prepare(ctx, g.Audit, entries...); err != nil {
+			return func(int64, []byte) ([]store.AuditRecord, error) { return nil, err }
+		}
+		return batch.Func()
+	})
+	if err != nil || n == 0 {
+		return n, err
+	}
+	return n, batch.Committed(ctx)
 }

@@ -211,7 +211,7 @@ func TestSentAndRecall(t *testing.T) {
 	if len(list.Messages) != 1 || !list.Messages[0].Recalled || strings.Contains(list.Messages[0].Subject, "For ") {
 		t.Errorf("recipient's list after recall: %+v", list)
 	}
-	n, err := h.G.Store.PurgeCiphertext(t.Context(), time.Now())
+	n, err := h.G.PurgeOnce(t.Context(), time.Now())
 	if err != nil || n != 1 {
 		t.Fatalf("purge: %d %v", n, err)
 	}

@@ -152,6 +152,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.Alerts = alert.New(alert.Config{IPFailures: cfg.Alerts.IPFailures, OpensPerUser: cfg.Alerts.OpensPerUser,
 		Window: cfg.Alerts.Window.Duration, MaxPerWindow: cfg.Alerts.MaxPerWindow}, alertMailer{g}, nil)
 	g.Audit = fanout{trail: g.Trail, alerts: g.Alerts, metrics: g.Metrics}
+	g.Identity.Audit = g.Audit // account.claim commits with the claim
 	g.Dispatcher = &notify.Dispatcher{Store: g.Store, Keys: g.Keys, Sender: snd, Org: cfg.Org,
 		Hostname: cfg.Server.Hostname, Log: g.Log, Metrics: g.Metrics, Audit: g.Audit,
 		MaxRelayAge: cfg.Smarthost.MaxRetry.Duration}
@@ -353,12 +354,10 @@ func (g *Gateway) verifyDaily(ctx context.Context) {
 // every hour (and at start); their rows stay for status and history.
 func (g *Gateway) purge(ctx context.Context) {
 	every(ctx, time.Hour, true, func(ctx context.Context, now time.Time) {
-		if n, err := g.Store.PurgeCiphertext(ctx, now); err != nil && ctx.Err() == nil {
+		if n, err := g.PurgeOnce(ctx, now); err != nil && ctx.Err() == nil {
 			g.Log.ErrorContext(ctx, "purge", "err", err)
 		} else if n > 0 {
 			g.Log.InfoContext(ctx, "purged message ciphertext", "messages", n)
-			g.Audit.Record(ctx, audit.Entry{Actor: "system", Action: "message.purge", ObjectType: "message",
-				Outcome: "ok", Details: map[string]string{"count": fmt.Sprint(n)}})
 		}
 	})
 }

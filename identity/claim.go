@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/phigate/phigate/audit"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/store"
 )
@@ -51,8 +52,9 @@ func (s *Service) CheckClaimToken(ctx context.Context, raw string) (*store.User,
 // Claim sets the first password of a pending account: it creates the
 // recipient's real key, re-wraps every pending message's session keys to it
 // and destroys the pending key, all in one transaction (DESIGN.md "Keys").
-// It returns the active user and the new unlocked private key.
-func (s *Service) Claim(ctx context.Context, raw, password string) (*store.User, []byte, error) {
+// It returns the active user and the new unlocked private key. The
+// account.claim entry (the claimant's IP) commits in the same transaction.
+func (s *Service) Claim(ctx context.Context, raw, password, ip string) (*store.User, []byte, error) {
 	u, err := s.CheckClaimToken(ctx, raw)
 	if err != nil {
 		return nil, nil, err
@@ -84,6 +86,11 @@ func (s *Service) Claim(ctx context.Context, raw, password string) (*store.User,
 	if err != nil {
 		return nil, nil, err
 	}
+	b, err := audit.Prepare(ctx, s.Audit, audit.Entry{Actor: u.ID, IP: ip, Action: "account.claim",
+		ObjectType: "user", ObjectID: u.ID, Outcome: audit.OK})
+	if err != nil {
+		return nil, nil, err
+	}
 	// A message may arrive while we re-wrap; the store refuses the claim if
 	// the set changed, and we start over with the new set.
 	for attempt := 0; attempt < 5; attempt++ {
@@ -106,10 +113,13 @@ func (s *Service) Claim(ctx context.Context, raw, password string) (*store.User,
 		err = s.Store.Claim(ctx, store.Claim{
 			UserID: u.ID, TokenHash: hashToken(raw), OldKeyFpr: u.KeyFpr, NewKeyFpr: k.Fingerprint(),
 			PublicKey: pub, PrivateKeyWrapped: wrapped, PwParams: params, PwSalt: salt, PwVerifier: verifier,
-			Rewrapped: re, At: s.now(),
+			Rewrapped: re, At: s.now(), Audit: b.Func(),
 		})
 		switch {
 		case err == nil:
+			// The entry committed with the claim; only a recorder that
+			// cannot seal (tests) records it now, and may fail after the fact.
+			_ = b.Committed(ctx)
 			nu, err := s.Store.UserByID(ctx, u.ID)
 			return nu, priv, err
 		case errors.Is(err, store.ErrConflict):

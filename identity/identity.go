@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/phigate/phigate/audit"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/password"
@@ -42,7 +43,10 @@ type Service struct {
 	PublicURL string
 	ResetTTL  time.Duration
 	CheckKey  KeyChecker // recipient key checks; nil: parse only
-	Now       func() time.Time
+	// Audit receives the entries identity commits with its changes
+	// (account.claim); nil: none (tests of this package).
+	Audit audit.Recorder
+	Now   func() time.Time
 
 	pubCache  sync.Map // fingerprint -> *pcrypto.Key
 	pubCacheN atomic.Int64

@@ -69,6 +69,9 @@ func (f *fixture) fileBytes(t *testing.T) []byte {
 
 const goodPassword = "correct horse battery"
 
+// testIP is the claimant's address the trail records.
+const testIP = "192.0.2.10"
+
 func TestAddUserValidation(t *testing.T) {
 	f := newFixture(t)
 	cases := []struct {
@@ -476,14 +479,14 @@ func TestClaim(t *testing.T) {
 	if u, err := f.svc.CheckClaimToken(ctx, raw1); err != nil || u.ID != pending.ID {
 		t.Fatalf("CheckClaimToken: %v", err)
 	}
-	if _, _, err := f.svc.Claim(ctx, raw1, "short"); !errors.Is(err, ErrWeakPassword) {
+	if _, _, err := f.svc.Claim(ctx, raw1, "short", testIP); !errors.Is(err, ErrWeakPassword) {
 		t.Fatalf("weak password: %v", err)
 	}
-	if _, _, err := f.svc.Claim(ctx, "not-a-token", goodPassword); !errors.Is(err, ErrBadToken) {
+	if _, _, err := f.svc.Claim(ctx, "not-a-token", goodPassword, testIP); !errors.Is(err, ErrBadToken) {
 		t.Errorf("made-up token: %v", err)
 	}
 
-	u, priv, err := f.svc.Claim(ctx, raw1, goodPassword)
+	u, priv, err := f.svc.Claim(ctx, raw1, goodPassword, testIP)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +538,7 @@ func TestClaim(t *testing.T) {
 		if _, err := f.svc.CheckClaimToken(ctx, raw); !errors.Is(err, ErrBadToken) {
 			t.Errorf("CheckClaimToken after claim: %v", err)
 		}
-		if _, _, err := f.svc.Claim(ctx, raw, "another good password"); !errors.Is(err, ErrBadToken) {
+		if _, _, err := f.svc.Claim(ctx, raw, "another good password", testIP); !errors.Is(err, ErrBadToken) {
 			t.Errorf("second claim: %v", err)
 		}
 	}
@@ -566,7 +569,7 @@ func TestClaimTokenExpiry(t *testing.T) {
 	if _, err := f.svc.CheckClaimToken(ctx, raw); !errors.Is(err, ErrBadToken) {
 		t.Errorf("expired token: %v", err)
 	}
-	if _, _, err := f.svc.Claim(ctx, raw, goodPassword); !errors.Is(err, ErrBadToken) {
+	if _, _, err := f.svc.Claim(ctx, raw, goodPassword, testIP); !errors.Is(err, ErrBadToken) {
 		t.Errorf("claim with expired token: %v", err)
 	}
 	if u, _ := f.svc.UserByEmail(ctx, "pat@example.net"); u.Status != store.StatusPending {
@@ -594,7 +597,7 @@ func TestClaimRace(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			_, _, errs[i] = f.svc.Claim(ctx, raw, "violet harbor canyon "+string(rune('a'+i)))
+			_, _, errs[i] = f.svc.Claim(ctx, raw, "violet harbor canyon "+string(rune('a'+i)), testIP)
 		}(i)
 	}
 	wg.Wait()

@@ -216,7 +216,15 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 		}
 		onwardItems = append(onwardItems, item)
 	}
-	ids, err := in.storePortal(ctx, env, stored, raw, view, onwardItems)
+	// The relay and PGP entries commit with the queued items.
+	var onwardAudit []audit.Entry
+	for _, rcpt := range relayTo {
+		onwardAudit = append(onwardAudit, in.entry(ctx, env, "message.relay", "recipient", "", "queued", map[string]string{"recipient": rcpt}))
+	}
+	for _, p := range pgpTo {
+		onwardAudit = append(onwardAudit, in.entry(ctx, env, "message.pgp", "recipient", "", "queued", decisionDetails(p.rcpt, p.dec)))
+	}
+	ids, err := in.storePortal(ctx, env, stored, raw, view, onward{items: onwardItems, audit: onwardAudit})
 	if err != nil {
 		return res, err
 	}
@@ -229,31 +237,29 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 		}
 	}
 	res.Relayed, res.PGP = len(relayTo), len(pgpTo)
-	for _, rcpt := range relayTo {
-		if err := in.audit(ctx, env, "message.relay", "recipient", "", "queued", map[string]string{"recipient": rcpt}); err != nil {
-			return res, err
-		}
-	}
-	for _, p := range pgpTo {
-		if err := in.audit(ctx, env, "message.pgp", "recipient", "", "queued", decisionDetails(p.rcpt, p.dec)); err != nil {
-			return res, err
-		}
-	}
 	if in.Notifier != nil {
 		in.Notifier.Kick()
 	}
 	return res, nil
 }
 
-func (in *Intake) storePortal(ctx context.Context, env Envelope, plans []plan, raw []byte, view *message.View, onward []store.OutboxItem) ([]string, error) {
+// onward is what a transaction queues for the next hop, with its entries.
+type onward struct {
+	items []store.OutboxItem
+	audit []audit.Entry
+}
+
+// storePortal seals the portal and quarantined copies and commits them with
+// the onward items and every entry that records them (message.accept,
+// message.relay, message.pgp) in one transaction: a message is never stored
+// unaudited, nor an entry written for a message that is not (issue 9.2).
+func (in *Intake) storePortal(ctx context.Context, env Envelope, plans []plan, raw []byte, view *message.View, fwd onward) ([]string, error) {
 	if len(plans) == 0 {
-		if len(onward) == 0 {
+		if len(fwd.items) == 0 {
 			return nil, nil
 		}
-		if err := in.Store.Deliver(ctx, store.Delivery{Outbox: onward}); err != nil {
-			return nil, fmt.Errorf("commit: %w", err)
-		}
-		return nil, nil
+		_, err := in.commit(ctx, store.Delivery{Outbox: fwd.items}, fwd.audit)
+		return nil, err
 	}
 	summary, err := json.Marshal(view.Summary(int64(len(raw))))
 	if err != nil {
@@ -266,25 +272,44 @@ func (in *Intake) storePortal(ctx context.Context, env Envelope, plans []plan, r
 		if err != nil {
 			return nil, err
 		}
-		d.Outbox = append(d.Outbox, onward...)
-		err = in.Store.Deliver(ctx, d)
-		if errors.Is(err, store.ErrKeyChanged) {
+		d.Outbox = append(d.Outbox, fwd.items...)
+		// Accepted and its policy decision, in the trail before 250.
+		entries := make([]audit.Entry, 0, len(ids)+len(fwd.audit))
+		for i, id := range ids {
+			entries = append(entries, in.entry(ctx, env, "message.accept", "message", id, "ok", decisionDetails(plans[i].rcpt, plans[i].dec)))
+		}
+		retry, err := in.commit(ctx, d, append(entries, fwd.audit...))
+		if retry {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("commit: %w", err)
+			return nil, err
 		}
 		for i, id := range ids {
 			in.Log.InfoContext(ctx, "stored", "message", id, "recipient", logx.Addr(plans[i].rcpt),
 				"size", len(raw), "rule", plans[i].dec.Rule, "action", plans[i].dec.Action)
-			// Accepted and its policy decision, in the trail before 250.
-			if err := in.audit(ctx, env, "message.accept", "message", id, "ok", decisionDetails(plans[i].rcpt, plans[i].dec)); err != nil {
-				return nil, err
-			}
 		}
 		return ids, nil
 	}
 	return nil, errors.New("commit: recipient key kept changing")
+}
+
+// commit delivers d with entries sealed into its transaction; retry means
+// a recipient's key changed meanwhile (seal again).
+func (in *Intake) commit(ctx context.Context, d store.Delivery, entries []audit.Entry) (retry bool, err error) {
+	b, err := audit.Prepare(ctx, in.Audit, entries...)
+	if err != nil {
+		return false, err
+	}
+	d.Audit = b.Func()
+	err = in.Store.Deliver(ctx, d)
+	if errors.Is(err, store.ErrKeyChanged) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("commit: %w", err)
+	}
+	return false, b.Committed(ctx)
 }
 
 func (in *Intake) prepare(ctx context.Context, env Envelope, plans []plan, raw, summary []byte) (store.Delivery, []string, error) {
@@ -372,47 +397,57 @@ func (in *Intake) Notice(u *store.User, rcpt string, m store.Message, now time.T
 	return d, nil
 }
 
+// Decider is who decides on a quarantined message, for the trail.
+type Decider struct {
+	UserID string
+	IP     string
+}
+
 // Release approves or denies a quarantined message. Approving makes it
-// visible to its recipient and sends the notice in the same transaction.
-func (in *Intake) Release(ctx context.Context, messageID string, approve bool) error {
+// visible to its recipient and sends the notice; the sender's note and the
+// quarantine.approve or quarantine.deny entry commit in the same
+// transaction.
+func (in *Intake) Release(ctx context.Context, messageID string, approve bool, by Decider) error {
 	m, err := in.Store.GetMessage(ctx, messageID)
 	if err != nil {
 		return err
 	}
 	// The sender is told the decision (PHI-free: the message's id and time).
-	note, err := in.senderNote(m, approve)
+	d, err := in.senderNote(m, approve)
 	if err != nil {
 		return err
 	}
-	if !approve {
-		if err := in.Store.DecideQuarantine(ctx, m.ID, store.StateDenied, note); err != nil {
+	state, action := store.StateDenied, "quarantine.deny"
+	if approve {
+		state, action = store.StateDelivered, "quarantine.approve"
+		u, err := in.Store.UserByID(ctx, m.RecipientID)
+		if err != nil {
 			return err
 		}
-		if in.Notifier != nil {
-			in.Notifier.Kick()
+		rcpt, err := in.Identity.Email(u)
+		if err != nil {
+			return err
 		}
-		return nil
+		notice, err := in.Notice(u, rcpt, *m, in.now())
+		if err != nil {
+			return err
+		}
+		d.ClaimTokens = notice.ClaimTokens
+		d.Outbox = append(notice.Outbox, d.Outbox...)
 	}
-	u, err := in.Store.UserByID(ctx, m.RecipientID)
+	b, err := audit.Prepare(ctx, in.Audit, audit.Entry{Actor: by.UserID, IP: by.IP, Action: action,
+		ObjectType: "message", ObjectID: m.ID, Outcome: audit.OK})
 	if err != nil {
 		return err
 	}
-	rcpt, err := in.Identity.Email(u)
-	if err != nil {
-		return err
-	}
-	d, err := in.Notice(u, rcpt, *m, in.now())
-	if err != nil {
-		return err
-	}
-	d.Outbox = append(d.Outbox, note.Outbox...)
-	if err := in.Store.DecideQuarantine(ctx, m.ID, store.StateDelivered, d); err != nil {
+	d.Audit = b.Func()
+	if err := in.Store.DecideQuarantine(ctx, m.ID, state, d); err != nil {
 		return err
 	}
 	if in.Notifier != nil {
 		in.Notifier.Kick()
 	}
-	return nil
+	return b.Committed(ctx)
 }
 
 // decisionDetails are the trail's details of a decision: the recipient
@@ -429,8 +464,13 @@ func (in *Intake) audit(ctx context.Context, env Envelope, action, objType, objI
 	if in.Audit == nil {
 		return nil
 	}
-	return in.Audit.Record(ctx, audit.Entry{Actor: env.Sender.ID, IP: env.IP, Action: action, ObjectType: objType, ObjectID: objID,
-		Outcome: outcome, Correlation: logx.Correlation(ctx), Details: details})
+	return in.Audit.Record(ctx, in.entry(ctx, env, action, objType, objID, outcome, details))
+}
+
+// entry is the trail's record of something the envelope's sender did.
+func (in *Intake) entry(ctx context.Context, env Envelope, action, objType, objID, outcome string, details map[string]string) audit.Entry {
+	return audit.Entry{Actor: env.Sender.ID, IP: env.IP, Action: action, ObjectType: objType, ObjectID: objID,
+		Outcome: outcome, Correlation: logx.Correlation(ctx), Details: details}
 }
 
 // senderNote tells the sender of a held message what was decided.

@@ -164,7 +164,7 @@ func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	u, priv, err := s.Identity.Claim(r.Context(), req.Token, req.Password)
+	u, priv, err := s.Identity.Claim(r.Context(), req.Token, req.Password, info(r).ip)
 	if problem, ok := identity.PasswordProblem(err); ok {
 		writeJSONError(w, http.StatusBadRequest, "weak_password", problem)
 		return
@@ -178,7 +178,6 @@ func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request, _ *viewer) {
 		return
 	}
 	s.Log.InfoContext(r.Context(), "account claimed", "user", u.ID, "ip", info(r).ip)
-	s.auditAs(r, u.ID, "account.claim", "user", u.ID, "ok", nil)
 	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
 	if err := s.startSession(w, r, u, priv, "claim", mfaDone); err != nil {
 		s.apiFail(w, r, err)

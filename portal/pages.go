@@ -190,7 +190,7 @@ func (s *Server) claimSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) 
 		s.render(w, r, http.StatusBadRequest, "claim.html", d)
 		return
 	}
-	u, priv, err := s.Identity.Claim(r.Context(), token, pw)
+	u, priv, err := s.Identity.Claim(r.Context(), token, pw, info(r).ip)
 	if problem, ok := identity.PasswordProblem(err); ok {
 		d.Error = problem
 		s.render(w, r, http.StatusBadRequest, "claim.html", d)
@@ -206,7 +206,6 @@ func (s *Server) claimSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) 
 		return
 	}
 	s.Log.InfoContext(r.Context(), "account claimed", "user", u.ID, "ip", info(r).ip)
-	s.auditAs(r, u.ID, "account.claim", "user", u.ID, "ok", nil)
 	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
 	if err := s.startSession(w, r, u, priv, "claim", mfaDone); err != nil {
 		s.fail(w, r, err)

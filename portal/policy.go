@@ -170,7 +170,7 @@ func (s *Server) apiQuarantineDecide(w http.ResponseWriter, r *http.Request, v *
 		writeJSONError(w, http.StatusBadRequest, "bad_request", "action must be approve or deny")
 		return
 	}
-	err := s.Intake.Release(r.Context(), id, action == "approve")
+	err := s.Intake.Release(r.Context(), id, action == "approve", intake.Decider{UserID: v.user.ID, IP: info(r).ip})
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
@@ -183,7 +183,6 @@ func (s *Server) apiQuarantineDecide(w http.ResponseWriter, r *http.Request, v *
 		return
 	}
 	s.Log.WarnContext(r.Context(), "quarantine decision", "by", v.user.ID, "message", id, "decision", action, "ip", info(r).ip)
-	s.audit(r, "quarantine."+action, "message", id, "ok", nil)
 	writeJSON(w, http.StatusOK, map[string]string{"message": id, "decision": action})
 }
 
@@ -323,7 +322,7 @@ func (s *Server) quarantineSubmit(w http.ResponseWriter, r *http.Request, v *vie
 		s.renderQuarantine(w, r, d)
 		return
 	}
-	err := s.Intake.Release(r.Context(), id, action == "approve")
+	err := s.Intake.Release(r.Context(), id, action == "approve", intake.Decider{UserID: v.user.ID, IP: info(r).ip})
 	switch {
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
 		d.Error = "That message is no longer held (someone else decided first)."
@@ -332,7 +331,6 @@ func (s *Server) quarantineSubmit(w http.ResponseWriter, r *http.Request, v *vie
 		return
 	default:
 		s.Log.WarnContext(r.Context(), "quarantine decision", "by", v.user.ID, "message", id, "decision", action, "ip", info(r).ip)
-		s.audit(r, "quarantine."+action, "message", id, "ok", nil)
 		d.Notice = "Message " + id + ": " + action + "d."
 	}
 	s.renderQuarantine(w, r, d)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/store"
 )
 
@@ -75,12 +76,18 @@ func (s *Server) apiSent(w http.ResponseWriter, r *http.Request, v *viewer) {
 
 // recall withdraws a message its sender sent: the recipient sees that it
 // was recalled, not its content; the ciphertext is deleted by the purge.
+// The message.recall entry commits in the recall's transaction.
 func (s *Server) recall(r *http.Request, v *viewer, id string) error {
-	if err := s.Store.Recall(r.Context(), id, v.user.ID); err != nil {
+	b, err := audit.Prepare(r.Context(), s.Audit, audit.Entry{Actor: v.user.ID, IP: info(r).ip,
+		Action: "message.recall", ObjectType: "message", ObjectID: id, Outcome: audit.OK})
+	if err != nil {
+		return err
+	}
+	if err := s.Store.Recall(r.Context(), id, v.user.ID, b.Func()); err != nil {
 		return err
 	}
 	s.Log.InfoContext(r.Context(), "message recalled", "by", v.user.ID, "message", id, "ip", info(r).ip)
-	return s.audit(r, "message.recall", "message", id, "ok", nil)
+	return b.Committed(r.Context())
 }
 
 func (s *Server) apiRecall(w http.ResponseWriter, r *http.Request, v *viewer) {

@@ -45,6 +45,19 @@ type AuditFilter struct {
 	Limit        int       // at most this many rows; must be > 0
 }
 
+// AuditFunc seals the audit entries of one change: called inside the
+// change's own write transaction with the chain head read there (0 and nil
+// for an empty trail), it returns the records numbered headSeq+1,
+// headSeq+2, ... The store inserts them in that transaction, so the change
+// and its entries commit together or not at all (issue 9.2). It may be
+// called more than once (a retry after a conflict): it must not remember
+// anything but its last result.
+type AuditFunc func(headSeq int64, headMAC []byte) ([]AuditRecord, error)
+
+// PurgeAudit returns the AuditFunc for the messages a purge is about to
+// empty (their ids, in the purge's transaction).
+type PurgeAudit func(ids []string) AuditFunc
+
 // AuditStore is the append-only audit trail. There is deliberately no way
 // to update or delete a row: entries are kept at least six years (HIPAA
 // 164.316(b)(2)) and nothing in phigate removes them.
@@ -55,7 +68,7 @@ type AuditStore interface {
 	// ... in order. If another writer (another node) took one of those
 	// numbers first the result is ErrConflict and nothing is written: call
 	// again, and build runs again on the new head.
-	AppendAudit(ctx context.Context, build func(headSeq int64, headMAC []byte) ([]AuditRecord, error)) error
+	AppendAudit(ctx context.Context, build AuditFunc) error
 	// AuditHead returns the highest sequence number and its MAC (0, nil for
 	// an empty trail).
 	AuditHead(ctx context.Context) (int64, []byte, error)
@@ -65,12 +78,22 @@ type AuditStore interface {
 
 var _ AuditStore = (*SQL)(nil)
 
-func auditHead(ctx context.Context, q interface {
+// headQuery reads the chain head. SQLite write transactions hold the
+// database's write lock from BEGIN (_txlock=immediate), so the head cannot
+// move before commit; a server backend must read it with the row locked
+// (PostgreSQL: append " FOR UPDATE") and still sees a unique(seq) conflict
+// when two writers read the same head, which appendAudit reports as
+// errAuditConflict for the caller to retry.
+const headQuery = `SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1`
+
+type queryRower interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
-}) (int64, []byte, error) {
+}
+
+func auditHead(ctx context.Context, q queryRower, lock string) (int64, []byte, error) {
 	var seq int64
 	var mac []byte
-	err := q.QueryRowContext(ctx, `SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1`).Scan(&seq, &mac)
+	err := q.QueryRowContext(ctx, headQuery+lock).Scan(&seq, &mac)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil, nil
 	}
@@ -78,44 +101,75 @@ func auditHead(ctx context.Context, q interface {
 }
 
 func (s *SQL) AuditHead(ctx context.Context) (int64, []byte, error) {
-	return auditHead(ctx, s.db)
+	return auditHead(ctx, s.db, "")
 }
 
-func (s *SQL) AppendAudit(ctx context.Context, build func(headSeq int64, headMAC []byte) ([]AuditRecord, error)) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		seq, mac, err := auditHead(ctx, tx)
-		if err != nil {
-			return err
-		}
-		recs, err := build(seq, mac)
-		if err != nil {
-			return err
-		}
-		for i, r := range recs {
-			if want := seq + int64(i) + 1; r.Seq != want {
-				return fmt.Errorf("store: audit record numbered %d, want %d", r.Seq, want)
-			}
-			if len(r.MAC) == 0 {
-				return fmt.Errorf("store: audit record %d has no MAC", r.Seq)
-			}
-			enc := r.DetailsEnc
-			if enc == nil {
-				enc = []byte{}
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO audit_log (seq, at, actor, ip, action,
-				object_type, object_id, outcome, cid, details_enc, mac)
-				VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)`,
-				r.Seq, unix(r.At), r.Actor, r.IP, r.Action, r.ObjectType, r.ObjectID, r.Outcome,
-				r.CID, enc, r.MAC); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if isUnique(err) {
+// errAuditConflict: another writer took the next sequence number between
+// our head read and insert; the whole transaction must run again.
+var errAuditConflict = fmt.Errorf("%w: audit sequence number taken", ErrConflict)
+
+// maxAuditRetries bounds the re-runs of a transaction whose audit entries
+// lost the race for their sequence numbers.
+const maxAuditRetries = 50
+
+func (s *SQL) AppendAudit(ctx context.Context, build AuditFunc) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error { return s.appendAudit(ctx, tx, build) })
+	if errors.Is(err, errAuditConflict) || isUnique(err) {
 		return ErrConflict
 	}
 	return err
+}
+
+// appendAudit reads the head inside tx, calls build on it and inserts what
+// it returns. A nil build appends nothing.
+func (s *SQL) appendAudit(ctx context.Context, tx *sql.Tx, build AuditFunc) error {
+	if build == nil {
+		return nil
+	}
+	seq, mac, err := auditHead(ctx, tx, s.headLock)
+	if err != nil {
+		return err
+	}
+	recs, err := build(seq, mac)
+	if err != nil {
+		return err
+	}
+	for i, r := range recs {
+		if want := seq + int64(i) + 1; r.Seq != want {
+			return fmt.Errorf("store: audit record numbered %d, want %d", r.Seq, want)
+		}
+		if len(r.MAC) == 0 {
+			return fmt.Errorf("store: audit record %d has no MAC", r.Seq)
+		}
+		enc := r.DetailsEnc
+		if enc == nil {
+			enc = []byte{}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO audit_log (seq, at, actor, ip, action,
+			object_type, object_id, outcome, cid, details_enc, mac)
+			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11)`,
+			r.Seq, unix(r.At), r.Actor, r.IP, r.Action, r.ObjectType, r.ObjectID, r.Outcome,
+			r.CID, enc, r.MAC)
+		if isUnique(err) || (err != nil && strings.Contains(err.Error(), "append-only")) {
+			return errAuditConflict
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// auditedTx runs fn in a write transaction and re-runs the whole
+// transaction when its audit entries lost their sequence numbers to another
+// writer (only possible with several processes on a server database).
+func (s *SQL) auditedTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	for attempt := 0; ; attempt++ {
+		err := s.tx(ctx, fn)
+		if !errors.Is(err, errAuditConflict) || attempt >= maxAuditRetries {
+			return err
+		}
+	}
 }
 
 func (s *SQL) ListAudit(ctx context.Context, f AuditFilter) ([]AuditRecord, error) {

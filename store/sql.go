@@ -34,6 +34,13 @@ type SQL struct {
 	// mutex instead hands the lock over at once. busy_timeout still covers
 	// other processes (the CLI) writing to the same file.
 	wmu sync.Mutex
+	// headLock is appended to the audit head query inside write
+	// transactions: "" on SQLite (the write lock is held from BEGIN),
+	// " FOR UPDATE" on a server backend.
+	headLock string
+	// checkpointWAL copies the WAL into the main file and truncates it,
+	// after changes that drop key material (nil: not SQLite).
+	checkpointWAL func(ctx context.Context)
 }
 
 // OpenSQLite opens (creating if needed) the database file at path and runs
@@ -51,7 +58,9 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 	}
 	f.Close()
 	q := url.Values{}
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)"} {
+	// secure_delete: freed space (an old key packet, a claimed account's
+	// pending key) is overwritten with zeros, not left in free pages.
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)", "secure_delete(ON)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -71,7 +80,28 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 		db.Close()
 		return nil, err
 	}
-	return newSQL(db), nil
+	s := newSQL(db)
+	s.checkpointWAL = s.truncateWAL
+	return s, nil
+}
+
+// truncateWAL copies the WAL into the database file and truncates it to
+// zero bytes: the WAL still holds earlier versions of changed pages (the
+// pending key, old key packets) until then. It waits (busy_timeout) for
+// readers of older snapshots; if some remain it is left to the next call.
+func (s *SQL) truncateWAL(ctx context.Context) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	var busy, logFrames, done int
+	_ = s.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &done)
+}
+
+// flushDeleted makes data a change just dropped unrecoverable from the
+// database files (see truncateWAL); called after claim, reset and purge.
+func (s *SQL) flushDeleted(ctx context.Context) {
+	if s.checkpointWAL != nil {
+		s.checkpointWAL(ctx)
+	}
 }
 
 func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, fsys embed.FS, dir string) error {
@@ -291,7 +321,17 @@ func (s *SQL) deliverLoop() {
 	}
 }
 
+// commitBatch commits batch, then again those deliveries whose audit
+// entries lost their sequence numbers to another writer (see appendAudit).
 func (s *SQL) commitBatch(batch []*deliverReq) {
+	for attempt := 0; len(batch) > 0; attempt++ {
+		batch = s.commitOnce(batch, attempt < maxAuditRetries)
+	}
+}
+
+// commitOnce commits batch in one transaction and answers every request,
+// except (when retry) those that hit errAuditConflict: it returns them.
+func (s *SQL) commitOnce(batch []*deliverReq, retry bool) []*deliverReq {
 	ctx := context.Background()
 	errs := make([]error, len(batch))
 	err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -299,7 +339,7 @@ func (s *SQL) commitBatch(batch []*deliverReq) {
 			if _, err := tx.ExecContext(ctx, `SAVEPOINT delivery`); err != nil {
 				return err
 			}
-			errs[i] = deliverTx(ctx, tx, r.d)
+			errs[i] = s.deliverTx(ctx, tx, r.d)
 			undo := `RELEASE SAVEPOINT delivery`
 			if errs[i] != nil {
 				undo = `ROLLBACK TO SAVEPOINT delivery; RELEASE SAVEPOINT delivery`
@@ -312,16 +352,23 @@ func (s *SQL) commitBatch(batch []*deliverReq) {
 		}
 		return nil
 	})
+	var again []*deliverReq
 	for i, r := range batch {
-		if err != nil {
+		switch {
+		case err != nil:
 			r.done <- err
-		} else {
+		case retry && errors.Is(errs[i], errAuditConflict):
+			again = append(again, r)
+		default:
 			r.done <- errs[i]
 		}
 	}
+	return again
 }
 
-func deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
+// deliverTx writes one delivery: messages, notices and, last, the audit
+// entries that record them, so a failure anywhere leaves none of it.
+func (s *SQL) deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
 	// Touching the recipient row takes its write lock, so a concurrent
 	// claim either finished before (key_fpr differs: reseal) or waits.
 	type rk struct{ rcpt, fpr string }
@@ -349,7 +396,10 @@ func deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
 			return err
 		}
 	}
-	return insertNotices(ctx, tx, d)
+	if err := insertNotices(ctx, tx, d); err != nil {
+		return err
+	}
+	return s.appendAudit(ctx, tx, d.Audit)
 }
 
 // insertNotices writes a delivery's claim tokens and outbox items.
@@ -473,7 +523,7 @@ func spendToken(ctx context.Context, tx *sql.Tx, hash []byte, userID, kind strin
 // Claim activates a pending account: spends the token, stores the new key
 // and password verifier, re-wraps every message and drops the pending key.
 func (s *SQL) Claim(ctx context.Context, c Claim) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.auditedTx(ctx, func(tx *sql.Tx) error {
 		if err := spendToken(ctx, tx, c.TokenHash, c.UserID, TokenClaim, c.At); err != nil {
 			return err
 		}
@@ -516,10 +566,16 @@ func (s *SQL) Claim(ctx context.Context, c Claim) error {
 			}
 		}
 		// Other outstanding claim links for this account die with the claim.
-		_, err = tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL`,
-			unix(c.At), c.UserID)
-		return err
+		if _, err = tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL`,
+			unix(c.At), c.UserID); err != nil {
+			return err
+		}
+		return s.appendAudit(ctx, tx, c.Audit)
 	})
+	if err == nil {
+		s.flushDeleted(ctx)
+	}
+	return err
 }
 
 func (s *SQL) DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxItem, error) {
@@ -665,7 +721,7 @@ func (s *SQL) CountRecoveryCodes(ctx context.Context, userID string) (int, error
 }
 
 func (s *SQL) Reset(ctx context.Context, r Reset) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *sql.Tx) error {
 		if err := spendToken(ctx, tx, r.TokenHash, r.UserID, TokenReset, r.At); err != nil {
 			return err
 		}
@@ -684,6 +740,10 @@ func (s *SQL) Reset(ctx context.Context, r Reset) error {
 			unix(r.At), r.UserID, TokenReset)
 		return err
 	})
+	if err == nil {
+		s.flushDeleted(ctx) // the old password-wrapped key
+	}
+	return err
 }
 
 func (s *SQL) LockedMessageKeys(ctx context.Context, userID, fpr string) ([]MessageKeys, error) {
@@ -832,7 +892,7 @@ func (s *SQL) ListQuarantined(ctx context.Context) ([]Message, error) {
 // commits d (the release notice) in the same transaction; a message no
 // longer held gives ErrConflict (another admin decided first).
 func (s *SQL) DecideQuarantine(ctx context.Context, id, state string, d Delivery) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.auditedTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE messages SET state = $1 WHERE id = $2 AND state = $3`, state, id, StateQuarantined)
 		if err != nil {
 			return err
@@ -840,7 +900,10 @@ func (s *SQL) DecideQuarantine(ctx context.Context, id, state string, d Delivery
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrConflict
 		}
-		return insertNotices(ctx, tx, d)
+		if err := insertNotices(ctx, tx, d); err != nil {
+			return err
+		}
+		return s.appendAudit(ctx, tx, d.Audit)
 	})
 }
 
@@ -918,26 +981,70 @@ func (s *SQL) ListSent(ctx context.Context, senderID string, limit int) ([]Messa
 		ORDER BY created_at DESC, id LIMIT $2`, senderID, limit)
 }
 
-func (s *SQL) Recall(ctx context.Context, id, senderID string) error {
-	res, err := s.exec(ctx, `UPDATE messages SET state = $1 WHERE id = $2 AND sender_id = $3 AND state IN ($4, $5)`,
-		StateRecalled, id, senderID, StateDelivered, StateQuarantined)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
-	}
-	return nil
+func (s *SQL) Recall(ctx context.Context, id, senderID string, audit AuditFunc) error {
+	return s.auditedTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE messages SET state = $1 WHERE id = $2 AND sender_id = $3 AND state IN ($4, $5)`,
+			StateRecalled, id, senderID, StateDelivered, StateQuarantined)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return s.appendAudit(ctx, tx, audit)
+	})
 }
 
-func (s *SQL) PurgeCiphertext(ctx context.Context, now time.Time) (int, error) {
-	res, err := s.exec(ctx, `UPDATE messages SET body = $1, summary = $1, key_packets = $1, summary_keys = $1, purged_at = $2
-		WHERE purged_at IS NULL AND (state IN ($3, $4) OR expires_at <= $2)`, []byte{}, unix(now), StateRecalled, StateDenied)
+// PurgeCiphertext empties the ciphertext of each message due and appends
+// the entries audit makes for them, in one transaction.
+func (s *SQL) PurgeCiphertext(ctx context.Context, now time.Time, audit PurgeAudit) (int, error) {
+	var n int
+	err := s.auditedTx(ctx, func(tx *sql.Tx) error {
+		ids, err := s.queryIDs(ctx, tx, `SELECT id FROM messages
+			WHERE purged_at IS NULL AND (state IN ($1, $2) OR expires_at <= $3) ORDER BY id`,
+			StateRecalled, StateDenied, unix(now))
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		for _, id := range ids {
+			// The condition again: under a server database's read
+			// committed, a row may have changed since the select.
+			if _, err := tx.ExecContext(ctx, `UPDATE messages SET body = $1, summary = $1, key_packets = $1,
+				summary_keys = $1, purged_at = $2 WHERE id = $3 AND purged_at IS NULL`,
+				[]byte{}, unix(now), id); err != nil {
+				return err
+			}
+		}
+		n = len(ids)
+		if audit == nil {
+			return nil
+		}
+		return s.appendAudit(ctx, tx, audit(ids))
+	})
 	if err != nil {
 		return 0, err
 	}
-	n, _ := res.RowsAffected()
-	return int(n), nil
+	if n > 0 {
+		s.flushDeleted(ctx)
+	}
+	return n, nil
+}
+
+func (s *SQL) queryIDs(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 func (s *SQL) Replies(ctx context.Context, recipientID, messageID string) ([]Message, error) {

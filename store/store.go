@@ -170,6 +170,9 @@ type Delivery struct {
 	Messages    []Message
 	ClaimTokens []ClaimToken
 	Outbox      []OutboxItem
+	// Audit seals the entries recording this delivery (message.accept
+	// ...), committed in its transaction; nil: none.
+	Audit AuditFunc
 }
 
 // Claim turns a pending account into an active one in one transaction.
@@ -186,6 +189,7 @@ type Claim struct {
 	Rewrapped         []MessageKeys // must cover every message of the user
 	PwHistory         []byte
 	At                time.Time
+	Audit             AuditFunc // the account.claim entry, committed with it
 }
 
 // Reset is a forgotten-password reset.
@@ -264,12 +268,15 @@ type Store interface {
 	Replies(ctx context.Context, recipientID, messageID string) ([]Message, error)
 	// PasscodeGiven records that a message's passcode was given.
 	PasscodeGiven(ctx context.Context, id string, at time.Time) error
-	// Recall withdraws a message its sender sent; ErrNotFound if it is not
-	// theirs or is already recalled, denied or purged.
-	Recall(ctx context.Context, id, senderID string) error
+	// Recall withdraws a message its sender sent, with the entries audit
+	// seals in the same transaction; ErrNotFound if it is not theirs or is
+	// already recalled, denied or purged.
+	Recall(ctx context.Context, id, senderID string, audit AuditFunc) error
 	// PurgeCiphertext deletes the encrypted content of recalled and denied
-	// messages and of messages expired before now; it returns how many.
-	PurgeCiphertext(ctx context.Context, now time.Time) (int, error)
+	// messages and of messages expired before now, with the entries
+	// audit(ids) seals, in one transaction; it returns how many.
+	PurgeCiphertext(ctx context.Context, now time.Time, audit PurgeAudit) (int, error)
+	// DecideQuarantine's d.Audit records the decision in its transaction.
 	DecideQuarantine(ctx context.Context, id, state string, d Delivery) error
 	AddBreakGlass(ctx context.Context, b BreakGlass) error
 	SetRecipientKey(ctx context.Context, k RecipientKey) error

@@ -45,6 +45,8 @@ func runSuite(t *testing.T, open func(t *testing.T) Store) {
 		{"Outbox", testOutbox},
 		{"ConcurrentDeliver", testConcurrentDeliver},
 		{"ClaimDeliverRace", testClaimDeliverRace},
+		{"AuditedDeliver", testAuditedDeliver},
+		{"AuditedChanges", testAuditedChanges},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
