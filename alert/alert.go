@@ -23,6 +23,8 @@
 //     a window. Events without an Actor are not counted.
 //   - "audit.verify" with Outcome "failed": an "audit-verify" alert per event
 //     (ObjectID, if set: the first record that failed).
+//   - "service.redis" with Outcome "failed": a "redis-outage" alert per event
+//     (the gateway audits each outage once, when Redis stops answering).
 //
 // Every other event is ignored.
 //
@@ -95,6 +97,8 @@ const (
 	ActionMessageRead = "message.read"
 	ActionAttachment  = "message.attachment"
 	ActionAuditVerify = "audit.verify" // with OutcomeFailed
+	// ActionRedis with OutcomeFailed: Redis stopped answering.
+	ActionRedis = "service.redis"
 
 	OutcomeOK     = "ok"
 	OutcomeFailed = "failed"
@@ -108,6 +112,7 @@ const (
 	KindAdminGrant  = "admin-grant"
 	KindOpenVolume  = "open-volume"
 	KindAuditVerify = "audit-verify"
+	KindRedisOutage = "redis-outage"
 	KindSummary     = "summary"
 )
 
@@ -121,6 +126,7 @@ const (
 	kAdminGrant
 	kOpenVolume
 	kAuditVerify
+	kRedisOutage
 	numKinds
 )
 
@@ -131,6 +137,7 @@ var kindNames = [numKinds]string{
 	kAdminGrant:  KindAdminGrant,
 	kOpenVolume:  KindOpenVolume,
 	kAuditVerify: KindAuditVerify,
+	kRedisOutage: KindRedisOutage,
 }
 
 const (
@@ -291,6 +298,11 @@ func (a *Alerter) Observe(_ context.Context, e Event) {
 			return
 		}
 		a.raiseLocked(now, kAuditVerify, at, auditVerifyText(idOf(e.ObjectID), idOf(e.Actor), addrOf(e.IP), at))
+	case ActionRedis:
+		if e.Outcome != OutcomeFailed {
+			return
+		}
+		a.raiseLocked(now, kRedisOutage, at, redisOutageText(at))
 	}
 }
 

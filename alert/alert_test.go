@@ -220,11 +220,13 @@ func TestImmediateRulesFirePerEvent(t *testing.T) {
 		{Action: ActionAdminGrant, Actor: actor, IP: "192.0.2.3", ObjectType: "user", ObjectID: target},
 		{Action: ActionAuditVerify, Actor: actor, IP: "192.0.2.4", ObjectType: "audit", ObjectID: "1234", Outcome: OutcomeFailed},
 		{Action: ActionAuditVerify, Outcome: OutcomeFailed},
+		{Action: ActionRedis, Actor: "system", ObjectType: "redis", Outcome: OutcomeFailed},
 	}
 	quiet := []Event{
 		{Action: "user.role", Actor: actor, ObjectType: "user", ObjectID: target, Outcome: OutcomeOK},
 		{Action: ActionAdminGrant, Actor: actor, ObjectType: "user", ObjectID: target, Outcome: OutcomeFailed},
 		{Action: ActionAuditVerify, Actor: actor, Outcome: OutcomeOK},
+		{Action: ActionRedis, Actor: "system", ObjectType: "redis", Outcome: OutcomeOK}, // Redis is back
 		{Action: "message.send", Actor: actor, Outcome: OutcomeOK},
 	}
 	for _, e := range quiet {
@@ -250,6 +252,7 @@ func TestImmediateRulesFirePerEvent(t *testing.T) {
 		{KindAdminGrant, ""},
 		{KindAuditVerify, "Audit trail verification failed at " + at + " (first failing record 1234); the check was run by user " + actor + " from 192.0.2.4."},
 		{KindAuditVerify, "Audit trail verification failed at " + at + "."},
+		{KindRedisOutage, "Redis stopped answering at " + at + "; portal sign-in and sessions answer 503 until it returns, and SMTP intake continues."},
 	}
 	for i, w := range want {
 		if got[i].Kind != w.kind || (w.text != "" && got[i].Text != w.text) {

@@ -185,6 +185,10 @@ func latestFrom(ip addr) string {
 	return "; the latest came from " + ip.s
 }
 
+func redisOutageText(at time.Time) string {
+	return fmt.Sprintf("Redis stopped answering at %s; portal sign-in and sessions answer 503 until it returns, and SMTP intake continues.", stamp(at))
+}
+
 func auditVerifyText(record, actor id, ip addr, at time.Time) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Audit trail verification failed at %s", stamp(at))

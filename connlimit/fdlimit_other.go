@@ -2,4 +2,5 @@
 
 package connlimit
 
-func fdLimit() int { return 0 }
+// FDLimit is 0 (unknown) on this system.
+func FDLimit() int { return 0 }

@@ -7,7 +7,7 @@ package connlimit
 // everyone. lowered says whether it had to; with an unknown limit max is
 // returned as it is.
 func FitFDLimit(max, reserve int) (n int, lowered bool) {
-	return fit(max, reserve, fdLimit())
+	return fit(max, reserve, FDLimit())
 }
 
 func fit(max, reserve, limit int) (int, bool) {

@@ -21,6 +21,11 @@ import (
 type Redis struct {
 	rdb     redis.UniversalClient
 	channel string
+	// SubscribeTimeout bounds the wait for Redis to confirm the node's
+	// subscription (DefaultSubscribeTimeout if 0). The gateway sets it to
+	// redis.timeout: while Redis is down or hung a page's websocket, and
+	// every other one waiting behind it, must not hang for long.
+	SubscribeTimeout time.Duration
 
 	mu     sync.Mutex // serialises opening and closing the subscription
 	cur    *redisSub
@@ -37,8 +42,9 @@ type redisSub struct {
 // maxPayload bounds what a reader accepts from the channel.
 const maxPayload = 4 << 10
 
-// subscribeTimeout bounds the wait for Redis to confirm a subscription.
-const subscribeTimeout = 5 * time.Second
+// DefaultSubscribeTimeout bounds the wait for Redis to confirm a
+// subscription when Redis.SubscribeTimeout is not set.
+const DefaultSubscribeTimeout = 5 * time.Second
 
 // NewRedis returns a bus on the Redis pub/sub channel (for example
 // "phigate:events"); every node must use the same channel.
@@ -77,7 +83,11 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, func()) {
 func (r *Redis) open(ctx context.Context) *redisSub {
 	ctx = context.WithoutCancel(ctx)
 	ps := r.rdb.Subscribe(ctx, r.channel)
-	wctx, cancel := context.WithTimeout(ctx, subscribeTimeout)
+	wait := r.SubscribeTimeout
+	if wait <= 0 {
+		wait = DefaultSubscribeTimeout
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
 	// The first reply on a fresh subscription is its confirmation.
 	_, _ = ps.Receive(wctx)
 	cancel()

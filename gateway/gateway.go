@@ -192,10 +192,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		ps.PublicURL = g.Cfg.Server.PublicURL
 	}
 	g.Portal = ps
-	g.httpSrv = &http.Server{Handler: ps.Handler(), TLSConfig: tlsCfg.Clone(),
-		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, WriteTimeout: 5 * time.Minute,
-		IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
-		ErrorLog: slog.NewLogLogger(g.Log.Handler(), slog.LevelWarn)}
+	ps.Limits = portal.Limits{Body: cfg.Portal.MaxBodyBytes, Reply: cfg.Portal.MaxReplyBodyBytes, Upload: cfg.Portal.MaxUploadBytes}
+	g.httpSrv = g.httpsServer(ps.Handler(), tlsCfg)
 
 	if err := g.serveMetrics(ctx); err != nil {
 		g.closeListeners()
@@ -220,7 +218,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.smtpServers = append(g.smtpServers, srv)
 		g.goRun(func() { logServe(l.name, g.Log, srv.Serve(g.smtpSrv.WrapListener(l.ln, l.implicit))) })
 	}
-	g.goRun(func() { logServe("https", g.Log, g.httpSrv.ServeTLS(g.http, "", "")) })
+	g.goRun(func() { logServe("https", g.Log, g.httpSrv.ServeTLS(g.capHTTPS(g.http), "", "")) })
 	return nil
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -220,13 +219,10 @@ func (s *Server) apiAdminAction(w http.ResponseWriter, r *http.Request, v *viewe
 // escrowFromForm reads the escrow private key (uploaded file or pasted
 // armor) and its passphrase; the key lives in this request only.
 func (s *Server) escrowFromForm(r *http.Request) (*pcrypto.Key, error) {
-	if err := r.ParseMultipartForm(1 << 20); err != nil && !errors.Is(err, http.ErrNotMultipart) {
-		return nil, err
-	}
+	// The form was read into memory within the route's bound (body.go).
 	armored := []byte(r.FormValue("escrow_key"))
-	if f, _, err := r.FormFile("escrow_key_file"); err == nil {
-		armored, _ = io.ReadAll(io.LimitReader(f, 1<<20))
-		f.Close()
+	if f := uploads(r, "escrow_key_file"); len(f) > 0 && len(f[0].Data) > 0 {
+		armored = f[0].Data
 	}
 	return s.Identity.UnlockEscrow(armored, []byte(r.FormValue("passphrase")))
 }

@@ -15,9 +15,6 @@ import (
 	"github.com/phigate/phigate/store"
 )
 
-// maxJSONBody bounds API request bodies (credentials only).
-const maxJSONBody = 16 << 10
-
 type apiError struct {
 	Error   string `json:"error"`
 	Message string `json:"message"`
@@ -59,13 +56,9 @@ func (s *Server) apiFail(w http.ResponseWriter, r *http.Request, err error) {
 		Message: "the request could not be completed; try again or contact support with the reference", Ref: info(r).cid})
 }
 
+// decodeJSON decodes a request's JSON body, which its route has bounded
+// (body.go): 413 past the bound, 415 for another type, 400 if malformed.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	r.Body = http.MaxBytesReader(w, r.Body, maxJSONBody)
-	return decodeJSONLimit(w, r, v)
-}
-
-// decodeJSONLimit decodes a body the caller has already bounded.
-func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any) bool {
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		writeJSONError(w, http.StatusUnsupportedMediaType, "bad_request", "send Content-Type: application/json")
 		return false
@@ -73,6 +66,10 @@ func decodeJSONLimit(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			jsonTooLarge(w, mbe.Limit)
+			return false
+		}
 		writeJSONError(w, http.StatusBadRequest, "bad_request", "the request body is not valid JSON for this call")
 		return false
 	}

@@ -129,6 +129,20 @@ func (s *Server) deny(w http.ResponseWriter, r *http.Request, status int, code, 
 // unauthenticated answers a request without a usable session, saying why
 // when the session ended (idle, replaced by a sign-in elsewhere, disabled).
 func (s *Server) unauthenticated(w http.ResponseWriter, r *http.Request, err error) {
+	if s.unavailableFor(w, r, err) {
+		return // the session may well be fine: keep the cookie
+	}
+	if !errors.Is(err, session.ErrNoSession) && !errors.Is(err, store.ErrNotFound) && session.Reason(err) == "" {
+		// A fault (the account database failed, say), not a missing or
+		// ended session or account: signing the person out for it would be
+		// wrong.
+		if isAPI(r) {
+			s.apiFail(w, r, err)
+		} else {
+			s.fail(w, r, err)
+		}
+		return
+	}
 	reason := session.Reason(err)
 	if isAPI(r) {
 		code, msg := "unauthenticated", "sign in first"

@@ -3,7 +3,6 @@ package portal
 import (
 	"encoding/base64"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -71,22 +70,11 @@ func replyProblem(err error) (string, bool) {
 
 func (s *Server) replySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
 	id := r.PathValue("id")
-	if err := r.ParseMultipartForm(intake.DefaultReplyMaxBytes + 1<<20); err != nil && !errors.Is(err, http.ErrNotMultipart) {
-		s.renderMessage(w, r, v, id, "Your reply is too large.")
-		return
-	}
-	rep := intake.Reply{Text: r.FormValue("text")}
-	if r.MultipartForm != nil {
-		for _, fh := range r.MultipartForm.File["files"] {
-			f, err := fh.Open()
-			if err != nil {
-				continue
-			}
-			data, _ := io.ReadAll(io.LimitReader(f, intake.DefaultReplyMaxBytes+1))
-			f.Close()
-			rep.Attachments = append(rep.Attachments, message.Attachment{Filename: fh.Filename,
-				ContentType: fh.Header.Get("Content-Type"), Data: data})
-		}
+	// The form was read into memory within the route's bound (body.go).
+	rep := intake.Reply{Text: r.PostFormValue("text")}
+	for _, f := range uploads(r, "files") {
+		rep.Attachments = append(rep.Attachments, message.Attachment{Filename: f.Filename,
+			ContentType: f.ContentType, Data: f.Data})
 	}
 	_, err := s.sendReply(r, v, id, rep)
 	if msg, ok := replyProblem(err); ok {
@@ -113,9 +101,7 @@ func (s *Server) apiReply(w http.ResponseWriter, r *http.Request, v *viewer) {
 			Data        string `json:"data"` // base64
 		} `json:"attachments"`
 	}
-	dec := http.MaxBytesReader(w, r.Body, 2*intake.DefaultReplyMaxBytes)
-	r.Body = dec
-	if !decodeJSONLimit(w, r, &req) {
+	if !decodeJSON(w, r, &req) {
 		return
 	}
 	rep := intake.Reply{Text: req.Text}

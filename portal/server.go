@@ -54,6 +54,7 @@ type Server struct {
 	PublicURL         string
 	RequirePatient2FA bool
 	OfficerEmail      string // receives break-glass alerts
+	Limits            Limits // request body bounds (body.go)
 
 	tmpl   *template.Template
 	routes []Route
@@ -72,7 +73,12 @@ func (s *Server) Handler() http.Handler {
 	s.tmpl = web.Templates()
 	s.routes = nil
 	mux := http.NewServeMux()
-	h := func(pattern string, p Perm, fn handler) { s.handle(mux, pattern, p, fn) }
+	// Every route's body is bounded and type-checked before it is read
+	// (body.go); hb names the routes whose bound is not the small default.
+	hb := func(pattern string, p Perm, body bodyClass, fn handler) {
+		s.handle(mux, pattern, p, s.bounded(body, fn))
+	}
+	h := func(pattern string, p Perm, fn handler) { hb(pattern, p, smallBody, fn) }
 
 	// Signing in and out, claiming, resetting.
 	h("GET /{$}", PermPublic, s.home)
@@ -95,7 +101,7 @@ func (s *Server) Handler() http.Handler {
 	h("GET /messages/{id}", PermOwn, s.messagePage)
 	h("GET /messages/{id}/content", PermOwn, s.messageContent)
 	h("GET /messages/{id}/attachments/{aid}", PermOwn, s.attachment)
-	h("POST /messages/{id}/reply", PermOwn, s.replySubmit)
+	hb("POST /messages/{id}/reply", PermOwn, replyBody, s.replySubmit)
 	h("POST /messages/{id}/passcode", PermOwn, s.passcodeSubmit)
 	h("GET /account", PermOwn, s.accountPage)
 	h("GET /account/2fa", PermSession, s.enrolPage)
@@ -108,12 +114,12 @@ func (s *Server) Handler() http.Handler {
 	h("POST /admin/users", PermAdmin, s.adminCreateSubmit)
 	h("POST /admin/users/{id}/{action}", PermAdmin, s.adminActionSubmit)
 	h("GET /admin/recover", PermAdmin, s.recoverPage)
-	h("POST /admin/recover", PermAdmin, s.recoverSubmit)
+	hb("POST /admin/recover", PermAdmin, escrowBody, s.recoverSubmit)
 	h("GET /admin/policy", PermAdmin, s.policyPage)
-	h("POST /admin/policy", PermAdmin, s.policySubmit)
+	hb("POST /admin/policy", PermAdmin, uploadBody, s.policySubmit)
 	h("GET /admin/keys", PermAdmin, s.keysPage)
-	h("POST /admin/keys", PermAdmin, s.keysSubmit)
-	h("POST /account/key", PermOwn, s.ownKeySubmit)
+	hb("POST /admin/keys", PermAdmin, uploadBody, s.keysSubmit)
+	hb("POST /account/key", PermOwn, uploadBody, s.ownKeySubmit)
 	h("GET /admin/quarantine", PermAdmin, s.quarantinePage)
 	h("POST /admin/quarantine/{id}/{action}", PermAdmin, s.quarantineSubmit)
 	h("GET /admin/audit", PermReview, s.auditPage)
@@ -123,7 +129,7 @@ func (s *Server) Handler() http.Handler {
 	h("GET /sent", PermOwn, s.sentPage)
 	h("POST /sent/{id}/recall", PermOwn, s.recallSubmit)
 	h("GET /admin/break-glass", PermBreakGlass, s.breakGlassPage)
-	h("POST /admin/break-glass", PermBreakGlass, s.breakGlassSubmit)
+	hb("POST /admin/break-glass", PermBreakGlass, escrowBody, s.breakGlassSubmit)
 
 	// JSON API (docs/api.md).
 	h("POST /api/v1/claim", PermPublic, s.apiClaim)
@@ -136,7 +142,7 @@ func (s *Server) Handler() http.Handler {
 	h("GET /api/v1/messages", PermOwn, s.apiMessages)
 	h("GET /api/v1/messages/{id}", PermOwn, s.apiMessage)
 	h("GET /api/v1/messages/{id}/attachments/{aid}", PermOwn, s.attachment)
-	h("POST /api/v1/messages/{id}/reply", PermOwn, s.apiReply)
+	hb("POST /api/v1/messages/{id}/reply", PermOwn, replyBody, s.apiReply)
 	h("POST /api/v1/messages/{id}/passcode", PermOwn, s.apiPasscode)
 	h("GET /api/v1/account", PermOwn, s.apiAccount)
 	h("POST /api/v1/account/2fa/setup", PermSession, s.apiEnrolStart)
@@ -146,8 +152,8 @@ func (s *Server) Handler() http.Handler {
 	h("GET /api/v1/admin/users", PermAdmin, s.apiAdminUsers)
 	h("POST /api/v1/admin/users", PermAdmin, s.apiAdminCreate)
 	h("POST /api/v1/admin/users/{id}/{action}", PermAdmin, s.apiAdminAction)
-	h("POST /api/v1/admin/recover", PermAdmin, s.apiRecover)
-	h("POST /api/v1/admin/break-glass", PermBreakGlass, s.apiBreakGlass)
+	hb("POST /api/v1/admin/recover", PermAdmin, uploadBody, s.apiRecover)
+	hb("POST /api/v1/admin/break-glass", PermBreakGlass, uploadBody, s.apiBreakGlass)
 	h("GET /api/v1/audit", PermReview, s.apiAudit)
 	h("GET /api/v1/audit/export", PermReview, s.auditExport)
 	h("POST /api/v1/audit/verify", PermReview, s.apiAuditVerify)
@@ -156,15 +162,15 @@ func (s *Server) Handler() http.Handler {
 	h("GET /api/v1/sent", PermOwn, s.apiSent)
 	h("POST /api/v1/sent/{id}/recall", PermOwn, s.apiRecall)
 	h("GET /api/v1/admin/policy", PermAdmin, s.apiPolicy)
-	h("PUT /api/v1/admin/policy", PermAdmin, s.apiPolicyApply)
+	hb("PUT /api/v1/admin/policy", PermAdmin, uploadBody, s.apiPolicyApply)
 	h("GET /api/v1/admin/policy/versions", PermAdmin, s.apiPolicyVersions)
 	h("GET /api/v1/admin/policy/diff", PermAdmin, s.apiPolicyDiff)
 	h("POST /api/v1/admin/policy/rollback", PermAdmin, s.apiPolicyRollback)
-	h("POST /api/v1/admin/policy/explain", PermAdmin, s.apiPolicyExplain)
+	hb("POST /api/v1/admin/policy/explain", PermAdmin, uploadBody, s.apiPolicyExplain)
 	h("GET /api/v1/admin/quarantine", PermAdmin, s.apiQuarantine)
 	h("POST /api/v1/admin/quarantine/{id}/{action}", PermAdmin, s.apiQuarantineDecide)
-	h("PUT /api/v1/admin/recipient-keys", PermAdmin, s.apiRecipientKey)
-	h("PUT /api/v1/account/key", PermOwn, s.apiOwnKey)
+	hb("PUT /api/v1/admin/recipient-keys", PermAdmin, uploadBody, s.apiRecipientKey)
+	hb("PUT /api/v1/account/key", PermOwn, uploadBody, s.apiOwnKey)
 
 	patterns := make([]string, len(s.routes))
 	for i, r := range s.routes {

@@ -65,6 +65,10 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 		token = c.Value
 	}
 	rec, err := s.Sessions.Peek(r.Context(), token)
+	if storeUnavailable(err) {
+		tryLater(conn)
+		return
+	}
 	if err != nil {
 		reason := session.Reason(err)
 		if reason == "" {
@@ -110,6 +114,10 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	defer state.Stop()
 	for {
 		left, reason := s.sessionState(ctx, v)
+		if reason == reasonUnavailable {
+			tryLater(conn)
+			return
+		}
 		if reason != "" {
 			ended(reason)
 			return
@@ -141,6 +149,19 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	}
 }
 
+// reasonUnavailable is sessionState's answer while the session store does
+// not answer: the session is not known to have ended, so the page must not
+// be wiped.
+const reasonUnavailable = "unavailable"
+
+// tryLater closes a page's websocket without ending its session (1013 Try
+// Again Later): the page reconnects by itself, with back-off, and hears its
+// session's state once the store answers again.
+func tryLater(conn *websocket.Conn) {
+	conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+	conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "unavailable"))
+}
+
 // sessionState reads the session without touching it (watching must not
 // keep a session alive) and returns the time left, or why it ended.
 // watch is the session one websocket reports on.
@@ -148,6 +169,9 @@ type watch struct{ id, token string }
 
 func (s *Server) sessionState(ctx context.Context, v *watch) (time.Duration, string) {
 	rec, err := s.Sessions.Store.Get(ctx, v.id)
+	if storeUnavailable(err) {
+		return 0, reasonUnavailable
+	}
 	if err != nil {
 		var ee *session.EndedError
 		if errors.As(err, &ee) {

@@ -165,7 +165,8 @@ func decode(id string, m map[string]string) (*Record, error) {
 	c, err1 := strconv.ParseInt(m["c"], 10, 64)
 	l, err2 := strconv.ParseInt(m["l"], 10, 64)
 	if err1 != nil || err2 != nil || m["u"] == "" || m["h"] == "" || m["k"] == "" {
-		return nil, fmt.Errorf("session: damaged record in Redis")
+		// Unusable, so as good as absent: the holder signs in again.
+		return nil, fmt.Errorf("%w (damaged record in Redis)", ErrNoSession)
 	}
 	return &Record{ID: id, UserID: m["u"], Role: m["r"], WrappedKey: []byte(m["k"]),
 		SecretHash: []byte(m["h"]), Created: time.Unix(0, c), LastSeen: time.Unix(0, l), MFA: m["m"] == "1"}, nil
