@@ -51,6 +51,9 @@ type Server struct {
 	PolicyVersions *policy.Versions
 	Intake         *intake.Intake
 
+	// RedisDown is nil without Redis; true while it is down (unavailable.go).
+	RedisDown func() bool
+
 	PublicURL         string
 	RequirePatient2FA bool
 	OfficerEmail      string // receives break-glass alerts
@@ -183,7 +186,7 @@ func (s *Server) Handler() http.Handler {
 	// Cross-origin state-changing requests are refused (Sec-Fetch-Site /
 	// Origin checks); SameSite=Strict cookies are the second layer.
 	cop := http.NewCrossOriginProtection()
-	return s.withRequestContext(securityHeaders(cop.Handler(mux)))
+	return s.withRequestContext(securityHeaders(cop.Handler(s.whileStoreDown(mux))))
 }
 
 // securityHeaders applies the defaults every response carries; the message
