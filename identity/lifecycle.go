@@ -78,26 +78,56 @@ func (s *Service) checkNewPassword(ctx context.Context, u *store.User, email, pw
 	return nil
 }
 
+// maxUpdateAttempts bounds the re-reads when an account row keeps changing
+// under a status or role change.
+const maxUpdateAttempts = 20
+
+// ErrBusy means an account kept changing while a change was applied.
+var ErrBusy = errors.New("identity: the account kept changing; try again")
+
+// updateUser applies change to a fresh read of userID and writes it with
+// the store's compare-and-set: when another change (a password reset, a
+// second factor, another admin) committed in between, it reads again and
+// re-applies, so no change reverts another (issue 8.8). change validates
+// against the row it is given.
+func (s *Service) updateUser(ctx context.Context, userID string, change func(*store.User) error) (*store.User, error) {
+	for attempt := 0; attempt < maxUpdateAttempts; attempt++ {
+		u, err := s.Store.UserByID(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		if err := change(u); err != nil {
+			return nil, err
+		}
+		u.UpdatedAt = s.now()
+		err = s.Store.UpdateUser(ctx, u)
+		if errors.Is(err, store.ErrConflict) {
+			continue // changed meanwhile, or the last-admin check failed: re-read and re-check
+		}
+		return u, err
+	}
+	return nil, ErrBusy
+}
+
 // SetStatus disables or re-enables an account. Disabling also revokes every
 // app password at once (termination procedure); the caller ends sessions.
 func (s *Service) SetStatus(ctx context.Context, userID, status string) (*store.User, error) {
-	u, err := s.Store.UserByID(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
 	if status != store.StatusActive && status != store.StatusDisabled {
 		return nil, fmt.Errorf("identity: status must be active or disabled")
 	}
-	if u.Status == store.StatusPending {
-		return nil, fmt.Errorf("identity: a pending account is activated by its claim link")
-	}
-	if status == store.StatusDisabled && u.Role == store.RoleAdmin && u.Status == store.StatusActive {
-		if err := s.notLastAdmin(ctx, u.ID); err != nil {
-			return nil, err
+	u, err := s.updateUser(ctx, userID, func(u *store.User) error {
+		if u.Status == store.StatusPending {
+			return fmt.Errorf("identity: a pending account is activated by its claim link")
 		}
-	}
-	u.Status, u.UpdatedAt = status, s.now()
-	if err := s.Store.UpdateUser(ctx, u); err != nil {
+		if status == store.StatusDisabled && u.Role == store.RoleAdmin && u.Status == store.StatusActive {
+			if err := s.notLastAdmin(ctx, u.ID); err != nil {
+				return err
+			}
+		}
+		u.Status = status
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	if status == store.StatusDisabled {
@@ -127,17 +157,15 @@ func (s *Service) SetRole(ctx context.Context, userID, role string) (*store.User
 	if !ValidRole(role) {
 		return nil, ErrUnknownRole
 	}
-	u, err := s.Store.UserByID(ctx, userID)
-	if err != nil {
-		return nil, err
-	}
-	if u.Role == store.RoleAdmin && role != store.RoleAdmin {
-		if err := s.notLastAdmin(ctx, u.ID); err != nil {
-			return nil, err
+	return s.updateUser(ctx, userID, func(u *store.User) error {
+		if u.Role == store.RoleAdmin && role != store.RoleAdmin {
+			if err := s.notLastAdmin(ctx, u.ID); err != nil {
+				return err
+			}
 		}
-	}
-	u.Role, u.UpdatedAt = role, s.now()
-	return u, s.Store.UpdateUser(ctx, u)
+		u.Role = role
+		return nil
+	})
 }
 
 // NeedsMFA says whether u must use a second factor: staff, admins and

@@ -187,14 +187,14 @@ func (s *SQL) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 
 const userCols = `id, email_index, email_enc, role, status, pw_params, pw_salt, pw_verifier,
 	key_fpr, public_key, private_key_wrapped, key_wrap, totp_secret_enc, totp_last_step, pw_history,
-	created_at, updated_at`
+	created_at, updated_at, version`
 
 func scanUser(row interface{ Scan(...any) error }) (*User, error) {
 	var u User
 	var c, up int64
 	err := row.Scan(&u.ID, &u.EmailIndex, &u.EmailEnc, &u.Role, &u.Status, &u.PwParams, &u.PwSalt,
 		&u.PwVerifier, &u.KeyFpr, &u.PublicKey, &u.PrivateKeyWrapped, &u.KeyWrap, &u.TOTPSecretEnc,
-		&u.TOTPLastStep, &u.PwHistory, &c, &up)
+		&u.TOTPLastStep, &u.PwHistory, &c, &up, &u.Version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -207,10 +207,10 @@ func scanUser(row interface{ Scan(...any) error }) (*User, error) {
 
 func (s *SQL) CreateUser(ctx context.Context, u *User) error {
 	_, err := s.exec(ctx, `INSERT INTO users (`+userCols+`)
-		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)`,
+		VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)`,
 		u.ID, u.EmailIndex, u.EmailEnc, u.Role, u.Status, u.PwParams, u.PwSalt, u.PwVerifier,
 		u.KeyFpr, u.PublicKey, u.PrivateKeyWrapped, u.KeyWrap, u.TOTPSecretEnc, u.TOTPLastStep, u.PwHistory,
-		unix(u.CreatedAt), unix(u.UpdatedAt))
+		unix(u.CreatedAt), unix(u.UpdatedAt), u.Version)
 	if isUnique(err) {
 		return ErrExists
 	}
@@ -529,7 +529,7 @@ func (s *SQL) Claim(ctx context.Context, c Claim) error {
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE users SET status = $1, key_fpr = $2, public_key = $3,
 			private_key_wrapped = $4, key_wrap = $5, pw_params = $6, pw_salt = $7, pw_verifier = $8,
-			updated_at = $9, pw_history = $10 WHERE id = $11 AND status = $12 AND key_fpr = $13`,
+			updated_at = $9, pw_history = $10, version = version + 1 WHERE id = $11 AND status = $12 AND key_fpr = $13`,
 			StatusActive, c.NewKeyFpr, c.PublicKey, c.PrivateKeyWrapped, KeyWrapPassword,
 			c.PwParams, c.PwSalt, c.PwVerifier, unix(c.At), c.PwHistory, c.UserID, StatusPending, c.OldKeyFpr)
 		if err != nil {
@@ -633,19 +633,34 @@ func (s *SQL) AddToken(ctx context.Context, t ClaimToken) error {
 	return s.tx(ctx, func(tx *sql.Tx) error { return insertToken(ctx, tx, t) })
 }
 
+// UpdateUser writes u's role and status (and updated_at) if the row is
+// still at u.Version, counting the version up (u.Version too). The other
+// columns have operations of their own (SetTOTP, Reset, Claim ...), so this
+// never writes back a password or second factor read earlier. A change
+// that would leave no active admin is refused with ErrConflict too: the
+// check runs in the same statement, so two admins demoted at once cannot
+// both pass it. ErrConflict: re-read and try again.
 func (s *SQL) UpdateUser(ctx context.Context, u *User) error {
-	res, err := s.exec(ctx, `UPDATE users SET role = $1, status = $2, pw_params = $3, pw_salt = $4,
-		pw_verifier = $5, key_fpr = $6, public_key = $7, private_key_wrapped = $8, key_wrap = $9,
-		totp_secret_enc = $10, totp_last_step = $11, pw_history = $12, updated_at = $13 WHERE id = $14`,
-		u.Role, u.Status, u.PwParams, u.PwSalt, u.PwVerifier, u.KeyFpr, u.PublicKey, u.PrivateKeyWrapped,
-		u.KeyWrap, u.TOTPSecretEnc, u.TOTPLastStep, u.PwHistory, unix(u.UpdatedAt), u.ID)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE users SET role = $1, status = $2, updated_at = $3, version = version + 1
+			WHERE id = $4 AND version = $5 AND (($1 = $6 AND $2 = $7) OR NOT (role = $6 AND status = $7)
+				OR EXISTS (SELECT 1 FROM users o WHERE o.id <> $4 AND o.role = $6 AND o.status = $7))`,
+			u.Role, u.Status, unix(u.UpdatedAt), u.ID, u.Version, RoleAdmin, StatusActive)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			u.Version++
+			return nil
+		}
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM users WHERE id = $1`, u.ID).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		} else if err != nil {
+			return err
+		}
+		return ErrConflict
+	})
 }
 
 func (s *SQL) ListUsers(ctx context.Context, roles ...string) ([]User, error) {
@@ -726,8 +741,8 @@ func (s *SQL) Reset(ctx context.Context, r Reset) error {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE users SET key_fpr = $1, public_key = $2, private_key_wrapped = $3,
-			key_wrap = $4, pw_params = $5, pw_salt = $6, pw_verifier = $7, pw_history = $8, updated_at = $9
-			WHERE id = $10 AND status = $11`,
+			key_wrap = $4, pw_params = $5, pw_salt = $6, pw_verifier = $7, pw_history = $8, updated_at = $9,
+			version = version + 1 WHERE id = $10 AND status = $11`,
 			r.NewKeyFpr, r.PublicKey, r.PrivateKeyWrapped, KeyWrapPassword, r.PwParams, r.PwSalt, r.PwVerifier,
 			r.PwHistory, unix(r.At), r.UserID, StatusActive)
 		if err != nil {
@@ -947,7 +962,8 @@ func (s *SQL) LeaseOutbox(ctx context.Context, now, leaseUntil time.Time, limit 
 }
 
 func (s *SQL) SetTOTP(ctx context.Context, userID string, secretEnc []byte, step int64, at time.Time) error {
-	res, err := s.exec(ctx, `UPDATE users SET totp_secret_enc = $1, totp_last_step = $2, updated_at = $3 WHERE id = $4`,
+	res, err := s.exec(ctx, `UPDATE users SET totp_secret_enc = $1, totp_last_step = $2, updated_at = $3,
+		version = version + 1 WHERE id = $4`,
 		secretEnc, step, unix(at), userID)
 	if err != nil {
 		return err

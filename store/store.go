@@ -54,8 +54,11 @@ type User struct {
 	TOTPSecretEnc     []byte // sealed under the master field key; nil = not enrolled
 	TOTPLastStep      int64  // last accepted TOTP step (replay protection)
 	PwHistory         []byte // JSON of the previous password verifiers (issue #3)
-	CreatedAt         time.Time
-	UpdatedAt         time.Time
+	// Version counts the writes to the row; UpdateUser commits only on the
+	// version it was read at (issue 8.8).
+	Version   int64
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 type AppPassword struct {
@@ -230,7 +233,10 @@ type Store interface {
 	Claim(ctx context.Context, c Claim) error
 
 	// Issue #3: account life-cycle, second factor, resets and recovery.
-	UpdateUser(ctx context.Context, u *User) error // status, role, password, key and TOTP fields
+	// UpdateUser writes role and status only, compare-and-set on
+	// u.Version: ErrConflict when the row changed since it was read (or the
+	// change would leave no active admin); re-read and retry.
+	UpdateUser(ctx context.Context, u *User) error
 	// SetTOTP stores a new second factor without touching other columns
 	// (an enrolment must not undo a disable made meanwhile).
 	SetTOTP(ctx context.Context, userID string, secretEnc []byte, step int64, at time.Time) error
