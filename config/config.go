@@ -165,6 +165,11 @@ type Security struct {
 type Redis struct {
 	URL    string `toml:"url"`
 	Prefix string `toml:"prefix"`
+	// Timeout bounds one Redis operation (connecting and retries
+	// included); past it Redis counts as down and the portal answers 503.
+	Timeout Duration `toml:"timeout"`
+	// ProbeInterval is how often a Redis counted as down is pinged.
+	ProbeInterval Duration `toml:"probe_interval"`
 }
 
 // Alerts are the security officer's alert thresholds (issue #5).
@@ -234,7 +239,7 @@ func Default() Config {
 			ResetTTL:        Duration{30 * time.Minute},
 			OfficerEmail:    "",
 		},
-		Redis:   Redis{Prefix: "phigate:"},
+		Redis:   Redis{Prefix: "phigate:", Timeout: Duration{time.Second}, ProbeInterval: Duration{time.Second}},
 		Metrics: Metrics{Addr: "127.0.0.1:9464"},
 		Alerts:  Alerts{IPFailures: 20, OpensPerUser: 100, Window: Duration{15 * time.Minute}, MaxPerWindow: 10},
 		Portal: Portal{
@@ -457,6 +462,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Redis.URL != "" && !strings.HasPrefix(c.Redis.URL, "redis://") && !strings.HasPrefix(c.Redis.URL, "rediss://") && !strings.HasPrefix(c.Redis.URL, "unix://") {
 		errs = append(errs, fmt.Errorf("redis.url %q: use redis://, rediss:// or unix://", c.Redis.URL))
+	}
+	if c.Redis.Timeout.Duration <= 0 || c.Redis.ProbeInterval.Duration <= 0 {
+		errs = append(errs, errors.New("redis.timeout and redis.probe_interval must be positive"))
 	}
 	if c.SMTP.MaxRecipients < 1 {
 		errs = append(errs, errors.New("smtp.max_recipients must be at least 1"))

@@ -26,6 +26,7 @@ import (
 	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/intake"
+	"github.com/phigate/phigate/internal/redisconn"
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/logx"
@@ -52,7 +53,8 @@ type Gateway struct {
 	Sessions       *session.Manager
 	Limiter        *limiter.Limiter
 	Bus            events.Bus
-	Redis          *redis.Client // nil without redis.url
+	Redis          *redis.Client    // nil without redis.url
+	RedisGuard     *redisconn.Guard // nil without redis.url
 	Portal         *portal.Server
 	Metrics        *metrics.M
 	Trail          *audit.Trail
@@ -201,6 +203,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.goRun(func() { g.Dispatcher.Run(ctx) })
 	g.goRun(func() { g.Alerts.Run(ctx) })
+	g.watchRedis(ctx, ps)
 	g.goRun(func() { g.purge(ctx) })
 	g.goRun(func() { g.verifyDaily(ctx) })
 	if mem, ok := g.Sessions.Store.(*session.Memory); ok {
@@ -304,7 +307,7 @@ func (g *Gateway) shared(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("redis.url: %w", err)
 		}
-		g.Redis = redis.NewClient(opt)
+		g.openRedis(opt)
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		if err := g.Redis.Ping(pctx).Err(); err != nil {

@@ -51,6 +51,9 @@ func (s *Server) apiUnlockEscrow(w http.ResponseWriter, armored, passphrase stri
 }
 
 func (s *Server) apiFail(w http.ResponseWriter, r *http.Request, err error) {
+	if s.unavailableFor(w, r, err) {
+		return
+	}
 	s.Log.ErrorContext(r.Context(), "api request failed", "route", r.Pattern, "err", err)
 	writeJSON(w, http.StatusInternalServerError, apiError{Error: "internal",
 		Message: "the request could not be completed; try again or contact support with the reference", Ref: info(r).cid})

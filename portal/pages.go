@@ -72,6 +72,9 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 
 // fail shows a generic error page with the request id: never the cause.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if s.unavailableFor(w, r, err) {
+		return
+	}
 	// The route pattern, not the path: a path can hold a claim token.
 	s.Log.ErrorContext(r.Context(), "request failed", "route", r.Pattern, "err", err)
 	d := s.data("Something went wrong")
@@ -245,7 +248,9 @@ func (s *Server) requestReset(r *http.Request, email string) error {
 	// like failures), so the form cannot flood someone's mailbox; the
 	// answer is the same either way.
 	bucket := "reset:" + ipKey(info(r).ip)
-	if err := s.Limiter.Check(r.Context(), bucket, ipKey(info(r).ip)); err != nil {
+	if err := s.Limiter.Check(r.Context(), bucket, ipKey(info(r).ip)); storeUnavailable(err) {
+		return err // not a throttle: say so rather than claim a mail went out
+	} else if err != nil {
 		s.Log.WarnContext(r.Context(), "password reset throttled", "ip", info(r).ip)
 		return nil
 	}
