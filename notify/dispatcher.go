@@ -45,18 +45,50 @@ type Dispatcher struct {
 	// MaxRelayAge: onward mail is retried this long before a
 	// delivery-failure report (DefaultMaxRelayAge if 0).
 	MaxRelayAge time.Duration
+	// Workers is how many notices go out at once, each worker over its
+	// own connection, kept open across messages (DefaultWorkers if 0).
+	Workers int
+	// Probe is how often, while notices wait because the smarthost could
+	// not be reached, the dispatcher checks whether it is back
+	// (DefaultProbe if 0).
+	Probe time.Duration
 	// Metrics and Audit may be nil.
 	Metrics *metrics.M
 	Audit   audit.Recorder
 
 	kickOnce sync.Once
 	kick     chan struct{}
+	stopOnce sync.Once
+	stop     chan struct{}
+	wake     chan struct{}
+
+	mu      sync.Mutex
+	waiting map[string]waitingItem // see wait
 }
+
+// DefaultWorkers: smarthost round trips (or the maildrop's fsyncs)
+// overlap, and each worker reuses its connection, so a notice costs one
+// MAIL/RCPT/DATA exchange instead of a dial, TLS handshake and AUTH.
+const DefaultWorkers = 4
+
+// DefaultProbe bounds how long a recovered smarthost goes unnoticed.
+const DefaultProbe = 10 * time.Second
+
+// idleClose: a worker's smarthost connection is closed after this long
+// without work (smarthosts drop idle sessions themselves after minutes).
+const idleClose = 30 * time.Second
+
+const batchSize = 64
 
 // kicks returns the kick channel, made once (Kick may run before Run).
 func (d *Dispatcher) kicks() chan struct{} {
-	d.kickOnce.Do(func() { d.kick = make(chan struct{}, 1) })
+	d.kickOnce.Do(func() { d.kick, d.wake = make(chan struct{}, 1), make(chan struct{}, 1) })
 	return d.kick
+}
+
+func (d *Dispatcher) stops() chan struct{} {
+	d.stopOnce.Do(func() { d.stop = make(chan struct{}) })
+	return d.stop
 }
 
 func (d *Dispatcher) now() time.Time {
@@ -74,25 +106,27 @@ func (d *Dispatcher) Kick() {
 	}
 }
 
-// Run sends until ctx ends. It polls as a safety net, so a notice committed
-// just before a crash goes out after restart without any kick.
-func (d *Dispatcher) Run(ctx context.Context) {
-	kick := d.kicks()
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		// Each pass gets its own correlation id, like a request.
-		pass := logx.WithCorrelation(ctx, logx.NewCorrelationID())
-		if _, err := d.RunOnce(pass); err != nil && ctx.Err() == nil {
-			d.Log.ErrorContext(pass, "outbox", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-t.C:
-		}
+// Stop asks Run to take no more notices, finish the sends under way, hand
+// back what it had taken but not sent, and return. Ending Run's context
+// instead also cuts the sends under way (they are handed back too).
+func (d *Dispatcher) Stop() {
+	s := d.stops()
+	select {
+	case <-s:
+	default:
+		close(s)
 	}
+}
+
+// Run sends until ctx ends or Stop. It polls as a safety net, so a notice
+// committed just before a crash goes out after restart without any kick.
+func (d *Dispatcher) Run(ctx context.Context) {
+	d.run(ctx, false)
+}
+
+// RunOnce sends every due notice once and returns how many went out.
+func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
+	return d.run(ctx, true)
 }
 
 // never is the next_attempt_at of a notice that failed for good. It must
@@ -109,72 +143,284 @@ func backoff(attempts int) time.Duration {
 	return min(d, time.Hour)
 }
 
-// Concurrency is how many notices go out at once: smarthost round trips
-// (or the maildrop's fsyncs) overlap, and the sent marks of a whole batch
-// are committed together, so the dispatcher takes the database's write
-// lock once per batch instead of once per notice.
-const Concurrency = 8
-
-const batchSize = 64
-
 // due returns the notices to send now. With several nodes (Lease > 0) it
 // leases them, so no other node sends them meanwhile; a lease outlives one
 // send (2 minutes), and a node that crashes mid-send leaves its notices to
-// be sent when the lease runs out. A single node has no one to race and
-// leases nothing, so after a crash its notices go out at once.
-func (d *Dispatcher) due(ctx context.Context) ([]store.OutboxItem, error) {
+// be sent when the lease runs out; a node that stops hands them back. A
+// single node has no one to race and leases nothing, so after a crash its
+// notices go out at once.
+func (d *Dispatcher) due(ctx context.Context, limit int) ([]store.OutboxItem, error) {
 	if d.Lease > 0 {
-		return d.Store.LeaseOutbox(ctx, d.now(), d.now().Add(d.Lease), batchSize)
+		return d.Store.LeaseOutbox(ctx, d.now(), d.now().Add(d.Lease), limit)
 	}
-	return d.Store.DueOutbox(ctx, d.now(), batchSize)
+	return d.Store.DueOutbox(ctx, d.now(), limit)
 }
 
-// RunOnce sends every due notice once and returns how many went out.
-func (d *Dispatcher) RunOnce(ctx context.Context) (int, error) {
-	sent := 0
+// handBack undoes the lease of a notice taken but not sent.
+func (d *Dispatcher) handBack(ctx context.Context, it store.OutboxItem) {
+	if d.Lease == 0 {
+		return
+	}
+	if err := d.Store.OutboxRetry(ctx, it.ID, it.Attempts, it.NextAttemptAt, it.LastError); err != nil {
+		d.Log.ErrorContext(ctx, "outbox hand back", "outbox", it.ID, "err", err)
+	}
+}
+
+// outcome is what a worker reports for one notice.
+type outcome struct {
+	id   string
+	sent bool
+	err  error // the store could not record the outcome
+}
+
+// feed is one run of the dispatcher: it takes due notices and hands them
+// to the workers, never the same notice twice at once.
+type feed struct {
+	d        *Dispatcher
+	once     bool
+	inflight map[string]bool
+	queue    []store.OutboxItem
+	sent     int
+	err      error
+}
+
+func (d *Dispatcher) run(ctx context.Context, once bool) (int, error) {
+	kick, stop := d.kicks(), d.stops()
+	// Sends get ctx; the records of their outcome must be written even when
+	// ctx has just ended, or a sent notice would be sent again.
+	work, results := make(chan store.OutboxItem), make(chan outcome)
+	var wg sync.WaitGroup
+	for range d.workers() {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.worker(ctx, work, results) }()
+	}
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	poll, probe := time.NewTicker(5*time.Second), time.NewTicker(d.probeEvery())
+	defer poll.Stop()
+	defer probe.Stop()
+	probed := make(chan error, 1)
+	probing, stopping, hold := false, false, false
+	f := &feed{d: d, once: once, inflight: map[string]bool{}}
+	fetch := true
 	for {
-		items, err := d.due(ctx)
-		if err != nil || len(items) == 0 {
-			return sent, err
-		}
-		errs := make([]error, len(items))
-		sem := make(chan struct{}, Concurrency)
-		var wg sync.WaitGroup
-		for i, it := range items {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				errs[i] = d.send(ctx, it)
-			}()
-		}
-		wg.Wait()
-		var ok []string
-		for i, it := range items {
-			if errs[i] == nil {
-				ok = append(ok, it.ID)
-				d.Metrics.NoticeSent(it.Kind)
-				d.audit(ctx, it, "ok", "")
-				d.Log.InfoContext(ctx, "notice sent", "outbox", it.ID, "kind", it.Kind, "message", it.MessageID)
+		if fetch && !stopping && !hold && len(f.queue) == 0 {
+			fetch = false
+			if err := f.fill(ctx); err != nil {
+				stopping = once || ctx.Err() != nil
+			}
+			if once && len(f.queue) == 0 && len(f.inflight) == 0 {
+				stopping = true
 			}
 		}
-		if len(ok) > 0 {
-			if err := d.Store.OutboxSent(ctx, d.now(), ok...); err != nil {
-				return sent, err
-			}
-			sent += len(ok)
+		if stopping && len(f.inflight) == 0 {
+			break
 		}
-		for i, it := range items {
-			if errs[i] != nil {
-				if err := d.retry(ctx, it, errs[i]); err != nil {
-					return sent, err
-				}
-			}
+		var out chan store.OutboxItem
+		var next store.OutboxItem
+		if len(f.queue) > 0 && !stopping {
+			out, next = work, f.queue[0]
 		}
-		if len(ok) == 0 || len(items) < batchSize {
-			return sent, nil
+		select {
+		case out <- next:
+			f.inflight[next.ID] = true
+			f.queue = f.queue[1:]
+			fetch = len(f.queue) == 0
+		case r := <-results:
+			delete(f.inflight, r.id)
+			if r.sent {
+				f.sent++
+			}
+			if r.err != nil {
+				// The outbox could not be written: wait for the next poll
+				// rather than take the same notice again at once.
+				f.err, hold = r.err, true
+				stopping = stopping || once
+			}
+			fetch = fetch || len(f.queue) == 0
+		case <-kick:
+			fetch = true
+		case <-poll.C:
+			fetch, hold = true, false
+		case <-probe.C:
+			if !once && !probing && d.hasWaiting() {
+				probing = true
+				go func() { probed <- d.probe(pctx) }()
+			}
+		case err := <-probed:
+			probing = false
+			if err == nil {
+				fetch = d.releaseWaiting(ctx) > 0 || fetch
+			}
+		case <-d.wake:
+			fetch = d.releaseWaiting(ctx) > 0 || fetch
+		case <-stop:
+			stopping = true
+		case <-ctx.Done():
+			stopping = true
 		}
 	}
+	close(work)
+	wg.Wait()
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	for _, it := range f.queue {
+		d.handBack(hctx, it)
+	}
+	return f.sent, f.err
+}
+
+func (d *Dispatcher) workers() int {
+	if d.Workers > 0 {
+		return d.Workers
+	}
+	return DefaultWorkers
+}
+
+// fill takes the next due notices, leaving out those being sent.
+func (f *feed) fill(ctx context.Context) error {
+	items, err := f.d.due(ctx, batchSize+len(f.inflight))
+	if err != nil {
+		if ctx.Err() == nil {
+			f.d.Log.ErrorContext(ctx, "outbox", "err", err)
+			f.err = err
+		}
+		return err
+	}
+	for _, it := range items {
+		if !f.inflight[it.ID] {
+			f.queue = append(f.queue, it)
+		}
+	}
+	return nil
+}
+
+func (d *Dispatcher) probeEvery() time.Duration {
+	if d.Probe > 0 {
+		return d.Probe
+	}
+	return DefaultProbe
+}
+
+// worker sends the notices it is handed over one connection of its own.
+func (d *Dispatcher) worker(ctx context.Context, work <-chan store.OutboxItem, results chan<- outcome) {
+	conn := outbound.NewConn(d.Sender)
+	defer conn.Close()
+	idle := time.NewTimer(idleClose)
+	defer idle.Stop()
+	for {
+		select {
+		case it, ok := <-work:
+			if !ok {
+				return
+			}
+			// Each notice gets its own correlation id, like a request.
+			results <- d.deliver(logx.WithCorrelation(ctx, logx.NewCorrelationID()), conn, it)
+			idle.Reset(idleClose)
+		case <-idle.C:
+			conn.Close()
+		}
+	}
+}
+
+// deliver sends one notice and records the outcome at once: a crash
+// after this repeats at most the sends under way.
+func (d *Dispatcher) deliver(ctx context.Context, conn outbound.Conn, it store.OutboxItem) outcome {
+	err := d.send(ctx, conn, it)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	switch {
+	case err == nil:
+		if err := d.Store.OutboxSent(rctx, d.now(), it.ID); err != nil {
+			return outcome{id: it.ID, err: err}
+		}
+		d.forget(it.ID)
+		d.Metrics.NoticeSent(it.Kind)
+		d.audit(rctx, it, "ok", "")
+		d.Log.InfoContext(ctx, "notice sent", "outbox", it.ID, "kind", it.Kind, "message", it.MessageID)
+		if d.hasWaiting() {
+			// The next hop works again: what waits for it need not wait
+			// for its back-off slot.
+			select {
+			case d.wake <- struct{}{}:
+			default:
+			}
+		}
+		return outcome{id: it.ID, sent: true}
+	case ctx.Err() != nil:
+		// Cut by shutdown: not the notice's fault; handed back as it was.
+		d.Log.InfoContext(rctx, "notice send cut by shutdown, handed back", "outbox", it.ID)
+		d.handBack(rctx, it)
+		return outcome{id: it.ID}
+	}
+	return outcome{id: it.ID, err: d.retry(rctx, it, err)}
+}
+
+// waitingItem is a notice this node put in back-off because the next hop
+// could not be reached.
+type waitingItem struct {
+	attempts int
+	next     time.Time
+	lastErr  string
+}
+
+func (d *Dispatcher) wait(id string, w waitingItem) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.waiting == nil {
+		d.waiting = map[string]waitingItem{}
+	}
+	d.waiting[id] = w
+}
+
+func (d *Dispatcher) forget(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.waiting, id)
+}
+
+func (d *Dispatcher) hasWaiting() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.waiting) > 0
+}
+
+// probe checks the next hop without sending; a sender that can't be
+// probed is taken to be back only when a send succeeds.
+func (d *Dispatcher) probe(ctx context.Context) error {
+	p, ok := d.Sender.(outbound.Prober)
+	if !ok {
+		return errors.New("no probe")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return p.Probe(ctx)
+}
+
+// releaseWaiting makes the notices waiting for an unreachable next hop due
+// now, once it is reachable again, and returns how many.
+func (d *Dispatcher) releaseWaiting(ctx context.Context) int {
+	d.mu.Lock()
+	w := d.waiting
+	d.waiting = nil
+	d.mu.Unlock()
+	now, n := d.now(), 0
+	for id, it := range w {
+		// Only while it still waits for its slot: after that, another
+		// node may have sent it.
+		if !now.Before(it.next) {
+			continue
+		}
+		if err := d.Store.OutboxRetry(ctx, id, it.attempts, now, it.lastErr); err != nil {
+			d.Log.ErrorContext(ctx, "outbox release", "outbox", id, "err", err)
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		d.Log.InfoContext(ctx, "next hop reachable again: waiting notices are due now", "notices", n)
+	}
+	return n
 }
 
 // retry schedules the next attempt with back-off, or gives up on a
@@ -194,6 +440,11 @@ func (d *Dispatcher) retry(ctx context.Context, it store.OutboxItem, sendErr err
 			}
 		}
 	}
+	if !permanent && outbound.Unreachable(sendErr) {
+		d.wait(it.ID, waitingItem{attempts: attempts, next: next, lastErr: outbound.Describe(sendErr)})
+	} else {
+		d.forget(it.ID)
+	}
 	d.Metrics.NoticeFailed(it.Kind, permanent)
 	d.audit(ctx, it, "failed", outbound.Describe(sendErr))
 	if permanent {
@@ -205,9 +456,9 @@ func (d *Dispatcher) retry(ctx context.Context, it store.OutboxItem, sendErr err
 	return d.Store.OutboxRetry(ctx, it.ID, attempts, next, outbound.Describe(sendErr))
 }
 
-func (d *Dispatcher) send(ctx context.Context, it store.OutboxItem) error {
+func (d *Dispatcher) send(ctx context.Context, conn outbound.Conn, it store.OutboxItem) error {
 	if it.Kind == KindRelay {
-		return d.sendOnward(ctx, it)
+		return d.sendOnward(ctx, conn, it)
 	}
 	if _, ok := kinds[it.Kind]; !ok {
 		return &outbound.PermanentError{Err: errors.New("unknown outbox kind " + it.Kind)}
@@ -226,7 +477,7 @@ func (d *Dispatcher) send(ctx context.Context, it store.OutboxItem) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return d.Sender.Send(sctx, d.Org.NotifyFrom, []string{n.To}, msg)
+	return conn.Send(sctx, d.Org.NotifyFrom, []string{n.To}, msg)
 }
 
 func (d *Dispatcher) audit(ctx context.Context, it store.OutboxItem, outcome, why string) {

@@ -59,14 +59,14 @@ func (d *Dispatcher) openOnward(it store.OutboxItem) (Onward, error) {
 	return o, nil
 }
 
-func (d *Dispatcher) sendOnward(ctx context.Context, it store.OutboxItem) error {
+func (d *Dispatcher) sendOnward(ctx context.Context, conn outbound.Conn, it store.OutboxItem) error {
 	o, err := d.openOnward(it)
 	if err != nil {
 		return err
 	}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return d.Sender.Send(sctx, o.From, o.To, o.Raw)
+	return conn.Send(sctx, o.From, o.To, o.Raw)
 }
 
 func (d *Dispatcher) maxRelayAge() time.Duration {

@@ -122,20 +122,119 @@ func trimNL(b []byte) []byte {
 
 var ErrNoSTARTTLS = errors.New("the smarthost does not offer STARTTLS; refusing to send in the clear")
 
-func (s *Smarthost) Send(ctx context.Context, from string, to []string, msg []byte) (err error) {
-	if _, ok := ctx.Deadline(); !ok && s.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.Timeout)
-		defer cancel()
+// Send delivers one message over a connection of its own.
+func (s *Smarthost) Send(ctx context.Context, from string, to []string, msg []byte) error {
+	c := s.NewConn()
+	defer c.Close()
+	return c.Send(ctx, from, to, msg)
+}
+
+// Conn is one delivery channel that may stay open across messages.
+type Conn interface {
+	Send(ctx context.Context, from string, to []string, msg []byte) error
+	Close() error
+}
+
+// Pooled is a Sender that can hold a connection open for several messages.
+type Pooled interface {
+	Sender
+	NewConn() Conn
+}
+
+// Prober is a Sender that can check the next hop is reachable without
+// sending anything, so a recovered smarthost is noticed at once.
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
+// NewConn returns a Conn for s: a persistent one if s is Pooled, else one
+// that sends each message on its own.
+func NewConn(s Sender) Conn {
+	if p, ok := s.(Pooled); ok {
+		return p.NewConn()
 	}
+	return oneShot{s}
+}
+
+type oneShot struct{ Sender }
+
+func (oneShot) Close() error { return nil }
+
+// NewConn returns a connection to the smarthost that is dialled on the
+// first Send and reused for the next ones (RSET between, RFC 5321 4.1.1.5).
+// It is not safe for concurrent use: one per sending goroutine.
+func (s *Smarthost) NewConn() Conn { return &smarthostConn{s: s} }
+
+// Probe opens a session as a send would (TLS, AUTH) and quits.
+func (s *Smarthost) Probe(ctx context.Context) error {
+	c := &smarthostConn{s: s}
+	defer c.Close()
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	return c.open(ctx)
+}
+
+type smarthostConn struct {
+	s    *Smarthost
+	conn net.Conn
+	c    *smtp.Client
+}
+
+// bound gives ctx the smarthost timeout unless it has a deadline already.
+func (s *Smarthost) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); !ok && s.Timeout > 0 {
+		return context.WithTimeout(ctx, s.Timeout)
+	}
+	return ctx, func() {}
+}
+
+func (sc *smarthostConn) Send(ctx context.Context, from string, to []string, msg []byte) (err error) {
+	ctx, cancel := sc.s.bound(ctx)
+	defer cancel()
+	if sc.c != nil && sc.reset(ctx) != nil {
+		// The smarthost dropped the idle connection: nothing was sent on
+		// it, so dialling again cannot duplicate a message.
+		sc.drop()
+	}
+	if sc.c == nil {
+		if err := sc.open(ctx); err != nil {
+			return err
+		}
+	}
+	// go-smtp sets its own per-command deadlines (five minutes), replacing
+	// any deadline set here; closing the connection when ctx ends is what
+	// bounds a stalled smarthost.
+	conn := sc.conn
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	setDeadline(ctx, conn, sc.s.Timeout)
+	defer func() {
+		var se *smtp.SMTPError
+		if err != nil && !errors.As(err, &se) || ctx.Err() != nil {
+			// Only a reply leaves the session in a known state; anything
+			// else (or a cut by ctx) ends the connection.
+			sc.drop()
+		}
+		var perm *PermanentError
+		if err != nil && ctx.Err() != nil && !errors.As(err, &perm) {
+			err = fmt.Errorf("smarthost: %w", ctx.Err())
+		}
+	}()
+	if err := sc.c.SendMail(from, to, bytesReader(msg)); err != nil {
+		return classify(err)
+	}
+	// The 250 after DATA handed the message over.
+	return nil
+}
+
+// open dials and sets up a session: TLS (never in the clear) and AUTH.
+func (sc *smarthostConn) open(ctx context.Context) (err error) {
+	s := sc.s
 	d := net.Dialer{Timeout: 30 * time.Second}
 	conn, err := d.DialContext(ctx, "tcp", s.Addr)
 	if err != nil {
 		return err
 	}
-	// go-smtp sets its own per-command deadlines (five minutes), replacing
-	// any deadline set here; closing the connection when ctx ends is what
-	// bounds a stalled smarthost.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	defer func() {
@@ -170,19 +269,51 @@ func (s *Smarthost) Send(ctx context.Context, from string, to []string, msg []by
 			return fmt.Errorf("smarthost STARTTLS: %w", err)
 		}
 	}
-	defer c.Close()
 	if s.Username != "" {
 		if err := c.Auth(sasl.NewPlainClient("", s.Username, s.Password)); err != nil {
+			c.Close()
 			return classify(fmt.Errorf("smarthost AUTH: %w", err))
 		}
 	}
-	if err := c.SendMail(from, to, bytesReader(msg)); err != nil {
-		return classify(err)
-	}
-	// The 250 after DATA handed the message over; a failed QUIT must not
-	// make the caller send it again.
-	_ = c.Quit()
+	sc.conn, sc.c = conn, c
 	return nil
+}
+
+// reset sends RSET on a reused connection, bounded by ctx.
+func (sc *smarthostConn) reset(ctx context.Context) error {
+	conn := sc.conn
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	return sc.c.Reset()
+}
+
+func (sc *smarthostConn) drop() {
+	if sc.c != nil {
+		sc.c.Close()
+	}
+	sc.conn, sc.c = nil, nil
+}
+
+// Close says QUIT (briefly: a smarthost that doesn't answer is not waited
+// for) and closes the connection.
+func (sc *smarthostConn) Close() error {
+	if sc.c == nil {
+		return nil
+	}
+	sc.conn.SetDeadline(time.Now().Add(5 * time.Second))
+	// A message already has its 250: a failed QUIT changes nothing.
+	_ = sc.c.Quit()
+	sc.drop()
+	return nil
+}
+
+// Unreachable reports whether err means the next hop could not be reached
+// or spoken to (no connection, TLS, timeout) rather than a reply about
+// this message: the kind of failure a probe can see end.
+func Unreachable(err error) bool {
+	var se *smtp.SMTPError
+	var perm *PermanentError
+	return err != nil && !errors.As(err, &se) && !errors.As(err, &perm)
 }
 
 func setDeadline(ctx context.Context, conn net.Conn, d time.Duration) {
