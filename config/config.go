@@ -104,8 +104,7 @@ type Senders struct {
 	ConcurrentTxns      int   `toml:"concurrent_transactions"`
 	MaxTransactionBytes int64 `toml:"max_transaction_bytes"` // message size x recipients
 	MaxStoredBytes      int64 `toml:"max_stored_bytes"`      // portal copies an account has stored
-	CommitBatchBytes    int64 `toml:"commit_batch_bytes"`    // sealed bytes committed per transaction step
-	SealBudgetBytes     int64 `toml:"seal_budget_bytes"`     // sealed bytes held by all transactions at once
+	CommitBatchBytes    int64 `toml:"commit_batch_bytes"`    // sealed portal copies committed per step of a transaction
 	// AllowFrom maps an account's address to the other header From
 	// addresses it may use (a shared mailbox, a department alias).
 	AllowFrom map[string][]string `toml:"allow_from"`
@@ -225,7 +224,7 @@ func Default() Config {
 			ReadTimeout:   Duration{5 * time.Minute},
 			WriteTimeout:  Duration{time.Minute},
 			Senders: Senders{MessagesPerHour: 300, ConcurrentTxns: 4, MaxTransactionBytes: 250 << 20,
-				MaxStoredBytes: 5 << 30, CommitBatchBytes: 32 << 20, SealBudgetBytes: 256 << 20},
+				MaxStoredBytes: 5 << 30, CommitBatchBytes: 32 << 20},
 		},
 		Session: Session{
 			IdleTimeout:      Duration{10 * time.Minute},
@@ -473,8 +472,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("smtp.max_message_bytes must be at least 1024"))
 	}
 	if sd := c.SMTP.Senders; sd.MessagesPerHour < 0 || sd.ConcurrentTxns < 0 || sd.MaxTransactionBytes < 0 || sd.MaxStoredBytes < 0 ||
-		sd.CommitBatchBytes < 1<<20 || sd.SealBudgetBytes < sd.CommitBatchBytes {
-		errs = append(errs, errors.New("smtp.senders: limits must not be negative; commit_batch_bytes at least 1 MiB and seal_budget_bytes at least commit_batch_bytes"))
+		sd.CommitBatchBytes < 1<<20 {
+		errs = append(errs, errors.New("smtp.senders: limits must not be negative, and commit_batch_bytes at least 1 MiB"))
 	}
 	if c.Database.Driver != "sqlite" {
 		errs = append(errs, fmt.Errorf("database.driver %q: only \"sqlite\" is supported in this version", c.Database.Driver))

@@ -173,6 +173,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err := g.shared(ctx); err != nil {
 		return err
 	}
+	if err := g.senderLimits(ctx); err != nil {
+		return err
+	}
 	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Log: g.Log, Metrics: g.Metrics, Audit: g.Audit, Opts: smtpd.Options{
 		Hostname: cfg.Server.Hostname, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxLineLength: cfg.SMTP.MaxLineLength, ReadTimeout: cfg.SMTP.ReadTimeout.Duration,

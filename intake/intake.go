@@ -22,6 +22,7 @@ import (
 	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/policy"
+	"github.com/phigate/phigate/quota"
 	"github.com/phigate/phigate/store"
 	"github.com/phigate/phigate/totp"
 )
@@ -46,6 +47,9 @@ type Intake struct {
 	Detector Detector       // nil: no content detectors
 	Audit    audit.Recorder // nil: no trail (unit tests)
 	Notifier interface{ Kick() }
+	Quota    *quota.Limits // per-account counts (issue 8.5); nil: none
+	Stored   StoredBytes   // nil: no stored quota
+	Limits   Limits
 	Log      *slog.Logger
 	Opts     Options
 	Now      func() time.Time
@@ -71,9 +75,10 @@ type Result struct {
 
 // Rejected is a policy refusal: the SMTP reply carries its code and reason.
 type Rejected struct {
-	Code   int
-	Reason string // safe to show the sender
-	Rule   string
+	Code     int
+	Enhanced [3]int // RFC 3463; zero: 5.7.1 (delivery not authorized)
+	Reason   string // safe to show the sender
+	Rule     string
 }
 
 func (e *Rejected) Error() string { return "rejected by policy rule " + e.Rule + ": " + e.Reason }
@@ -147,6 +152,9 @@ type plan struct {
 // committed. Any reject refuses the whole message (SMTP answers DATA once
 // for all recipients), so nothing is half-sent.
 func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result, error) {
+	if err := in.checkMessage(env, raw); err != nil {
+		return Result{}, err
+	}
 	view := message.Parse(raw)
 	env.MessageID = view.MessageID
 	facts := in.facts(raw, view)
@@ -185,6 +193,11 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 			stored = append(stored, plan{rcpt, d})
 		default:
 			return Result{}, fmt.Errorf("policy rule %s: unsupported action %q", d.Rule, d.Action)
+		}
+	}
+	if len(stored) > 0 {
+		if err := in.checkStored(ctx, env.Sender, int64(len(raw))*int64(len(stored))); err != nil {
+			return Result{}, err
 		}
 	}
 	var res Result
@@ -265,6 +278,27 @@ func (in *Intake) storePortal(ctx context.Context, env Envelope, plans []plan, r
 	if err != nil {
 		return nil, err
 	}
+	// The sealed copies are held in memory and committed in batches of at
+	// most Limits.CommitBatchBytes (issue 8.5), not all at once: a message
+	// to many recipients must not hold recipients x size sealed bytes. The
+	// onward items and their entries go with the first batch. The 250
+	// still comes only after the last; should a later batch fail, the
+	// client's retry may repeat the earlier ones (a duplicate, never a loss).
+	var ids []string
+	for len(plans) > 0 {
+		n := min(len(plans), in.batchOf(len(raw)))
+		got, err := in.storeBatch(ctx, env, plans[:n], raw, summary, fwd)
+		if err != nil {
+			return nil, err
+		}
+		in.Log.DebugContext(ctx, "committed batch", "copies", n, "bytes", n*len(raw))
+		ids, plans, fwd = append(ids, got...), plans[n:], onward{}
+	}
+	return ids, nil
+}
+
+// storeBatch seals one batch of copies and commits them.
+func (in *Intake) storeBatch(ctx context.Context, env Envelope, plans []plan, raw, summary []byte, fwd onward) ([]string, error) {
 	// A claim finishing between sealing and commit changes the recipient's
 	// key; the store notices and we seal again to the new key.
 	for attempt := 0; attempt < 3; attempt++ {

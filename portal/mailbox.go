@@ -118,6 +118,24 @@ func (s *Server) open(ctx context.Context, v *viewer, id string) (*opened, error
 	return &opened{Meta: m, View: message.Parse(plain), Signature: sig}, nil
 }
 
+// sentBy is the address of the account that submitted m (authenticated
+// over SMTP, recorded with the message by the gateway, not taken from its
+// headers): shown beside the "verified" line (issue 8.6). Empty if it
+// cannot be read; the page still shows the message.
+func (s *Server) sentBy(ctx context.Context, m *store.Message) string {
+	u, err := s.Store.UserByID(ctx, m.SenderID)
+	if err != nil {
+		s.Log.WarnContext(ctx, "message sender", "message", m.ID, "err", err)
+		return ""
+	}
+	addr, err := s.Identity.Email(u)
+	if err != nil {
+		s.Log.WarnContext(ctx, "message sender", "message", m.ID, "err", err)
+		return ""
+	}
+	return addr
+}
+
 // decisionOf reads the policy decision recorded on a message.
 func decisionOf(m *store.Message) policy.Decision {
 	var d policy.Decision

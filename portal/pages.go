@@ -50,6 +50,7 @@ type pageData struct {
 	Signature  string
 	HasHTML    bool
 	ExpiresAt  time.Time
+	SentBy     string // the account that submitted the message over SMTP
 }
 
 func (s *Server) data(title string) pageData {
@@ -360,6 +361,7 @@ func (s *Server) renderMessage(w http.ResponseWriter, r *http.Request, v *viewer
 	}
 	d := s.data("Secure message")
 	d.SignedIn, d.ID, d.M, d.Signature, d.ExpiresAt = true, o.Meta.ID, o.View, o.Signature.String(), o.Meta.ExpiresAt
+	d.SentBy = s.sentBy(r.Context(), o.Meta)
 	d.HasHTML = o.View.HTML != ""
 	d.Error = problem
 	if r.URL.Query().Get("replied") == "1" {

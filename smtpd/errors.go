@@ -66,6 +66,9 @@ var (
 // policyRefusal is the reply for a data-sharing policy reject: the rule's
 // code and reason (RFC 3463 5.7.1, delivery not authorized).
 func policyRefusal(r *intake.Rejected) *Error {
+	if r.Enhanced != [3]int{} { // the sending limits' own codes (intake/limits.go)
+		return refuse(r.Code, smtp.EnhancedCode(r.Enhanced), r.Reason)
+	}
 	return refuse(r.Code, smtp.EnhancedCode{5, 7, 1}, r.Reason)
 }
 

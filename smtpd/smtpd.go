@@ -26,6 +26,7 @@ import (
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/logx"
 	"github.com/phigate/phigate/metrics"
+	"github.com/phigate/phigate/quota"
 	"github.com/phigate/phigate/store"
 )
 
@@ -116,6 +117,9 @@ type session struct {
 	to   []string
 	size int64 // declared with MAIL SIZE=, 0 if not
 	txn  int   // accepted transactions in this session
+	// ticket holds the account's transaction slot from MAIL to the end
+	// of the transaction (senders.go).
+	ticket *quota.Ticket
 }
 
 // fail logs a refusal or fault and returns what go-smtp must send.
@@ -196,7 +200,7 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		s.size = opts.Size
 	}
-	return nil
+	return s.beginTxn()
 }
 
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
@@ -212,6 +216,9 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 	// RFC 5321 4.5.3.1.10: 452 asks the client to send the rest later.
 	if len(s.to) >= s.b.Opts.MaxRecipients {
 		return s.fail("rcpt", errTooManyRcpts)
+	}
+	if err := s.checkRcptSize(); err != nil {
+		return err
 	}
 	if err := s.b.Intake.CheckRecipient(s.ctx, s.user, s.from, addr); err != nil {
 		var rj *intake.Rejected
@@ -258,6 +265,7 @@ func (s *session) Data(r io.Reader) error {
 			s.b.Metrics.SMTPAccepted(action)
 		}
 	}
+	s.endTxn(true)
 	s.txn++
 	ref := fmt.Sprintf("%s-%d", s.cid, s.txn)
 	s.b.Log.InfoContext(s.ctx, "smtp accepted", "user", s.user.ID, "ip", s.ip, "size", len(raw),
@@ -292,14 +300,20 @@ func (s *session) missingHeaders(raw []byte) []byte {
 	if !h.Has("Message-Id") {
 		add = append(add, "Message-ID: <"+identity.NewID()+"@"+s.b.Opts.Hostname+">\r\n"...)
 	}
+	// RFC 5322 3.6 requires From: the authenticated sender's address.
+	if !h.Has("From") {
+		add = append(add, "From: <"+s.from+">\r\n"...)
+	}
 	return add
 }
 
 func (s *session) Reset() {
+	s.endTxn(false)
 	s.from, s.to, s.size = "", nil, 0
 }
 
 func (s *session) Logout() error {
+	s.endTxn(false)
 	s.b.Log.DebugContext(s.ctx, "smtp disconnect", "ip", s.ip)
 	return nil
 }
