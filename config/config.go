@@ -57,6 +57,9 @@ type Server struct {
 	HTTPAddr  string `toml:"http_addr"`
 	PublicURL string `toml:"public_url"`
 	Hostname  string `toml:"hostname"`
+	// ShutdownGrace bounds a stop (SIGTERM): SMTP transactions in DATA,
+	// notice sends and HTTPS requests under way get this long to finish.
+	ShutdownGrace Duration `toml:"shutdown_grace"`
 }
 
 type Org struct {
@@ -119,6 +122,12 @@ type Smarthost struct {
 	// MaxRetry is how long onward mail is retried before its sender gets
 	// a delivery-failure report.
 	MaxRetry Duration `toml:"max_retry"`
+	// Connections is how many notices go out at once, each over its own
+	// connection kept open across messages.
+	Connections int `toml:"connections"`
+	// ProbeInterval: while notices wait because the smarthost could not
+	// be reached, how often to check whether it is back.
+	ProbeInterval Duration `toml:"probe_interval"`
 }
 
 type Portal struct {
@@ -201,6 +210,9 @@ func Default() Config {
 			SMTPSAddr: "127.0.0.1:2465",
 			HTTPAddr:  "127.0.0.1:8443",
 			Hostname:  "localhost",
+			// Long enough for a large message on a slow link to finish
+			// DATA, short of typical service-manager kill timeouts (90 s).
+			ShutdownGrace: Duration{30 * time.Second},
 		},
 		Org: Org{
 			Name:       "Example Clinic",
@@ -215,7 +227,7 @@ func Default() Config {
 			MaxConcurrentPassword: 4,
 		},
 		Database:  Database{Driver: "sqlite"},
-		Smarthost: Smarthost{MaxRetry: Duration{48 * time.Hour}},
+		Smarthost: Smarthost{MaxRetry: Duration{48 * time.Hour}, Connections: 4, ProbeInterval: Duration{10 * time.Second}},
 		SMTP: SMTP{
 			MaxMessageBytes: 25 << 20,
 			MaxRecipients:   100,
@@ -461,6 +473,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Redis.URL != "" && !strings.HasPrefix(c.Redis.URL, "redis://") && !strings.HasPrefix(c.Redis.URL, "rediss://") && !strings.HasPrefix(c.Redis.URL, "unix://") {
 		errs = append(errs, fmt.Errorf("redis.url %q: use redis://, rediss:// or unix://", c.Redis.URL))
+	}
+	if g := c.Server.ShutdownGrace.Duration; g <= 0 || g > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("server.shutdown_grace %s: must be positive and at most 10m", g))
+	}
+	if c.Smarthost.Connections < 1 || c.Smarthost.Connections > 64 || c.Smarthost.ProbeInterval.Duration <= 0 {
+		errs = append(errs, errors.New("smarthost.connections must be 1 to 64 and smarthost.probe_interval positive"))
 	}
 	if c.Redis.Timeout.Duration <= 0 || c.Redis.ProbeInterval.Duration <= 0 {
 		errs = append(errs, errors.New("redis.timeout and redis.probe_interval must be positive"))

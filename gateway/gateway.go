@@ -4,6 +4,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -69,6 +70,8 @@ type Gateway struct {
 	httpSrv           *http.Server
 	smtpSrv           *smtpd.Server
 	smtpServers       []*smtp.Server
+	drain             *smtpDrain
+	dispatched        chan struct{} // closed when the dispatcher has stopped
 	cancel            context.CancelFunc
 	wg                sync.WaitGroup
 	closeOnce         sync.Once
@@ -149,7 +152,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, g.cancel = context.WithCancel(ctx)
+	// The gateway runs until Close, not until ctx ends: a stop signal ends
+	// the caller's ctx, and Close then lets work under way finish.
+	ctx, g.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	g.Metrics = metrics.New()
 	g.Alerts = alert.New(alert.Config{IPFailures: cfg.Alerts.IPFailures, OpensPerUser: cfg.Alerts.OpensPerUser,
 		Window: cfg.Alerts.Window.Duration, MaxPerWindow: cfg.Alerts.MaxPerWindow}, alertMailer{g}, nil)
@@ -157,7 +162,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.Identity.Audit = g.Audit // account.claim commits with the claim
 	g.Dispatcher = &notify.Dispatcher{Store: g.Store, Keys: g.Keys, Sender: snd, Org: cfg.Org,
 		Hostname: cfg.Server.Hostname, Log: g.Log, Metrics: g.Metrics, Audit: g.Audit,
-		MaxRelayAge: cfg.Smarthost.MaxRetry.Duration}
+		MaxRelayAge: cfg.Smarthost.MaxRetry.Duration, Workers: cfg.Smarthost.Connections,
+		Probe: cfg.Smarthost.ProbeInterval.Duration}
 	if cfg.Redis.URL != "" {
 		// Redis means several nodes share the database.
 		g.Dispatcher.Lease = 5 * time.Minute
@@ -204,7 +210,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.closeListeners()
 		return err
 	}
-	g.goRun(func() { g.Dispatcher.Run(ctx) })
+	g.dispatched = make(chan struct{})
+	g.goRun(func() { defer close(g.dispatched); g.Dispatcher.Run(ctx) })
 	g.goRun(func() { g.Alerts.Run(ctx) })
 	g.watchRedis(ctx, ps)
 	g.goRun(func() { g.purge(ctx) })
@@ -212,6 +219,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if mem, ok := g.Sessions.Store.(*session.Memory); ok {
 		g.goRun(func() { g.sweep(ctx, mem) })
 	}
+	g.drain = newSMTPDrain(cfg.Server.Hostname)
 	for _, l := range []struct {
 		name     string
 		ln       net.Listener
@@ -221,8 +229,11 @@ func (g *Gateway) Start(ctx context.Context) error {
 			continue
 		}
 		srv := g.smtpSrv.NewSMTPServer()
+		srv.Backend = g.drain.backend(srv.Backend)
 		g.smtpServers = append(g.smtpServers, srv)
-		g.goRun(func() { logServe(l.name, g.Log, srv.Serve(g.smtpSrv.WrapListener(l.ln, l.implicit))) })
+		g.goRun(func() {
+			logServe(l.name, g.Log, srv.Serve(g.smtpSrv.WrapListener(g.drain.listener(l.ln), l.implicit)))
+		})
 	}
 	g.goRun(func() { logServe("https", g.Log, g.httpSrv.ServeTLS(g.capHTTPS(g.http), "", "")) })
 	return nil
@@ -415,8 +426,12 @@ func (g *Gateway) Addrs() (smtp, smtps, https string) {
 	return addr(g.smtp), addr(g.smtps), addr(g.http)
 }
 
-// Close stops the listeners, waits for in-flight work and closes the store.
-// Only the first call does anything.
+// Close stops the gateway gracefully (issue 9.1): it stops accepting,
+// lets SMTP transactions in DATA finish and get their reply (other
+// sessions get 421), lets notice sends under way finish and HTTPS requests
+// complete, all within server.shutdown_grace; what is still running then is
+// cut (notices are handed back). Then it closes the store. Only the first
+// call does anything.
 func (g *Gateway) Close() error {
 	var err error
 	g.closeOnce.Do(func() { err = g.close() })
@@ -424,20 +439,61 @@ func (g *Gateway) Close() error {
 }
 
 func (g *Gateway) close() error {
-	if g.cancel != nil {
-		g.cancel()
+	start := time.Now()
+	grace, cancel := context.WithTimeout(context.Background(), cmp.Or(g.Cfg.Server.ShutdownGrace.Duration, 30*time.Second))
+	defer cancel()
+	var wg sync.WaitGroup
+	// No new SMTP connections from here on (Shutdown closes them too, but
+	// in its own goroutine).
+	for _, l := range []net.Listener{g.smtp, g.smtps} {
+		if l != nil {
+			l.Close()
+		}
 	}
 	for _, s := range g.smtpServers {
-		// Sessions in DATA are cut; they never got a 250, so the client
-		// still holds the message and retries.
-		s.Close()
+		wg.Add(1)
+		// Shutdown waits for every session to end.
+		go func() { defer wg.Done(); s.Shutdown(grace) }()
+	}
+	if g.drain != nil {
+		g.drain.begin()
+	}
+	if g.dispatched != nil {
+		g.Dispatcher.Stop()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-g.dispatched:
+			case <-grace.Done():
+			}
+		}()
 	}
 	if g.httpSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		g.httpSrv.Shutdown(ctx)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if g.httpSrv.Shutdown(grace) != nil {
+				g.httpSrv.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	cut := 0
+	if g.drain != nil && grace.Err() != nil {
+		// The grace period is over. A DATA body already read gets a few
+		// seconds to commit, so the store is not closed under it.
+		commit, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		cut = g.drain.cutAll(commit)
 		cancel()
 	}
+	if g.cancel != nil {
+		// Ends the periodic jobs, and cuts notice sends still under way
+		// (the dispatcher hands them back).
+		g.cancel()
+	}
 	g.wg.Wait()
+	g.Log.Info("stopped", "took", time.Since(start).Round(time.Millisecond), "smtp_connections_cut", cut)
 	if g.Redis != nil {
 		g.Redis.Close()
 	}

@@ -119,7 +119,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "  notices and onward mail: %s\n", gateway.DataPath(cfg, "maildrop"))
 	}
 	<-ctx.Done()
-	log.Info("shutting down")
+	// A second SIGTERM or Ctrl-C ends the process at once (as kill -9
+	// would: nothing answered 250 is lost).
+	stop()
+	log.Info("shutting down: finishing transactions and notice sends under way", "grace", cfg.Server.ShutdownGrace.Duration)
 	if err := g.Close(); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("shutdown", "err", err)
 		return 1

@@ -80,3 +80,24 @@ func (r *Raw) Write(b []byte) (int, string) {
 	}
 	return r.read()
 }
+
+// Conn is the connection (TLS after StartTLS), for writes that expect no
+// reply yet, such as the first half of a DATA body.
+func (r *Raw) Conn() net.Conn { return r.conn }
+
+// Read returns the next reply without sending anything (a server may
+// speak first, as with 421 when it shuts down).
+func (r *Raw) Read() (int, string) {
+	r.t.Helper()
+	return r.read()
+}
+
+// ReadErr is Read for a connection that may have been closed: it returns
+// code 0 and the error text instead of failing the test.
+func (r *Raw) ReadErr() (int, string) {
+	code, msg, err := r.tp.ReadResponse(0)
+	if err != nil && code == 0 {
+		return 0, err.Error()
+	}
+	return code, msg
+}
