@@ -113,6 +113,7 @@ type proc struct {
 	waitErr    error
 
 	SMTP, SMTPS, HTTPS string
+	Metrics            string // the metrics listener's bound address
 }
 
 var serveSeq atomic.Int64
@@ -185,6 +186,7 @@ var (
 	reSMTP  = regexp.MustCompile(`SMTP submission \(STARTTLS\):\s+(\S+)`)
 	reSMTPS = regexp.MustCompile(`SMTP implicit TLS:\s+(\S+)`)
 	reHTTPS = regexp.MustCompile(`HTTPS portal:\s+https://(\S+)`)
+	reMetr  = regexp.MustCompile(`metrics \(Prometheus\):\s+http://(\S+)/metrics`)
 )
 
 // waitBanner waits until the server prints its listener addresses.
@@ -194,8 +196,9 @@ func (p *proc) waitBanner() {
 	for {
 		out := p.stdout.String()
 		a, b, c := reSMTP.FindStringSubmatch(out), reSMTPS.FindStringSubmatch(out), reHTTPS.FindStringSubmatch(out)
-		if a != nil && b != nil && c != nil {
-			p.SMTP, p.SMTPS, p.HTTPS = a[1], b[1], c[1]
+		m := reMetr.FindStringSubmatch(out)
+		if a != nil && b != nil && c != nil && m != nil {
+			p.SMTP, p.SMTPS, p.HTTPS, p.Metrics = a[1], b[1], c[1], m[1]
 			return
 		}
 		if p.exited() {
@@ -243,11 +246,12 @@ func (p *proc) stop() {
 	}
 }
 
-// startDev runs `serve --dev` on dir with loopback port-0 listeners.
+// startDev runs `serve --dev` on dir with loopback port-0 listeners (the
+// metrics listener too: a fixed port would fail beside a running gateway).
 func startDev(t *testing.T, dir string) *proc {
 	t.Helper()
 	p := startProc(t, childEnv(), "serve", "--dev", "--data", dir,
-		"--smtp", "127.0.0.1:0", "--smtps", "127.0.0.1:0", "--http", "127.0.0.1:0")
+		"--smtp", "127.0.0.1:0", "--smtps", "127.0.0.1:0", "--http", "127.0.0.1:0", "--metrics", "127.0.0.1:0")
 	p.waitBanner()
 	return p
 }
@@ -1025,6 +1029,7 @@ func (s prodSetup) toml() string {
 	if s.smarthost != "" {
 		fmt.Fprintf(&b, "[smarthost]\naddr = %q\n\n", s.smarthost)
 	}
+	b.WriteString("[metrics]\naddr = \"127.0.0.1:0\"\n\n")
 	b.WriteString("[security]\nofficer_email = \"officer@clinic.example\"\n\n")
 	b.WriteString("[log]\nlevel = \"info\"\n")
 	return b.String()
@@ -1338,4 +1343,34 @@ func TestCLIUserAndAppPassword(t *testing.T) {
 	if p.exited() {
 		t.Fatalf("server exited during the CLI test\n%s", p.tail())
 	}
+}
+
+// ---------------------------------------------------------------------------
+// 5. Listeners
+
+// TestMetricsFlagTwoGateways: `serve --metrics ADDR` sets the metrics
+// listener, so two gateways run side by side on one host (as the suite does
+// beside a developer's gateway); each serves its own /metrics at the address
+// its banner names, and neither took the default port.
+func TestMetricsFlagTwoGateways(t *testing.T) {
+	a, b := startDev(t, t.TempDir()), startDev(t, t.TempDir())
+	if a.Metrics == b.Metrics {
+		t.Fatalf("both gateways report metrics at %s", a.Metrics)
+	}
+	for _, p := range []*proc{a, b} {
+		if _, port, _ := net.SplitHostPort(p.Metrics); port == "9464" || port == "0" {
+			t.Errorf("metrics listener at %s, want the port bound for 127.0.0.1:0", p.Metrics)
+		}
+		res, err := http.Get("http://" + p.Metrics + "/metrics")
+		if err != nil {
+			t.Fatalf("GET /metrics: %v\n%s", err, p.tail())
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("phigate_smtp_accepted_total")) {
+			t.Errorf("GET http://%s/metrics: %d\n%.300s", p.Metrics, res.StatusCode, body)
+		}
+	}
+	a.stop()
+	b.stop()
 }

@@ -55,6 +55,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	smtpAddr := fs.String("smtp", "", "SMTP submission (STARTTLS) listen `address` (default 127.0.0.1:2587)")
 	smtpsAddr := fs.String("smtps", "", "SMTP implicit TLS listen `address` (default 127.0.0.1:2465)")
 	httpAddr := fs.String("http", "", "HTTPS portal listen `address` (default 127.0.0.1:8443)")
+	metricsAddr := fs.String("metrics", "", "Prometheus metrics listen `address` (default 127.0.0.1:9464; loopback only unless metrics.allow_remote)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -71,6 +72,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		}
 		if *httpAddr != "" {
 			c.Server.HTTPAddr = *httpAddr
+		}
+		if *metricsAddr != "" {
+			c.Metrics.Addr = *metricsAddr
 		}
 	})
 	if err == nil && !cf.dev {
