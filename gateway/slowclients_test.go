@@ -1,0 +1,115 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phigate/phigate/internal/e2e"
+)
+
+// slowClient connects to addr from the loopback address from, completes
+// the TLS handshake and sends the start of a request whose headers it
+// never finishes (slowloris). ok is false if the gateway closed the
+// connection before the handshake completed.
+func slowClient(t *testing.T, addr, from string) (conn *tls.Conn, ok bool) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
+	raw, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("dial from %s: %v", from, err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	c := tls.Client(raw, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.HandshakeContext(ctx); err != nil {
+		return nil, false
+	}
+	if _, err := io.WriteString(c, "GET /login HTTP/1.1\r\nHost: portal\r\nX-Slow: "); err != nil {
+		return nil, false
+	}
+	return c, true
+}
+
+// TestSlowClientsCapped: 200 slowloris clients from one address hold only
+// max_conns_per_ip connections (the rest are closed at once), and a
+// legitimate user from another address is served meanwhile.
+func TestSlowClientsCapped(t *testing.T) {
+	cfg := e2e.Config(t.TempDir())
+	cfg.Portal.MaxConnsPerIP = 50
+	cfg.Portal.MaxConns = 1000
+	cfg.Portal.ReadHeaderTimeout.Duration = 10 * time.Minute // they hold on for the whole test
+	h := e2e.Start(t, cfg)
+
+	held := 0
+	for range 200 {
+		if _, ok := slowClient(t, h.HTTPS, "127.0.0.2"); ok {
+			held++
+		}
+	}
+	if held != cfg.Portal.MaxConnsPerIP {
+		t.Fatalf("%d slow connections from one address held, want exactly max_conns_per_ip=%d (the other %d closed)",
+			held, cfg.Portal.MaxConnsPerIP, 200-cfg.Portal.MaxConnsPerIP)
+	}
+	st, _, b := h.Client().Do("GET", "/login", nil, nil)
+	if st != 200 || !strings.Contains(string(b), "password") {
+		t.Fatalf("a legitimate user during the flood: %d", st)
+	}
+}
+
+// TestSlowHeadersClosed: a client that trickles its headers, or that never
+// starts the TLS handshake, is closed once read_header_timeout has passed,
+// however it trickles; it never gets an answer.
+func TestSlowHeadersClosed(t *testing.T) {
+	cfg := e2e.Config(t.TempDir())
+	cfg.Portal.ReadHeaderTimeout.Duration = 300 * time.Millisecond
+	h := e2e.Start(t, cfg)
+
+	t.Run("trickled headers", func(t *testing.T) {
+		c, ok := slowClient(t, h.HTTPS, "127.0.0.1")
+		if !ok {
+			t.Fatal("the slow client was refused before it began")
+		}
+		got := make(chan string, 1)
+		go func() { b, _ := io.ReadAll(c); got <- string(b) }()
+		give := time.NewTimer(30 * time.Second) // a bound for a broken build, not a timing assertion
+		defer give.Stop()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case answer := <-got:
+				if answer != "" {
+					t.Errorf("the slow client got an answer: %.200q", answer)
+				}
+				return
+			case <-tick.C:
+				c.Write([]byte("a")) // one more header byte, never the end
+			case <-give.C:
+				t.Fatal("a client trickling its headers was never closed")
+			}
+		}
+	})
+	t.Run("no handshake", func(t *testing.T) {
+		raw, err := net.Dial("tcp", h.HTTPS)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		raw.SetReadDeadline(time.Now().Add(30 * time.Second))
+		n, err := raw.Read(make([]byte, 1))
+		if n != 0 || err == nil || isTimeout(err) {
+			t.Fatalf("a client that never starts TLS: read %d, %v; want the gateway to close it", n, err)
+		}
+	})
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
