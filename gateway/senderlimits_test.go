@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,7 +11,9 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/phigate/phigate/config"
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/internal/redistest"
 )
 
 // senderSession is one authenticated SMTP session over STARTTLS.
@@ -247,4 +250,51 @@ func TestCommitBatches(t *testing.T) {
 		t.Errorf("%d copies stored, want 8", n)
 	}
 	h.WaitNotices(8)
+}
+
+// TestSenderLimitsTwoNodes: the counted limits hold across two nodes that
+// share Redis: transactions in flight and messages per hour are counted
+// once for the account, whichever node takes the connection.
+func TestSenderLimitsTwoNodes(t *testing.T) {
+	srv := redistest.Start(t) // skips without redis-server (fails in CI)
+	dir := t.TempDir()
+	cfg := func() config.Config {
+		c := e2e.Config(dir)
+		c.Redis.URL, c.Redis.Prefix = "redis://"+srv.Addr+"/0", "limits-nodes:"
+		c.SMTP.Senders.MessagesPerHour, c.SMTP.Senders.ConcurrentTxns = 3, 1
+		return c
+	}
+	a := e2e.Start(t, cfg()) // creates the keys and database that b opens
+	b := e2e.Start(t, cfg())
+	const u = "nodes@clinic.example"
+	pass := a.AddStaff(u)
+
+	ra, rb := senderSession(t, a, u, pass), senderSession(t, b, u, pass)
+	code, msg := ra.Cmd("MAIL FROM:<" + u + ">")
+	expect(t, "MAIL on node A", code, msg, 250, "2.")
+	code, msg = rb.Cmd("MAIL FROM:<" + u + ">")
+	expect(t, "MAIL on node B while A's is open", code, msg, 451, "4.7.0 This account already has 1 messages in progress")
+	ra.Cmd("RCPT TO:<nodes-rcpt@example.net>")
+	ra.Cmd("DATA")
+	code, msg = ra.Write(append(plainMsg(u, 500), ".\r\n"...))
+	expect(t, "DATA on node A", code, msg, 250, "2.0.0")
+
+	for i, h := range []*e2e.Harness{b, a} {
+		if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: u, Pass: pass, From: u, To: []string{"nodes-rcpt@example.net"},
+			Msg: plainMsg(u, 500)}); err != nil {
+			t.Fatalf("message %d: %v", i+2, err)
+		}
+	}
+	err := e2e.Send(e2e.SendOptions{Addr: b.SMTP, User: u, Pass: pass, From: u, To: []string{"nodes-rcpt@example.net"}, Msg: plainMsg(u, 500)})
+	wantSMTPError(t, "message 4 in the hour, on node B", err, 451, smtp.EnhancedCode{4, 7, 0}, "Hourly sending limit of 3 messages")
+	// The counts are in Redis under the configured prefix, keyed by user id.
+	keys, kerr := srv.Client(t).Keys(context.Background(), "limits-nodes:quota:*").Result()
+	if kerr != nil || len(keys) == 0 {
+		t.Errorf("no quota keys in Redis: %v %v", keys, kerr)
+	}
+	for _, k := range keys {
+		if strings.Contains(k, "@") {
+			t.Errorf("Redis key %q holds an address", k)
+		}
+	}
 }
