@@ -6,6 +6,7 @@ package smtpd
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -13,7 +14,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/phigate/phigate/audit"
@@ -35,9 +38,16 @@ type Options struct {
 	MaxMessageBytes int64
 	MaxRecipients   int
 	MaxLineLength   int
-	ReadTimeout     time.Duration
-	WriteTimeout    time.Duration
-	TLS             *tls.Config
+	// ReadTimeout is the read deadline inside an authenticated transaction
+	// (it covers a whole DATA body); Limits has the shorter ones.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	TLS          *tls.Config
+	Limits       Limits
+	Auth         AuthLimits
+	// FaultLogEvery is how often one kind of repeated fault is logged
+	// (default 10 s); the lines in between are counted.
+	FaultLogEvery time.Duration
 }
 
 // Server is the go-smtp backend.
@@ -48,7 +58,25 @@ type Server struct {
 	Metrics  *metrics.M // may be nil
 	Audit    audit.Recorder
 	Opts     Options
+
+	initOnce sync.Once
+	conns    *connSlots
+	clientsW *clients
+	faultLog *faultLog
 }
+
+// init builds the counters shared by every listener of this backend.
+func (b *Server) init() {
+	b.initOnce.Do(func() {
+		b.conns = &connSlots{max: b.Opts.Limits.MaxConns, maxPerIP: b.Opts.Limits.MaxConnsPerIP, perIP: map[string]int{}}
+		b.clientsW = newClients(b.Opts.Auth)
+		b.faultLog = newFaultLog(b.Log, cmp.Or(b.Opts.FaultLogEvery, 10*time.Second))
+	})
+}
+
+func (b *Server) slots() *connSlots { b.init(); return b.conns }
+func (b *Server) clients() *clients { b.init(); return b.clientsW }
+func (b *Server) faults() *faultLog { b.init(); return b.faultLog }
 
 // NewSMTPServer returns a go-smtp server for this backend. implicitTLS
 // selects port-465 behaviour (RFC 8314); otherwise STARTTLS is offered.
@@ -66,29 +94,42 @@ func (b *Server) NewSMTPServer() *smtp.Server {
 	s.WriteTimeout = b.Opts.WriteTimeout
 	s.TLSConfig = b.Opts.TLS
 	s.AllowInsecureAuth = false
-	s.ErrorLog = slogPrinter{b.Log}
+	s.ErrorLog = slogPrinter{b.faults()}
 	return s
 }
 
 // WrapListener prepares ln for the implicit-TLS port (RFC 8314) or for the
-// STARTTLS port (implicit=false).
+// STARTTLS port (implicit=false). Connections over the caps in Opts.Limits
+// are answered and closed before any TLS handshake; the caps are shared by
+// every listener wrapped by b.
 func (b *Server) WrapListener(ln net.Listener, implicit bool) net.Listener {
+	g := &guardListener{Listener: ln, b: b, startTLS: !implicit}
 	if implicit {
-		return tls.NewListener(ln, b.Opts.TLS)
+		return tls.NewListener(g, b.Opts.TLS)
 	}
-	return preTLSAuditListener{ln, b.Log}
+	return g
 }
 
-type slogPrinter struct{ l *slog.Logger }
+// slogPrinter is go-smtp's error log (handshake failures, connection
+// errors), rate-limited: a flood repeats the same few lines.
+type slogPrinter struct{ f *faultLog }
 
 func (p slogPrinter) Printf(format string, v ...interface{}) {
-	p.l.Warn("smtp", "msg", fmt.Sprintf(format, v...))
+	p.f.warn("smtp", "msg", fmt.Sprintf(format, v...))
 }
-func (p slogPrinter) Println(v ...interface{}) { p.l.Warn("smtp", "msg", fmt.Sprint(v...)) }
+func (p slogPrinter) Println(v ...interface{}) { p.f.warn("smtp", "msg", fmt.Sprint(v...)) }
 
+// NewSession runs at the first EHLO/HELO (and the first after STARTTLS).
 func (b *Server) NewSession(c *smtp.Conn) (smtp.Session, error) {
-	s := &session{b: b, conn: c, cid: logx.NewCorrelationID(), ip: remoteIP(c.Conn())}
+	s := &session{b: b, conn: c, cid: logx.NewCorrelationID(), ip: remoteIP(c.Conn()), guard: guardOf(c.Conn())}
 	s.ctx = logx.WithCorrelation(context.Background(), s.cid)
+	if err := s.gone(); err != nil {
+		return nil, err
+	}
+	if !validHelo(c.Hostname()) {
+		return nil, s.fail("helo", errBadHelo)
+	}
+	s.setPhase(phaseCommand)
 	b.Log.InfoContext(s.ctx, "smtp connect", "ip", s.ip)
 	s.audit("smtp.connect", "connection", s.cid, "ok", nil)
 	return s, nil
@@ -106,11 +147,14 @@ func remoteIP(c net.Conn) string {
 }
 
 type session struct {
-	b    *Server
-	conn *smtp.Conn
-	cid  string
-	ctx  context.Context
-	ip   string
+	b     *Server
+	conn  *smtp.Conn
+	cid   string
+	ctx   context.Context
+	ip    string
+	guard *guardConn // nil only for connections not from WrapListener
+
+	authFails int // failed AUTH attempts on this connection
 
 	user *store.User
 	from string
@@ -133,11 +177,38 @@ func (s *session) fail(stage string, e *Error) error {
 	s.audit("smtp.refuse", "connection", s.cid, "refused", map[string]string{"stage": stage,
 		"code": fmt.Sprint(e.Code), "enhanced": fmt.Sprintf("%d.%d.%d", e.Enhanced[0], e.Enhanced[1], e.Enhanced[2]), "reason": e.Message})
 	if e.Fault {
-		s.b.Log.ErrorContext(s.ctx, "smtp fault", append(attrs, "err", e.Cause)...)
+		// Faults repeat identically under a full disk or a dead database:
+		// logged at a bounded rate (the same kind at most once per interval).
+		kind := fmt.Sprintf("fault %s %d %v", stage, e.Code, e.Cause)
+		s.b.faults().logAt(s.ctx, slog.LevelError, kind, "smtp fault", append(attrs, "err", e.Cause)...)
 	} else {
 		s.b.Log.WarnContext(s.ctx, "smtp refused", append(attrs, "reason", e.Message)...)
 	}
 	return e.reply(s.cid)
+}
+
+// gone returns the reply for a command that arrives after the connection
+// timed out or was dropped (nil otherwise); the command is not executed, and
+// the connection closes after that reply. See guardConn.
+func (s *session) gone() *smtp.SMTPError {
+	if s.guard == nil || !s.guard.gone() {
+		return nil
+	}
+	s.guard.drop()
+	return errTimedOut.reply(s.cid)
+}
+
+// drop closes the connection after the reply being sent.
+func (s *session) drop() {
+	if s.guard != nil {
+		s.guard.drop()
+	}
+}
+
+func (s *session) setPhase(p phase) {
+	if s.guard != nil {
+		s.guard.setPhase(p)
+	}
 }
 
 func (s *session) tls() bool {
@@ -148,15 +219,22 @@ func (s *session) tls() bool {
 func (s *session) AuthMechanisms() []string { return []string{sasl.Plain, sasl.Login} }
 
 func (s *session) Auth(mech string) (sasl.Server, error) {
+	if err := s.gone(); err != nil {
+		return nil, err
+	}
+	if err := s.authThrottled(); err != nil {
+		return nil, err
+	}
 	check := func(authz, username, password string) error {
+		if err := s.gone(); err != nil {
+			return err
+		}
 		if authz != "" && !strings.EqualFold(authz, username) {
-			return s.fail("auth", errAuthzMismatch)
+			return s.authFailed(username, mech, errAuthzMismatch)
 		}
 		u, err := s.b.Identity.CheckAppPassword(s.ctx, username, password)
 		if errors.Is(err, identity.ErrBadCredentials) {
-			s.b.Log.WarnContext(s.ctx, "smtp auth failed", "ip", s.ip, "username", logx.Addr(username), "mech", mech)
-			s.audit("smtp.auth", "connection", s.cid, "failed", map[string]string{"username": username, "mech": mech})
-			return s.fail("auth", errAuthFailed)
+			return s.authFailed(username, mech, errAuthFailed)
 		}
 		if err != nil {
 			return s.fail("auth", fault(err))
@@ -175,7 +253,54 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
+// authThrottled refuses AUTH from an address that used up its failures,
+// without checking the password, and drops the connection.
+func (s *session) authThrottled() error {
+	blocked, ended := s.b.clients().blocked(s.ip)
+	s.b.flush(ended)
+	if !blocked {
+		return nil
+	}
+	s.drop()
+	return s.fail("auth", errAuthThrottled)
+}
+
+// authFailed records a failed AUTH, waits the failure delay, and answers
+// 535, or 421 and drops the connection once this connection or its address
+// has failed too often. The address's failures are written to the audit
+// trail once per window with their count (clients), and the failure that
+// uses up its allowance is audited as an auth.lockout, which alerts the
+// security officer as a portal lock-out does.
+func (s *session) authFailed(username, mech string, refusal *Error) error {
+	s.authFails++
+	s.b.Log.WarnContext(s.ctx, "smtp auth failed", "ip", s.ip, "username", logx.Addr(username), "mech", mech)
+	s.audit("smtp.auth", "connection", s.cid, "failed", map[string]string{"username": username, "mech": mech})
+	blockedNow, until, ended := s.b.clients().authFailed(s.ip)
+	s.b.flush(ended)
+	if blockedNow {
+		s.b.Log.WarnContext(s.ctx, "smtp auth throttled", "ip", s.ip, "until", until)
+		s.b.writeAudit(s.ctx, audit.Entry{Actor: "smtp:" + s.ip, IP: s.ip, Action: "auth.lockout", ObjectType: "smtp",
+			ObjectID: "smtp-auth", Outcome: "ok", Correlation: s.cid,
+			Details: map[string]string{"until": until.UTC().Format(time.RFC3339), "failures": fmt.Sprint(s.b.Opts.Auth.MaxPerIP)}})
+	}
+	// The delay slows guessing on this connection; the caps bound how many
+	// connections can wait at once.
+	time.Sleep(s.b.Opts.Auth.FailureDelay)
+	if blockedNow || s.authFails >= max(s.b.Opts.Auth.MaxPerConn, 1) {
+		s.drop()
+		return s.fail("auth", errAuthThrottled)
+	}
+	return s.fail("auth", refusal)
+}
+
 func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	if err := s.gone(); err != nil {
+		return err
+	}
+	// A second EHLO is not shown to NewSession: check the name it left.
+	if !validHelo(s.conn.Hostname()) {
+		return s.fail("mail", errBadHelo)
+	}
 	// go-smtp enforces neither TLS nor AUTH before MAIL (LIBRARY-NOTES);
 	// without both, this would be an open relay.
 	if !s.tls() {
@@ -200,10 +325,21 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	if opts != nil {
 		s.size = opts.Size
 	}
-	return s.beginTxn()
+	if err := s.beginTxn(); err != nil {
+		return err
+	}
+	// Inside an authenticated transaction the long read timeout applies.
+	s.setPhase(phaseTransaction)
+	return nil
 }
 
 func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if err := s.gone(); err != nil {
+		return err
+	}
+	if !plainAddr(to) {
+		return s.fail("rcpt", errRcptForm)
+	}
 	addr, err := identity.ParseAddr(to)
 	if err != nil {
 		return s.fail("rcpt", errBadRcpt)
@@ -232,6 +368,9 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (s *session) Data(r io.Reader) error {
+	if err := s.gone(); err != nil {
+		return err
+	}
 	// Start the buffer at the declared SIZE (RFC 1870) or a typical size, so
 	// a message is not copied a dozen times while it grows.
 	buf := bytes.NewBuffer(make([]byte, 0, min(max(s.size, 64<<10), s.b.Opts.MaxMessageBytes)+4096))
@@ -244,8 +383,14 @@ func (s *session) Data(r io.Reader) error {
 			return s.fail("data", errLineTooLong)
 		case errors.As(err, &se): // size limit: 552 5.3.4 from go-smtp
 			return s.fail("data", refuse(se.Code, se.EnhancedCode, se.Message))
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.drop()
+			return s.fail("data", errTimedOut)
 		}
 		return s.fail("data", fault(err))
+	}
+	if hasBareNewline(raw) {
+		return s.fail("data", errBareNewline)
 	}
 	raw = append(s.received(), append(s.missingHeaders(raw), raw...)...)
 	ctx, cancel := context.WithTimeout(s.ctx, 3*time.Minute)
@@ -310,6 +455,7 @@ func (s *session) missingHeaders(raw []byte) []byte {
 func (s *session) Reset() {
 	s.endTxn(false)
 	s.from, s.to, s.size = "", nil, 0
+	s.setPhase(phaseCommand)
 }
 
 func (s *session) Logout() error {
@@ -320,16 +466,12 @@ func (s *session) Logout() error {
 
 // audit writes a trail entry for this connection: the authenticated user,
 // or "smtp:<ip>" before AUTH.
+// Before AUTH, entries go through the per-address aggregation (clients).
 func (s *session) audit(action, objType, objID, outcome string, details map[string]string) {
-	if s.b.Audit == nil {
-		return
-	}
 	actor := "smtp:" + s.ip
 	if s.user != nil {
 		actor = s.user.ID
 	}
-	if err := s.b.Audit.Record(s.ctx, audit.Entry{Actor: actor, IP: s.ip, Action: action, ObjectType: objType,
-		ObjectID: objID, Outcome: outcome, Correlation: s.cid, Details: details}); err != nil {
-		s.b.Log.ErrorContext(s.ctx, "audit write failed", "action", action, "err", err)
-	}
+	s.b.record(s.ctx, audit.Entry{Actor: actor, IP: s.ip, Action: action, ObjectType: objType,
+		ObjectID: objID, Outcome: outcome, Correlation: s.cid, Details: details}, s.user != nil)
 }
