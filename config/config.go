@@ -98,6 +98,15 @@ type SMTP struct {
 	ReadTimeout     Duration `toml:"read_timeout"`
 	WriteTimeout    Duration `toml:"write_timeout"`
 	Senders         Senders  `toml:"senders"`
+	// Abuse controls (issue 8.4): connection caps, the short timeouts
+	// outside an authenticated transaction, AUTH failure throttling.
+	MaxConnections      int      `toml:"max_connections"`        // all SMTP listeners together; lowered to fit the fd limit
+	MaxConnectionsPerIP int      `toml:"max_connections_per_ip"` // per address (IPv6: /64)
+	HandshakeTimeout    Duration `toml:"handshake_timeout"`      // TLS handshake and first command
+	CommandTimeout      Duration `toml:"command_timeout"`        // each command outside an authenticated transaction
+	DrainTimeout        Duration `toml:"drain_timeout"`          // reading what a client still sends after our last reply
+	AuthFailureDelay    Duration `toml:"auth_failure_delay"`     // wait before each 535
+	AuthMaxFailures     int      `toml:"auth_max_failures"`      // failures that drop one connection
 }
 
 // Senders are the per-account sending limits and header From allowances
@@ -235,6 +244,10 @@ func Default() Config {
 			MaxLineLength: 1000,
 			ReadTimeout:   Duration{5 * time.Minute},
 			WriteTimeout:  Duration{time.Minute},
+
+			MaxConnections: 1000, MaxConnectionsPerIP: 20, HandshakeTimeout: Duration{10 * time.Second},
+			CommandTimeout: Duration{time.Minute}, DrainTimeout: Duration{5 * time.Second},
+			AuthFailureDelay: Duration{time.Second}, AuthMaxFailures: 3,
 			Senders: Senders{MessagesPerHour: 300, ConcurrentTxns: 4, MaxTransactionBytes: 250 << 20,
 				MaxStoredBytes: 5 << 30, CommitBatchBytes: 32 << 20},
 		},
@@ -517,6 +530,10 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Portal.boundsValid(); err != nil {
 		errs = append(errs, err)
+	}
+	if m := c.SMTP; m.MaxConnections < 1 || m.MaxConnectionsPerIP < 1 || m.AuthMaxFailures < 1 || m.AuthFailureDelay.Duration < 0 ||
+		m.HandshakeTimeout.Duration <= 0 || m.CommandTimeout.Duration <= 0 || m.DrainTimeout.Duration < 0 || m.ReadTimeout.Duration <= 0 {
+		errs = append(errs, errors.New("smtp: max_connections, max_connections_per_ip and auth_max_failures must be at least 1; handshake_timeout, command_timeout and read_timeout positive; drain_timeout and auth_failure_delay not negative"))
 	}
 	if c.SMTP.MaxLineLength < 1000 {
 		// RFC 5321 4.5.3.1.6: receivers must accept 1000-octet lines.

@@ -185,7 +185,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Log: g.Log, Metrics: g.Metrics, Audit: g.Audit, Opts: smtpd.Options{
 		Hostname: cfg.Server.Hostname, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxLineLength: cfg.SMTP.MaxLineLength, ReadTimeout: cfg.SMTP.ReadTimeout.Duration,
-		WriteTimeout: cfg.SMTP.WriteTimeout.Duration, TLS: tlsCfg}}
+		WriteTimeout: cfg.SMTP.WriteTimeout.Duration, TLS: tlsCfg, Limits: g.smtpLimits(), Auth: smtpd.AuthLimits{
+			FailureDelay: cfg.SMTP.AuthFailureDelay.Duration, MaxPerConn: cfg.SMTP.AuthMaxFailures,
+			MaxPerIP: cfg.Security.IPMaxFailures, Window: cfg.Security.IPWindow.Duration}}}
 	ps := &portal.Server{Store: g.Store, Identity: g.Identity, Sessions: g.Sessions, Limiter: g.Limiter, Bus: g.Bus,
 		Gateway: g.Keys.Gateway.Public(), Org: cfg.Org, Log: g.Log, PublicURL: cfg.Server.PublicURL,
 		RequirePatient2FA: cfg.Security.RequirePatient2FA, OfficerEmail: cfg.Security.OfficerEmail,
@@ -213,6 +215,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.dispatched = make(chan struct{})
 	g.goRun(func() { defer close(g.dispatched); g.Dispatcher.Run(ctx) })
 	g.goRun(func() { g.Alerts.Run(ctx) })
+	g.goRun(func() { g.smtpSrv.Run(ctx) })
 	g.watchRedis(ctx, ps)
 	g.goRun(func() { g.purge(ctx) })
 	g.goRun(func() { g.verifyDaily(ctx) })

@@ -130,7 +130,9 @@ func (l *guardListener) Accept() (net.Conn, error) {
 		g := &guardConn{Conn: c, b: l.b, ip: ip, key: key, scanPreTLS: l.startTLS}
 		// The greeting is written before the first read: bound the
 		// handshake and first command from here.
-		g.SetReadDeadline(time.Now().Add(l.b.Opts.Limits.HandshakeTimeout))
+		if d := l.b.Opts.Limits.HandshakeTimeout; d > 0 {
+			g.SetReadDeadline(time.Now().Add(d))
+		}
 		return g, nil
 	}
 }
@@ -298,7 +300,9 @@ func (c *guardConn) scan(b []byte) {
 		case bytes.HasPrefix(verb, []byte("STARTTLS")):
 			c.scanPreTLS = false
 			c.setPhase(phaseHandshake)
-			c.SetReadDeadline(time.Now().Add(c.b.Opts.Limits.HandshakeTimeout))
+			if d := c.b.Opts.Limits.HandshakeTimeout; d > 0 {
+				c.SetReadDeadline(time.Now().Add(d))
+			}
 			return
 		case bytes.HasPrefix(verb, []byte("AUTH")):
 			c.b.Log.Warn("smtp refused", "stage", "auth", "code", 523, "enhanced", "5.7.10",
