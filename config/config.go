@@ -84,6 +84,12 @@ type Keys struct {
 	PasswordMemoryKiB     uint32 `toml:"password_memory_kib"`
 	PasswordThreads       uint8  `toml:"password_threads"`
 	MaxConcurrentPassword int    `toml:"max_concurrent_password_hashes"`
+	// The hash queue (issue 8.1): callers waiting for one of the
+	// max_concurrent_password_hashes slots are served round-robin per
+	// client address; past the wait, or a full queue, they get HTTP 429.
+	PasswordQueueWait      Duration `toml:"password_queue_wait"`
+	PasswordQueuePerClient int      `toml:"password_queue_per_client"`
+	PasswordQueueTotal     int      `toml:"password_queue_total"`
 }
 
 type Database struct {
@@ -234,6 +240,10 @@ func Default() Config {
 			PasswordMemoryKiB:     64 * 1024,
 			PasswordThreads:       2,
 			MaxConcurrentPassword: 4,
+
+			PasswordQueueWait:      Duration{10 * time.Second},
+			PasswordQueuePerClient: 4,
+			PasswordQueueTotal:     256,
 		},
 		Database:  Database{Driver: "sqlite"},
 		Smarthost: Smarthost{MaxRetry: Duration{48 * time.Hour}, Connections: 4, ProbeInterval: Duration{10 * time.Second}},
@@ -458,6 +468,8 @@ func (k Keys) passwordParamsValid() error {
 		return fmt.Errorf("keys.password_memory_kib %d: use %d to 1048576", k.PasswordMemoryKiB, 8*uint32(k.PasswordThreads))
 	case k.MaxConcurrentPassword < 1:
 		return errors.New("keys.max_concurrent_password_hashes must be at least 1")
+	case k.PasswordQueueWait.Duration <= 0 || k.PasswordQueuePerClient < 1 || k.PasswordQueueTotal < 1:
+		return errors.New("keys.password_queue_wait must be positive, password_queue_per_client and password_queue_total at least 1")
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package crypto
 
 import (
-	"container/list"
 	"context"
 	"crypto/hkdf"
 	"crypto/sha256"
@@ -10,7 +9,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -135,88 +133,6 @@ func ParsePasswordParams(s string) (PasswordParams, error) {
 		return PasswordParams{}, err
 	}
 	return p, nil
-}
-
-// hashLimiter is a FIFO counting semaphore whose size can change at run time
-// (golang.org/x/sync/semaphore's size is fixed). It bounds concurrent
-// memory-hard hashes: password derivation and key lock/unlock.
-type hashLimiter struct {
-	mu      sync.Mutex
-	max     int
-	inUse   int
-	waiters list.List // of chan struct{}, closed when granted a slot
-}
-
-var hashes = &hashLimiter{max: 4}
-
-// testHookHashing, if set, runs while a hash slot is held (tests count
-// in-flight hashes with it).
-var testHookHashing func()
-
-// SetMaxConcurrentHashes sets how many Argon2 runs may be in flight at once
-// (default 4; values below 1 mean 1).
-func SetMaxConcurrentHashes(n int) {
-	if n < 1 {
-		n = 1
-	}
-	l := hashes
-	l.mu.Lock()
-	l.max = n
-	l.grantLocked()
-	l.mu.Unlock()
-}
-
-func (l *hashLimiter) acquire(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	l.mu.Lock()
-	if l.inUse < l.max && l.waiters.Len() == 0 {
-		l.inUse++
-		l.mu.Unlock()
-		return nil
-	}
-	ready := make(chan struct{})
-	elem := l.waiters.PushBack(ready)
-	l.mu.Unlock()
-	select {
-	case <-ready:
-		return nil
-	case <-ctx.Done():
-		l.mu.Lock()
-		select {
-		case <-ready:
-			// Granted just as ctx ended: hand the slot on.
-			l.inUse--
-			l.grantLocked()
-		default:
-			l.waiters.Remove(elem)
-		}
-		l.mu.Unlock()
-		return ctx.Err()
-	}
-}
-
-func (l *hashLimiter) release() {
-	l.mu.Lock()
-	l.inUse--
-	l.grantLocked()
-	l.mu.Unlock()
-}
-
-func (l *hashLimiter) grantLocked() {
-	for l.inUse < l.max && l.waiters.Len() > 0 {
-		front := l.waiters.Front()
-		l.waiters.Remove(front)
-		l.inUse++
-		close(front.Value.(chan struct{}))
-	}
-}
-
-func (l *hashLimiter) counts() (inUse, waiting int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.inUse, l.waiters.Len()
 }
 
 func withHashSlot(ctx context.Context, f func() error) error {

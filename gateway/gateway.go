@@ -117,7 +117,8 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Gateway, e
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	pcrypto.SetMaxConcurrentHashes(cfg.Keys.MaxConcurrentPassword)
+	pcrypto.SetHashQueue(pcrypto.HashQueueConfig{Slots: cfg.Keys.MaxConcurrentPassword, Wait: cfg.Keys.PasswordQueueWait.Duration,
+		PerClient: cfg.Keys.PasswordQueuePerClient, Total: cfg.Keys.PasswordQueueTotal})
 	g := &Gateway{Cfg: cfg, Log: log, Keys: ring, Store: st}
 	if err := g.openTrail(); err != nil {
 		st.Close()

@@ -321,9 +321,12 @@ func (s *Service) Login(ctx context.Context, email, password string) (*store.Use
 		return nil, nil, err
 	}
 	if u == nil || u.Status != store.StatusActive || u.KeyWrap != store.KeyWrapPassword {
-		// Spend the same work as a real check so timing doesn't reveal
-		// which addresses have accounts.
-		_, _ = s.passwordKey(ctx, password, make([]byte, 16), s.Password)
+		// Spend the same work, through the same hash queue, as a real
+		// check so timing doesn't reveal which addresses have accounts; a
+		// hash that could not be queued is reported as for a real account.
+		if _, err := s.passwordKey(ctx, password, make([]byte, 16), s.Password); err != nil {
+			return nil, nil, err
+		}
 		return nil, nil, ErrBadCredentials
 	}
 	params, err := pcrypto.ParsePasswordParams(u.PwParams)

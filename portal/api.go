@@ -51,7 +51,7 @@ func (s *Server) apiUnlockEscrow(w http.ResponseWriter, armored, passphrase stri
 }
 
 func (s *Server) apiFail(w http.ResponseWriter, r *http.Request, err error) {
-	if s.unavailableFor(w, r, err) {
+	if s.unavailableFor(w, r, err) || s.busyFor(w, r, err) {
 		return
 	}
 	s.Log.ErrorContext(r.Context(), "api request failed", "route", r.Pattern, "err", err)

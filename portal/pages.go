@@ -73,7 +73,7 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name
 
 // fail shows a generic error page with the request id: never the cause.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	if s.unavailableFor(w, r, err) {
+	if s.unavailableFor(w, r, err) || s.busyFor(w, r, err) {
 		return
 	}
 	// The route pattern, not the path: a path can hold a claim token.

@@ -1,6 +1,7 @@
 package portal
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/logx"
@@ -21,45 +23,52 @@ func (s *Server) accountKey(email string) string { return indexKey(s.Identity.Ke
 func indexKey(emailIndex []byte) string { return hex.EncodeToString(emailIndex)[:32] }
 
 // checkPassword is the one password check behind the sign-in page and API:
-// lock-out and per-IP throttling first, then the password, then counting
-// the outcome (HIPAA 164.308(a)(5)(ii)(C), log-in monitoring).
+// the attempt is reserved against the lock-out and per-IP budgets first
+// (atomically, so concurrent guesses cannot all pass one check before any
+// is counted: issue 8.1), then the password is hashed in the caller's fair
+// share of the hash queue, then the reservation is settled
+// (HIPAA 164.308(a)(5)(ii)(C), log-in monitoring).
 func (s *Server) checkPassword(r *http.Request, email, pw string) (*store.User, []byte, error) {
 	ctx, ip, acct := r.Context(), ipKey(info(r).ip), s.accountKey(email)
-	if err := s.Limiter.Check(ctx, acct, ip); err != nil {
-		s.Log.WarnContext(ctx, "sign-in refused", "reason", refusalReason(err), "ip", ip)
-		s.audit(r, "auth.login", "account", acct, refusalReason(err), map[string]string{"email": email})
+	res, err := s.Limiter.Reserve(ctx, acct, ip)
+	if err != nil {
+		if refusalReason(err) != "bad-credentials" {
+			s.Log.WarnContext(ctx, "sign-in refused", "reason", refusalReason(err), "ip", ip)
+			s.audit(r, "auth.login", "account", acct, refusalReason(err), map[string]string{"email": email})
+		}
 		return nil, nil, err
 	}
-	u, priv, err := s.Identity.Login(ctx, email, pw)
+	u, priv, err := s.Identity.Login(pcrypto.WithHashClient(ctx, ip), email, pw)
 	if errors.Is(err, identity.ErrBadCredentials) {
 		s.audit(r, "auth.login", "account", acct, "failed", map[string]string{"email": email})
-		s.countFailure(r, acct, "password")
-		return nil, nil, err
-	}
-	if err != nil {
+		s.countFailure(r, acct, "password", res)
 		return nil, nil, err
 	}
 	// With a second factor to come, the count is reset only when that
-	// succeeds too; otherwise alternating a right password with wrong codes
-	// would never lock the account.
-	if !identity.NeedsMFA(u, s.RequirePatient2FA) {
-		if err := s.Limiter.Success(ctx, acct); err != nil {
-			return nil, nil, err
-		}
+	// succeeds too (otherwise alternating a right password with wrong codes
+	// would never lock the account): the attempt is just given back. So is
+	// one that was never evaluated (a full hash queue, a fault).
+	settle := res.Release
+	if err == nil && !identity.NeedsMFA(u, s.RequirePatient2FA) {
+		settle = res.Succeeded
+	}
+	// The client may have gone; the counters must still be settled.
+	if serr := settle(context.WithoutCancel(ctx)); serr != nil && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return nil, nil, err
 	}
 	return u, priv, nil
 }
 
-func (s *Server) countFailure(r *http.Request, acct, what string) {
+// countFailure reports a wrong guess whose reservation res already counted
+// it, and records the lock if this guess was the one that set it.
+func (s *Server) countFailure(r *http.Request, acct, what string, res *limiter.Reservation) {
 	ctx, ip := r.Context(), info(r).ip
 	s.Log.WarnContext(ctx, "sign-in failed", "factor", what, "ip", ip)
 	s.Metrics.SignInFailure(what)
-	locked, until, err := s.Limiter.Failure(ctx, acct, ipKey(ip))
-	if err != nil {
-		s.Log.ErrorContext(ctx, "lock-out counter", "err", err)
-		return
-	}
-	if locked {
+	if locked, until := res.Failed(); locked {
 		s.audit(r, "auth.lockout", "account", acct, "ok", map[string]string{"until": until.UTC().Format(time.RFC3339)})
 		s.Metrics.Lockout()
 		s.Log.WarnContext(ctx, "account locked", "account", acct[:12], "until", until, "ip", ip)
@@ -121,19 +130,21 @@ func (s *Server) signInRefusal(err error) (string, bool) {
 // the session a new id with the second factor marked done.
 func (s *Server) checkSecondFactor(w http.ResponseWriter, r *http.Request, v *viewer, code string) error {
 	ctx, acct := r.Context(), indexKey(v.user.EmailIndex)
-	if err := s.Limiter.Check(ctx, acct, ipKey(info(r).ip)); err != nil {
+	res, err := s.Limiter.Reserve(ctx, acct, ipKey(info(r).ip))
+	if err != nil {
 		return err
 	}
 	usedRecovery, err := s.Identity.VerifySecondFactor(ctx, v.user, code)
 	if errors.Is(err, identity.ErrBadCode) {
 		s.audit(r, "auth.2fa", "user", v.user.ID, "failed", nil)
-		s.countFailure(r, acct, "second-factor")
+		s.countFailure(r, acct, "second-factor", res)
 		return err
 	}
 	if err != nil {
+		_ = res.Release(context.WithoutCancel(ctx))
 		return err
 	}
-	if err := s.Limiter.Success(ctx, acct); err != nil {
+	if err := res.Succeeded(context.WithoutCancel(ctx)); err != nil {
 		return err
 	}
 	s.Log.InfoContext(ctx, "second factor ok", "user", v.user.ID, "recovery_code", usedRecovery, "ip", info(r).ip)

@@ -1,0 +1,210 @@
+package crypto
+
+import (
+	"container/list"
+	"context"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// HashQueueConfig bounds the memory-hard hashes (password derivation, key
+// lock/unlock) and the callers waiting for one. Memory held is at most
+// Slots x the Argon2 memory of one hash, plus Total waiting callers (each a
+// blocked request, a few KiB). Zero fields take the defaults.
+type HashQueueConfig struct {
+	Slots     int           // hashes in flight at once (4)
+	Wait      time.Duration // longest wait for a slot; past it *HashBusyError (10s)
+	PerClient int           // callers one client (address) may have waiting (4)
+	Total     int           // callers waiting in all (256)
+}
+
+// DefaultHashQueueConfig returns the defaults stated in docs/configuration.md.
+func DefaultHashQueueConfig() HashQueueConfig {
+	return HashQueueConfig{Slots: 4, Wait: 10 * time.Second, PerClient: 4, Total: 256}
+}
+
+func (c HashQueueConfig) withDefaults() HashQueueConfig {
+	d := DefaultHashQueueConfig()
+	if c.Slots < 1 {
+		c.Slots = d.Slots
+	}
+	if c.Wait <= 0 {
+		c.Wait = d.Wait
+	}
+	if c.PerClient < 1 {
+		c.PerClient = d.PerClient
+	}
+	if c.Total < 1 {
+		c.Total = d.Total
+	}
+	return c
+}
+
+// HashBusyError: no hash slot could be had, because the caller's client or
+// the whole queue had as many callers waiting as allowed, or because none
+// came free within the wait. Answer "try later" (HTTP 429), never "wrong
+// password".
+type HashBusyError struct{ RetryAfter time.Duration }
+
+func (e *HashBusyError) Error() string {
+	return fmt.Sprintf("crypto: password hashing is busy; retry in %s", e.RetryAfter.Round(time.Second))
+}
+
+type hashClientKey struct{}
+
+// WithHashClient names the client (for example the pseudonym of its address)
+// whose share of the hash queue the hashes under ctx wait in. Callers
+// without one share the unnamed client's queue, which has no PerClient
+// bound.
+func WithHashClient(ctx context.Context, client string) context.Context {
+	return context.WithValue(ctx, hashClientKey{}, client)
+}
+
+func hashClient(ctx context.Context) string {
+	c, _ := ctx.Value(hashClientKey{}).(string)
+	return c
+}
+
+// hashLimiter hands out hash slots fairly between clients: each client
+// waits in its own FIFO queue, and a free slot goes to the next client in
+// round-robin order, so that a client with a hundred callers waiting delays
+// another client by at most one hash per turn rather than by its whole
+// backlog (issue 8.1). The number of slots can change at run time.
+type hashLimiter struct {
+	mu      sync.Mutex
+	cfg     HashQueueConfig
+	inUse   int
+	waiting int
+	clients map[string]*clientQueue
+	turns   list.List // of *clientQueue with callers waiting, next turn first
+}
+
+type clientQueue struct {
+	key     string
+	waiters list.List // of chan struct{}, closed when granted a slot
+	turn    *list.Element
+}
+
+var hashes = newHashLimiter(HashQueueConfig{})
+
+func newHashLimiter(cfg HashQueueConfig) *hashLimiter {
+	return &hashLimiter{cfg: cfg.withDefaults(), clients: map[string]*clientQueue{}}
+}
+
+// testHookHashing, if set, runs while a hash slot is held (tests count
+// in-flight hashes with it).
+var testHookHashing func()
+
+// SetHashQueue configures the hash queue (see HashQueueConfig).
+func SetHashQueue(cfg HashQueueConfig) { hashes.configure(cfg) }
+
+// SetMaxConcurrentHashes sets how many Argon2 runs may be in flight at once
+// (default 4; values below 1 mean 1).
+func SetMaxConcurrentHashes(n int) {
+	hashes.mu.Lock()
+	cfg := hashes.cfg
+	hashes.mu.Unlock()
+	cfg.Slots = max(n, 1)
+	hashes.configure(cfg)
+}
+
+func (l *hashLimiter) configure(cfg HashQueueConfig) {
+	l.mu.Lock()
+	l.cfg = cfg.withDefaults()
+	l.grantLocked()
+	l.mu.Unlock()
+}
+
+func (l *hashLimiter) acquire(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	if l.inUse < l.cfg.Slots && l.waiting == 0 {
+		l.inUse++
+		l.mu.Unlock()
+		return nil
+	}
+	busy := &HashBusyError{RetryAfter: max(l.cfg.Wait, time.Second)}
+	key := hashClient(ctx)
+	q := l.clients[key]
+	// Unnamed callers are the gateway's own work (key unlock in intake,
+	// CLI): bounded by Total only.
+	if l.waiting >= l.cfg.Total || (key != "" && q != nil && q.waiters.Len() >= l.cfg.PerClient) {
+		l.mu.Unlock()
+		return busy
+	}
+	if q == nil {
+		q = &clientQueue{key: key}
+		q.turn = l.turns.PushBack(q)
+		l.clients[key] = q
+	}
+	ready := make(chan struct{})
+	elem := q.waiters.PushBack(ready)
+	l.waiting++
+	wait := time.NewTimer(l.cfg.Wait)
+	l.mu.Unlock()
+	defer wait.Stop()
+
+	var err error
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-wait.C:
+		err = busy
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-ready:
+		// Granted just as the wait ended: hand the slot on.
+		l.inUse--
+		l.grantLocked()
+	default:
+		q.waiters.Remove(elem)
+		l.waiting--
+		l.dropIfIdle(q)
+	}
+	return err
+}
+
+func (l *hashLimiter) release() {
+	l.mu.Lock()
+	l.inUse--
+	l.grantLocked()
+	l.mu.Unlock()
+}
+
+// grantLocked gives free slots to the clients in turn, one each.
+func (l *hashLimiter) grantLocked() {
+	for l.inUse < l.cfg.Slots && l.turns.Len() > 0 {
+		q := l.turns.Front().Value.(*clientQueue)
+		ready := q.waiters.Remove(q.waiters.Front()).(chan struct{})
+		l.waiting--
+		l.inUse++
+		close(ready)
+		if !l.dropIfIdle(q) {
+			l.turns.MoveToBack(q.turn)
+		}
+	}
+}
+
+// dropIfIdle forgets a client with nobody waiting, so that the tables stay
+// as small as the queue.
+func (l *hashLimiter) dropIfIdle(q *clientQueue) bool {
+	if q.waiters.Len() > 0 {
+		return false
+	}
+	l.turns.Remove(q.turn)
+	delete(l.clients, q.key)
+	return true
+}
+
+func (l *hashLimiter) counts() (inUse, waiting int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.inUse, l.waiting
+}

@@ -1,0 +1,106 @@
+package crypto
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// queueWaiters blocks until l has n callers waiting.
+func queueWaiters(l *hashLimiter, n int) {
+	for {
+		if _, w := l.counts(); w == n {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestHashQueueFairPerClient: with one slot held and client A's four
+// callers queued before client B's one, B is served second, not fifth.
+func TestHashQueueFairPerClient(t *testing.T) {
+	l := newHashLimiter(HashQueueConfig{Slots: 1, Wait: time.Minute, PerClient: 8, Total: 64})
+	if err := l.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan string, 8)
+	var wg sync.WaitGroup
+	enqueue := func(client string, n int) {
+		for range n {
+			before := l.waitingFor()
+			wg.Go(func() {
+				if err := l.acquire(WithHashClient(context.Background(), client)); err != nil {
+					t.Error(err)
+					return
+				}
+				order <- client
+			})
+			queueWaiters(l, before+1) // queue in a known order
+		}
+	}
+	enqueue("A", 4)
+	enqueue("B", 1)
+	var got []string
+	for range 5 {
+		l.release()
+		got = append(got, <-order)
+	}
+	wg.Wait()
+	want := []string{"A", "B", "A", "A", "A"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("grant order %v, want %v", got, want)
+		}
+	}
+	l.release()
+	if inUse, waiting := l.counts(); inUse != 0 || waiting != 0 || len(l.clients) != 0 || l.turns.Len() != 0 {
+		t.Fatalf("leaked: in use %d waiting %d clients %d turns %d", inUse, waiting, len(l.clients), l.turns.Len())
+	}
+}
+
+// TestHashQueueBounds: a client may queue PerClient callers and everyone
+// together Total; the next is refused at once with *HashBusyError, and a
+// caller that gets no slot within Wait is refused the same way.
+func TestHashQueueBounds(t *testing.T) {
+	l := newHashLimiter(HashQueueConfig{Slots: 1, Wait: time.Hour, PerClient: 2, Total: 3})
+	if err := l.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	queue := func(client string) {
+		before := l.waitingFor()
+		wg.Go(func() { _ = l.acquire(WithHashClient(ctx, client)) })
+		queueWaiters(l, before+1)
+	}
+	queue("A")
+	queue("A")
+	var busy *HashBusyError
+	if err := l.acquire(WithHashClient(ctx, "A")); !errors.As(err, &busy) || busy.RetryAfter < time.Second {
+		t.Fatalf("third caller of one client: %v, want *HashBusyError", err)
+	}
+	queue("B")
+	if err := l.acquire(WithHashClient(ctx, "C")); !errors.As(err, &busy) {
+		t.Fatalf("caller past the total: %v, want *HashBusyError", err)
+	}
+	cancel()
+	wg.Wait()
+	if _, waiting := l.counts(); waiting != 0 {
+		t.Fatalf("%d still waiting after cancel", waiting)
+	}
+
+	// The deadline: the one slot stays held, so the wait runs out.
+	l.configure(HashQueueConfig{Slots: 1, Wait: 20 * time.Millisecond, PerClient: 2, Total: 3})
+	if err := l.acquire(WithHashClient(context.Background(), "D")); !errors.As(err, &busy) {
+		t.Fatalf("caller past the wait: %v, want *HashBusyError", err)
+	}
+	l.release()
+	if inUse, waiting := l.counts(); inUse != 0 || waiting != 0 || len(l.clients) != 0 {
+		t.Fatalf("leaked: in use %d waiting %d clients %d", inUse, waiting, len(l.clients))
+	}
+}
+
+func (l *hashLimiter) waitingFor() int { _, w := l.counts(); return w }
