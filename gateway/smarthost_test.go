@@ -11,7 +11,10 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+	"github.com/phigate/phigate/gateway"
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/internal/testclock"
+	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/outbound"
 )
 
@@ -94,21 +97,28 @@ func TestSmarthostWithoutSTARTTLS(t *testing.T) {
 	}
 	// Restart: nothing lost. Past the retry time the relay gives up and its
 	// sender is told why (the report goes out once the smarthost speaks TLS;
-	// here a maildrop stands in for a fixed smarthost).
-	cfg2 := e2e.Config(dir)
-	cfg2.Smarthost.Addr = ln.Addr().String()
-	h2 := e2e.Start(t, cfg2)
-	later := time.Now().Add(49 * time.Hour)
-	h2.G.Dispatcher.Now = func() time.Time { return later }
-	if _, err := h2.G.Dispatcher.RunOnce(t.Context()); err != nil {
+	// here a maildrop stands in for a fixed smarthost). The gateway is
+	// reopened without starting it, so the dispatcher the test drives (with
+	// its clock moved and its sender swapped) is the only one running: the
+	// gateway's own loop would race with those changes.
+	d, closeGW := reopenDispatcher(t, dir, ln.Addr().String())
+	defer closeGW()
+	clock := testclock.New(time.Now().Add(49 * time.Hour))
+	d.Now = clock.Now
+	if _, err := d.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	h2.G.Dispatcher.Sender = &outbound.Maildrop{Dir: filepath.Join(dir, "maildrop")}
-	if _, err := h2.G.Dispatcher.RunOnce(t.Context()); err != nil {
+	// The same run may already have tried the report on the plain
+	// smarthost: move past its back-off.
+	clock.Add(time.Hour)
+	maildrop := &outbound.Maildrop{Dir: filepath.Join(dir, "maildrop")}
+	d.Sender = maildrop
+	if _, err := d.RunOnce(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	notices, _ := filepath.Glob(filepath.Join(maildrop.Dir, "*.eml"))
 	var report []byte
-	for _, f := range h2.Notices() {
+	for _, f := range notices {
 		b, _ := os.ReadFile(f)
 		if bytes.Contains(b, []byte("Undeliverable")) {
 			report = b
@@ -126,5 +136,36 @@ func TestSmarthostWithoutSTARTTLS(t *testing.T) {
 		if bytes.Contains(report, []byte(leak)) {
 			t.Errorf("report shows %q", leak)
 		}
+	}
+}
+
+// reopenDispatcher opens the gateway's data in dir again (keys, database,
+// audit trail) without starting any of its services, and returns a
+// dispatcher built as Gateway.Start builds it, sending to smarthost.
+func reopenDispatcher(t *testing.T, dir, smarthost string) (*notify.Dispatcher, func()) {
+	t.Helper()
+	cfg := e2e.Config(dir)
+	cfg.Smarthost.Addr = smarthost
+	cfg.Fill()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	log, closer, err := gateway.OpenLogger(cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.Open(t.Context(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd, err := outbound.NewSmarthost(cfg.Smarthost, cfg.Server.Hostname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &notify.Dispatcher{Store: g.Store, Keys: g.Keys, Sender: snd, Org: cfg.Org,
+		Hostname: cfg.Server.Hostname, Log: log, MaxRelayAge: cfg.Smarthost.MaxRetry.Duration}
+	return d, func() {
+		g.Close()
+		closer.Close()
 	}
 }
