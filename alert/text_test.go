@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 )
 
 // everyRule raises at least one alert of every kind (and a summary) from
@@ -256,9 +257,13 @@ func keys(m map[string]bool) []string {
 	return out
 }
 
-// Example texts, for review.
-func TestExampleTexts(t *testing.T) {
+// TestTextsAreOneLine: every alert text is one non-empty line of printable
+// characters (go test -v shows them, for review).
+func TestTextsAreOneLine(t *testing.T) {
 	for _, a := range everyRule(t, "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210", "192.0.2.33") {
 		t.Logf("%-12s %s", a.Kind, a.Text)
+		if strings.TrimSpace(a.Text) == "" || strings.IndexFunc(a.Text, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+			t.Errorf("%s: text is not one printable line: %q", a.Kind, a.Text)
+		}
 	}
 }

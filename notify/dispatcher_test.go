@@ -420,10 +420,15 @@ func TestRunKickAndStop(t *testing.T) {
 }
 
 // Kick on a dispatcher that never runs must not block intake.
+// TestKickWithoutRun: kicks before Run never block, and they coalesce into
+// one pending kick for Run to see.
 func TestKickWithoutRun(t *testing.T) {
 	d := &Dispatcher{}
 	for i := 0; i < 3; i++ {
 		d.Kick()
+	}
+	if n := len(d.kicks()); n != 1 {
+		t.Fatalf("%d kicks pending after three, want 1", n)
 	}
 }
 
