@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"cmp"
 	"container/list"
 	"context"
 	"fmt"
@@ -57,6 +58,9 @@ type addrWindow struct {
 type heldKind struct{ actor, ip, action, objectType, outcome string }
 
 func newClients(l AuthLimits) *clients {
+	// Zero fields take the [security] address defaults.
+	l.MaxPerIP = cmp.Or(l.MaxPerIP, 20)
+	l.Window = cmp.Or(l.Window, 15*time.Minute)
 	return &clients{limits: l, now: time.Now, addrs: map[string]*list.Element{}, order: list.New()}
 }
 

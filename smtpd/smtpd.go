@@ -286,7 +286,7 @@ func (s *session) authFailed(username, mech string, refusal *Error) error {
 	// The delay slows guessing on this connection; the caps bound how many
 	// connections can wait at once.
 	time.Sleep(s.b.Opts.Auth.FailureDelay)
-	if blockedNow || s.authFails >= max(s.b.Opts.Auth.MaxPerConn, 1) {
+	if blockedNow || s.authFails >= cmp.Or(s.b.Opts.Auth.MaxPerConn, 3) {
 		s.drop()
 		return s.fail("auth", errAuthThrottled)
 	}
