@@ -8,8 +8,8 @@ import (
 	"github.com/phigate/phigate/internal/e2e"
 )
 
-// TestAuditedChangesInTransaction (issue 9.2): accept, claim, recall,
-// quarantine approve and deny, and purge each leave exactly one entry,
+// TestAuditedChangesInTransaction (issue 9.2): accept, claim, reply,
+// recall, quarantine approve and deny, and purge each leave exactly one entry,
 // written by the change's own transaction (actor, object), and the chain
 // verifies afterwards. The store suite shows the atomicity itself
 // (AuditedDeliver, AuditedChanges); this is the whole gateway doing it.
@@ -30,12 +30,16 @@ func TestAuditedChangesInTransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Accept and claim.
-	_, id := claimNew(t, h, pass, "tx@example.net", patientPW)
+	// Accept, claim, and a secure reply (its copy is a stored message).
+	c, id := claimNew(t, h, pass, "tx@example.net", patientPW)
 	patient, err := h.G.Identity.UserByEmail(ctx, "tx@example.net")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var reply struct {
+		ReplyID string `json:"reply_id"`
+	}
+	c.JSON("POST", "/api/v1/messages/"+id+"/reply", map[string]string{"text": "Thank you."}, 200, &reply)
 	// Recall.
 	sender, _ := signInStaff(t, h, staff, "staff portal password 123", now)
 	sender.JSON("POST", "/api/v1/sent/"+id+"/recall", nil, 200, nil)
@@ -66,6 +70,7 @@ func TestAuditedChangesInTransaction(t *testing.T) {
 		{"message.accept", "message", approved, staffUser.ID},
 		{"message.accept", "message", denied, staffUser.ID},
 		{"account.claim", "user", patient.ID, patient.ID},
+		{"message.reply", "message", id, patient.ID},
 		{"message.recall", "message", id, staffUser.ID},
 		{"quarantine.approve", "message", approved, adminUser.ID},
 		{"quarantine.deny", "message", denied, adminUser.ID},
@@ -83,6 +88,9 @@ func TestAuditedChangesInTransaction(t *testing.T) {
 		if e := es[0]; e.Actor != want.actor || e.Outcome != audit.OK || e.Seq == 0 || e.Correlation == "" && want.actor != "system" {
 			t.Errorf("%s entry: %+v", want.action, e)
 		}
+	}
+	if es, _ := h.G.Trail.Search(ctx, audit.Query{Action: "message.reply"}); len(es) != 1 || es[0].Details["copy"] != reply.ReplyID {
+		t.Errorf("message.reply entry does not name the stored copy %s: %+v", reply.ReplyID, es)
 	}
 	if es, _ := h.G.Trail.Search(ctx, audit.Query{Action: "message.purge", ObjectType: "message", ObjectID: approved}); len(es) != 0 {
 		t.Errorf("a delivered message was recorded as purged")

@@ -329,7 +329,8 @@ func (in *Intake) storeBatch(ctx context.Context, env Envelope, plans []plan, ra
 }
 
 // commit delivers d with entries sealed into its transaction; retry means
-// a recipient's key changed meanwhile (seal again).
+// a recipient's key changed meanwhile (seal again; err is then
+// store.ErrKeyChanged).
 func (in *Intake) commit(ctx context.Context, d store.Delivery, entries []audit.Entry) (retry bool, err error) {
 	b, err := audit.Prepare(ctx, in.Audit, entries...)
 	if err != nil {
@@ -338,7 +339,7 @@ func (in *Intake) commit(ctx context.Context, d store.Delivery, entries []audit.
 	d.Audit = b.Func()
 	err = in.Store.Deliver(ctx, d)
 	if errors.Is(err, store.ErrKeyChanged) {
-		return true, nil
+		return true, err
 	}
 	if err != nil {
 		return false, fmt.Errorf("commit: %w", err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-message/mail"
+	"github.com/phigate/phigate/audit"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
@@ -82,40 +83,44 @@ func (in *Intake) SendReply(ctx context.Context, rcpt *store.User, orig *store.M
 	if err != nil {
 		return "", err
 	}
-	id, err := in.keepReply(ctx, rcpt, orig, raw, now, item)
+	m, err := in.replyCopy(rcpt, orig, raw, now)
 	if err != nil {
+		return "", err
+	}
+	// The message.reply entry commits with the copy and the queued reply.
+	entry := in.entry(ctx, Envelope{IP: ip, Sender: rcpt}, "message.reply", "message", orig.ID, "ok",
+		map[string]string{"to": to, "size": fmt.Sprint(size), "copy": m.ID})
+	if _, err := in.commit(ctx, store.Delivery{Messages: []store.Message{m}, Outbox: []store.OutboxItem{item}}, []audit.Entry{entry}); err != nil {
 		return "", err
 	}
 	if in.Notifier != nil {
 		in.Notifier.Kick()
 	}
-	return id, in.audit(ctx, Envelope{IP: ip, Sender: rcpt}, "message.reply", "message", orig.ID, "ok",
-		map[string]string{"to": to, "size": fmt.Sprint(size), "copy": id})
+	return m.ID, nil
 }
 
-// keepReply stores the recipient's own copy, sealed to them and escrow.
-func (in *Intake) keepReply(ctx context.Context, rcpt *store.User, orig *store.Message, raw []byte, now time.Time, onward store.OutboxItem) (string, error) {
+// replyCopy seals the recipient's own copy of a reply to them and escrow.
+func (in *Intake) replyCopy(rcpt *store.User, orig *store.Message, raw []byte, now time.Time) (store.Message, error) {
 	pub, err := in.Identity.PublicKey(rcpt)
 	if err != nil {
-		return "", err
+		return store.Message{}, err
 	}
 	summary, err := json.Marshal(message.PreviewSummary(raw))
 	if err != nil {
-		return "", err
+		return store.Message{}, err
 	}
 	body, err := pcrypto.Seal(raw, in.Keys.Gateway, pub, in.Keys.Escrow)
 	if err != nil {
-		return "", err
+		return store.Message{}, err
 	}
 	sum, err := pcrypto.Seal(summary, in.Keys.Gateway, pub, in.Keys.Escrow)
 	if err != nil {
-		return "", err
+		return store.Message{}, err
 	}
-	m := store.Message{ID: identity.NewID(), RecipientID: rcpt.ID, SenderID: rcpt.ID, KeyFpr: rcpt.KeyFpr,
+	return store.Message{ID: identity.NewID(), RecipientID: rcpt.ID, SenderID: rcpt.ID, KeyFpr: rcpt.KeyFpr,
 		CreatedAt: now, ExpiresAt: orig.ExpiresAt, Size: int64(len(raw)), Policy: "reply",
 		KeyPackets: body.KeyPackets, Body: body.Data, SummaryKeys: sum.KeyPackets, Summary: sum.Data,
-		State: store.StateDelivered, ReplyTo: orig.ID}
-	return m.ID, in.Store.Deliver(ctx, store.Delivery{Messages: []store.Message{m}, Outbox: []store.OutboxItem{onward}})
+		State: store.StateDelivered, ReplyTo: orig.ID}, nil
 }
 
 type replyHeader struct {
