@@ -186,7 +186,9 @@ func TestMetrics(t *testing.T) {
 	h := e2e.Start(t, e2e.Config(t.TempDir()))
 	pass := h.AddStaff(staff)
 	canary := "CANARYMETRICS" + staff
-	msg := e2e.Multipart(staff, canary, "metrics.patient@example.net", canary, canary, "<p>x</p>", canary+".pdf", []byte(canary))
+	// The display name holds an @, so it is quoted (RFC 5322 3.4): the
+	// header From is parsed and checked (issue 8.6).
+	msg := e2e.Multipart(staff, `"`+canary+`"`, "metrics.patient@example.net", canary, canary, "<p>x</p>", canary+".pdf", []byte(canary))
 	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"metrics.patient@example.net"}, Msg: msg}); err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,10 @@ type backend interface {
 type Limits struct {
 	cfg Config
 	b   backend
-	now func() time.Time
+	// local counts in this process while the shared backend cannot be
+	// reached (nil for NewMemory).
+	local backend
+	now   func() time.Time
 }
 
 // Config returns the limits in force.
@@ -85,7 +88,7 @@ func (l *Limits) Config() Config { return l.cfg }
 
 // Ticket is one transaction's hold on its account's limits.
 type Ticket struct {
-	l       *Limits
+	b       backend // the one that counted it
 	account string
 	id      string
 	once    sync.Once
@@ -97,8 +100,17 @@ func (l *Limits) Begin(ctx context.Context, account string) (*Ticket, error) {
 	if account == "" {
 		return nil, ErrEmptyAccount
 	}
-	t := &Ticket{l: l, account: account, id: newID()}
-	if err := l.b.begin(ctx, account, t.id, l.now()); err != nil {
+	t := &Ticket{b: l.b, account: account, id: newID()}
+	now := l.now()
+	err := l.b.begin(ctx, account, t.id, now)
+	var re *RateError
+	var be *BusyError
+	if err != nil && l.local != nil && !errors.As(err, &re) && !errors.As(err, &be) {
+		// Redis did not answer: count on this node rather than stop all
+		// mail or lift the limits (each node then allows the limits).
+		t.b, err = l.local, l.local.begin(ctx, account, t.id, now)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return t, nil
@@ -113,7 +125,7 @@ func (t *Ticket) End(ctx context.Context, sent bool) error {
 		return nil
 	}
 	var err error
-	t.once.Do(func() { err = t.l.b.end(context.WithoutCancel(ctx), t.account, t.id, sent) })
+	t.once.Do(func() { err = t.b.end(context.WithoutCancel(ctx), t.account, t.id, sent) })
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/phigate/phigate/internal/redistest"
 	"github.com/phigate/phigate/internal/testclock"
+	"github.com/redis/go-redis/v9"
 )
 
 var ctx = context.Background()
@@ -178,5 +179,36 @@ func TestUnlimited(t *testing.T) {
 	var nilTicket *Ticket
 	if err := nilTicket.End(ctx, true); err != nil {
 		t.Errorf("nil ticket End: %v", err)
+	}
+}
+
+// TestRedisOutage: with Redis gone, transactions are counted in the
+// process (still limited), and a ticket taken before the outage can end.
+func TestRedisOutage(t *testing.T) {
+	srv := redistest.Start(t)
+	clk := newClock()
+	opt := srv.Options()
+	opt.MaxRetries = -1 // a stopped server answers at once: no retries to wait for
+	rdb := redis.NewClient(opt)
+	t.Cleanup(func() { rdb.Close() })
+	l := NewRedis(rdb, "t:quota:", Config{Concurrent: 1, MessagesPerHour: 5}, clk.Now)
+	before, err := l.Begin(ctx, "u1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	t1, err := l.Begin(ctx, "u1")
+	if err != nil {
+		t.Fatalf("during the outage: %v", err)
+	}
+	var be *BusyError
+	if _, err := l.Begin(ctx, "u1"); !errors.As(err, &be) {
+		t.Fatalf("second transaction during the outage: %v, want *BusyError", err)
+	}
+	if err := t1.End(ctx, true); err != nil {
+		t.Errorf("End of a local ticket: %v", err)
+	}
+	if err := before.End(ctx, true); err == nil {
+		t.Error("End of a Redis ticket with Redis gone: no error")
 	}
 }

@@ -23,13 +23,16 @@ type redisBackend struct {
 }
 
 // NewRedis returns Limits counted in Redis, shared by every node using the
-// same prefix; now is the clock (time.Now when nil).
+// same prefix; now is the clock (time.Now when nil). While Redis cannot be
+// reached, Begin counts in this process instead: mail goes on during an
+// outage, each node holding the account to the limits on its own.
 func NewRedis(rdb redis.UniversalClient, prefix string, cfg Config, now func() time.Time) *Limits {
 	cfg = cfg.withDefaults()
 	if now == nil {
 		now = time.Now
 	}
-	return &Limits{cfg: cfg, now: now, b: &redisBackend{rdb: rdb, prefix: prefix, cfg: cfg}}
+	return &Limits{cfg: cfg, now: now, b: &redisBackend{rdb: rdb, prefix: prefix, cfg: cfg},
+		local: &memory{cfg: cfg, acc: map[string]*usage{}}}
 }
 
 func (r *redisBackend) keys(account string) []string {
