@@ -90,6 +90,9 @@ func New(opt *redis.Options, o Options) (*redis.Client, *Guard) {
 	// Socket deadlines follow the per-operation context deadline the hook
 	// sets, so retries cannot stretch an operation past Timeout.
 	opt.ContextTimeoutEnabled = true
+	// A refused connection is a clear answer: do not dial it again and
+	// again within one attempt (the command retries still try afresh).
+	opt.DialerRetries = 1
 	quietOnce.Do(func() { redis.SetLogger(quietLogger{}) })
 	g := &Guard{opt: o}
 	g.rdb = redis.NewClient(opt)
