@@ -60,7 +60,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 	q := url.Values{}
 	// secure_delete: freed space (an old key packet, a claimed account's
 	// pending key) is overwritten with zeros, not left in free pages.
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", "busy_timeout(10000)", "foreign_keys(1)", "secure_delete(ON)"} {
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS), "foreign_keys(1)", "secure_delete(ON)"} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -87,13 +87,52 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 
 // truncateWAL copies the WAL into the database file and truncates it to
 // zero bytes: the WAL still holds earlier versions of changed pages (the
-// pending key, old key packets) until then. It waits (busy_timeout) for
-// readers of older snapshots; if some remain it is left to the next call.
+// pending key, old key packets) until then. A reader still on an older
+// snapshot blocks it; rather than hold this process's writers (SMTP
+// intake) behind the wait, each try waits briefly and the writers get the
+// lock between tries. If readers outlast the tries, the old frames are
+// overwritten as the WAL is reused, or go at the next truncation.
 func (s *SQL) truncateWAL(ctx context.Context) {
+	for try := 0; try < walTruncateTries; try++ {
+		if try > 0 {
+			select {
+			case <-time.After(walTruncatePause):
+			case <-ctx.Done():
+				return
+			}
+		}
+		if s.tryTruncateWAL(ctx) {
+			return
+		}
+	}
+}
+
+const (
+	// busyTimeoutMS is how long a connection waits for another process's
+	// lock (the CLI writing to the same file).
+	busyTimeoutMS    = 10000
+	walTruncateTries = 5
+	walTruncatePause = 200 * time.Millisecond
+	walTruncateWait  = 100 // ms of busy waiting per try
+)
+
+func (s *SQL) tryTruncateWAL(ctx context.Context) bool {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	// Short busy wait on this connection only; restored before it goes
+	// back to the pool.
+	if _, err := c.ExecContext(ctx, fmt.Sprintf(`PRAGMA busy_timeout = %d`, walTruncateWait)); err != nil {
+		return false
+	}
+	defer c.ExecContext(context.WithoutCancel(ctx), fmt.Sprintf(`PRAGMA busy_timeout = %d`, busyTimeoutMS))
 	var busy, logFrames, done int
-	_ = s.db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &done)
+	err = c.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &done)
+	return err == nil && busy == 0
 }
 
 // flushDeleted makes data a change just dropped unrecoverable from the
