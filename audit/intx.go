@@ -35,8 +35,15 @@ type Sealer interface {
 }
 
 // Prepare checks entries and fills in their time and correlation as Record
-// does; they are sealed when the store calls Func.
+// does; they are sealed when the store calls Func. After Close it refuses,
+// like Record.
 func (t *Trail) Prepare(ctx context.Context, entries ...Entry) (*Batch, error) {
+	t.mu.RLock()
+	closed := t.closed
+	t.mu.RUnlock()
+	if closed {
+		return nil, ErrClosed // as Record: Close wrote the last checkpoint
+	}
 	b := &Batch{trail: t, entries: make([]Entry, len(entries)), details: make([][]byte, len(entries))}
 	for i, e := range entries {
 		var err error

@@ -123,4 +123,8 @@ func TestPrepareFallback(t *testing.T) {
 	if _, err := Prepare(ctx, e.tr, Entry{Actor: "pat@example.net", Action: "x", Outcome: OK}); err == nil {
 		t.Fatal("an address in a plaintext field was accepted")
 	}
+	e.tr.Close()
+	if _, err := Prepare(ctx, e.tr, Entry{Actor: "a", Action: "x", Outcome: OK}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Prepare after Close: %v", err)
+	}
 }
