@@ -53,11 +53,13 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		ip := hostOf(c.RemoteAddr())
 		if reason := l.admit(ip); reason != "" {
-			c.Close()
+			// Counted and told before the close, so whoever sees the
+			// close also sees the count.
 			l.refused.Add(1)
 			if l.opts.OnRefuse != nil {
 				l.opts.OnRefuse(reason)
 			}
+			c.Close()
 			continue
 		}
 		return &conn{Conn: c, l: l, ip: ip}, nil

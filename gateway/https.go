@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/phigate/phigate/connlimit"
 )
@@ -34,5 +36,34 @@ func (g *Gateway) capHTTPS(ln net.Listener) net.Listener {
 		g.Log.Warn("portal.max_conns lowered to fit the file-descriptor limit", "configured", p.MaxConns,
 			"used", max, "fd_limit", connlimit.FDLimit())
 	}
-	return connlimit.Wrap(ln, connlimit.Options{Max: max, MaxPerIP: p.MaxConnsPerIP})
+	over := &overCapLog{log: g.Log, max: max, perIP: p.MaxConnsPerIP}
+	return connlimit.Wrap(ln, connlimit.Options{Max: max, MaxPerIP: p.MaxConnsPerIP, OnRefuse: over.note})
+}
+
+// overCapLog tells the operator that connections are being closed over a
+// cap, at most once a minute (a flood must not flood the log too), with the
+// counts since the previous line. No addresses: one line covers many.
+type overCapLog struct {
+	log        *slog.Logger
+	max, perIP int
+
+	mu                sync.Mutex
+	last              time.Time
+	overTotal, overIP int
+}
+
+func (o *overCapLog) note(reason string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if reason == "total" {
+		o.overTotal++
+	} else {
+		o.overIP++
+	}
+	if time.Since(o.last) < time.Minute {
+		return
+	}
+	o.log.Warn("portal connections closed over a cap", "over_max_conns", o.overTotal, "over_max_conns_per_ip", o.overIP,
+		"max_conns", o.max, "max_conns_per_ip", o.perIP)
+	o.last, o.overTotal, o.overIP = time.Now(), 0, 0
 }

@@ -60,6 +60,11 @@ func TestSlowClientsCapped(t *testing.T) {
 	if st != 200 || !strings.Contains(string(b), "password") {
 		t.Fatalf("a legitimate user during the flood: %d", st)
 	}
+	// The operator is told, once, without addresses.
+	logs := h.Logs.String()
+	if n := strings.Count(logs, "portal connections closed over a cap"); n != 1 || strings.Contains(logs, "127.0.0.2") {
+		t.Errorf("%d over-cap log lines (want 1, without the address):\n%s", n, logs)
+	}
 }
 
 // TestSlowHeadersClosed: a client that trickles its headers, or that never
