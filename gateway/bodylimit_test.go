@@ -88,6 +88,10 @@ func TestBodyLimits(t *testing.T) {
 // multipartForm builds a multipart/form-data body with fields and files
 // (field "files").
 func multipartForm(t *testing.T, fields map[string]string, files map[string][]byte) ([]byte, string) {
+	return multipartFiles(t, fields, "files", files)
+}
+
+func multipartFiles(t *testing.T, fields map[string]string, field string, files map[string][]byte) ([]byte, string) {
 	t.Helper()
 	var b bytes.Buffer
 	mw := multipart.NewWriter(&b)
@@ -95,7 +99,7 @@ func multipartForm(t *testing.T, fields map[string]string, files map[string][]by
 		mw.WriteField(k, v)
 	}
 	for name, data := range files {
-		fw, err := mw.CreateFormFile("files", name)
+		fw, err := mw.CreateFormFile(field, name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -106,16 +110,22 @@ func multipartForm(t *testing.T, fields map[string]string, files map[string][]by
 }
 
 // postReply sends a reply form from the message page as a browser would
-// (multipart/form-data); chunked hides its length. It asks for 100-continue
-// so that a body refused by its declared length is never sent (and the
-// answer is not lost to a reset while the client is still writing).
+// (multipart/form-data); chunked hides its length.
 func postReply(t *testing.T, c *e2e.Client, id string, body []byte, ct string, chunked bool) (int, string) {
+	t.Helper()
+	return postForm(t, c, "/messages/"+id+"/reply", body, ct, chunked)
+}
+
+// postForm posts a page form. It asks for 100-continue so that a body
+// refused by its declared length is never sent (and the answer is not lost
+// to a reset while the client is still writing).
+func postForm(t *testing.T, c *e2e.Client, path string, body []byte, ct string, chunked bool) (int, string) {
 	t.Helper()
 	var rd io.Reader = bytes.NewReader(body)
 	if chunked {
 		rd = io.MultiReader(rd) // unknown length
 	}
-	req, err := http.NewRequest("POST", c.Base+"/messages/"+id+"/reply", rd)
+	req, err := http.NewRequest("POST", c.Base+path, rd)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +135,7 @@ func postReply(t *testing.T, c *e2e.Client, id string, body []byte, ct string, c
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ExpectContinueTimeout: 30 * time.Second}}
 	resp, err := hc.Do(req)
 	if err != nil {
-		t.Fatalf("reply: %v", err)
+		t.Fatalf("POST %s: %v", path, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -219,6 +229,41 @@ func TestReplyLeavesNothingOnDisk(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestEscrowKeyFileUpload: the break-glass page uploads the escrow private
+// key as a file (multipart); it is read in memory and works, a file over
+// portal.max_upload_bytes is refused with 413, and neither leaves anything
+// in the temporary directory.
+func TestEscrowKeyFileUpload(t *testing.T) {
+	dir := t.TempDir()
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	cfg := e2e.Config(dir)
+	cfg.Portal.MaxUploadBytes = 64 << 10
+	h := e2e.Start(t, cfg)
+	pass := h.AddStaff(staff)
+	_, id := claimNew(t, h, pass, "bgfile@example.net", patientPW)
+	addAdmin(t, h, "admin@clinic.example")
+	admin, _ := signInStaff(t, h, "admin@clinic.example", adminPW, time.Now())
+	key, _ := os.ReadFile(filepath.Join(dir, "escrow-private.asc"))
+	pp, _ := os.ReadFile(filepath.Join(dir, "escrow-passphrase.txt"))
+	fields := map[string]string{"message": id, "reason": "Patient unconscious in ED, need the referral letter",
+		"passphrase": strings.TrimSpace(string(pp))}
+
+	body, ct := multipartFiles(t, fields, "escrow_key_file", map[string][]byte{"escrow.asc": key})
+	if st, b := postForm(t, admin, "/admin/break-glass", body, ct, false); st != http.StatusOK || !strings.Contains(b, "body for bgfile@example.net") {
+		t.Errorf("break-glass with the key file: %d: %.300s", st, b)
+	}
+	padded := append(append([]byte{}, key...), bytes.Repeat([]byte("\n"), int(cfg.Portal.MaxUploadBytes))...)
+	body, ct = multipartFiles(t, fields, "escrow_key_file", map[string][]byte{"escrow.asc": padded})
+	if st, _ := postForm(t, admin, "/admin/break-glass", body, ct, true); st != http.StatusRequestEntityTooLarge {
+		t.Errorf("break-glass with a key file over the upload bound: %d, want 413", st)
+	}
+	entries, _ := os.ReadDir(tmp)
+	for _, e := range entries {
+		t.Errorf("left in the gateway's temporary directory: %s", e.Name())
+	}
 }
 
 // sendTo submits one message to rcpt with subject and returns its id from
