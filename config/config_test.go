@@ -251,6 +251,12 @@ func TestValidate(t *testing.T) {
 		{"zero claim ttl", func(c *Config) { c.Portal.ClaimTTL.Duration = 0 }, "portal.claim_ttl"},
 		{"zero argon2 threads", func(c *Config) { c.Keys.PasswordThreads = 0 }, "keys.password_threads"},
 		{"no http listener", func(c *Config) { c.Server.HTTPAddr = "" }, "server.http_addr"},
+		{"unbounded bodies", func(c *Config) { c.Portal.MaxBodyBytes = 0 }, "portal.max_body_bytes"},
+		{"unbounded reply", func(c *Config) { c.Portal.MaxReplyBodyBytes = -1 }, "max_reply_body_bytes"},
+		{"no header timeout", func(c *Config) { c.Portal.ReadHeaderTimeout.Duration = 0 }, "portal.read_header_timeout"},
+		{"no connection cap", func(c *Config) { c.Portal.MaxConns = 0 }, "portal.max_conns"},
+		{"per-address cap off (behind a proxy)", func(c *Config) { c.Portal.MaxConnsPerIP = 0 }, ""},
+		{"negative per-address cap", func(c *Config) { c.Portal.MaxConnsPerIP = -1 }, "portal.max_conns_per_ip"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
