@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bytes"
+	"container/list"
 	"errors"
 	"io"
 	"net"
@@ -55,31 +56,73 @@ var errDropped = net.ErrClosed
 // every later read fails too (see guardConn.Read).
 var errExpired = os.ErrDeadlineExceeded
 
-// connSlots counts open connections in all and per address.
+// connSlots counts open connections in all and per address. At the total
+// cap a new connection takes the slot of the oldest one that has not
+// authenticated yet, so that idle connections from many addresses cannot
+// keep a legitimate client out: to hold the gateway, a flood must open
+// connections faster than a client authenticates. Authenticated sessions
+// are never evicted.
 type connSlots struct {
 	max, maxPerIP int
 	mu            sync.Mutex
 	open          int
 	perIP         map[string]int
+	preAuth       list.List // of *guardConn, oldest first
 }
 
-func (s *connSlots) take(key string) bool {
+// take admits a connection from c.key, or says no (over the per-address
+// cap, or at the total cap with nothing to evict). victim, if not nil, gave
+// up its slot and must be closed by the caller.
+func (s *connSlots) take(c *guardConn) (ok bool, victim *guardConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if (s.max > 0 && s.open >= s.max) || (s.maxPerIP > 0 && s.perIP[key] >= s.maxPerIP) {
-		return false
+	if s.maxPerIP > 0 && s.perIP[c.key] >= s.maxPerIP {
+		return false, nil
+	}
+	if s.max > 0 && s.open >= s.max {
+		front := s.preAuth.Front()
+		if front == nil {
+			return false, nil
+		}
+		victim = front.Value.(*guardConn)
+		s.releaseLocked(victim)
 	}
 	s.open++
-	s.perIP[key]++
-	return true
+	s.perIP[c.key]++
+	c.elem = s.preAuth.PushBack(c)
+	return true, victim
 }
 
-func (s *connSlots) release(key string) {
+// release frees c's slot; only the first call counts.
+func (s *connSlots) release(c *guardConn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.releaseLocked(c)
+}
+
+func (s *connSlots) releaseLocked(c *guardConn) {
+	if c.released {
+		return
+	}
+	c.released = true
 	s.open--
-	if s.perIP[key]--; s.perIP[key] <= 0 {
-		delete(s.perIP, key)
+	if s.perIP[c.key]--; s.perIP[c.key] <= 0 {
+		delete(s.perIP, c.key)
+	}
+	s.authenticatedLocked(c)
+}
+
+// authenticated takes c out of the eviction order.
+func (s *connSlots) authenticated(c *guardConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.authenticatedLocked(c)
+}
+
+func (s *connSlots) authenticatedLocked(c *guardConn) {
+	if c.elem != nil {
+		s.preAuth.Remove(c.elem)
+		c.elem = nil
 	}
 }
 
@@ -122,12 +165,15 @@ func (l *guardListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := hostOf(c.RemoteAddr())
-		key := ipKey(ip)
-		if !l.b.slots().take(key) {
+		g := &guardConn{Conn: c, b: l.b, ip: ip, key: ipKey(ip), scanPreTLS: l.startTLS}
+		ok, victim := l.b.slots().take(g)
+		if victim != nil {
+			victim.evict()
+		}
+		if !ok {
 			l.refuse(c, ip)
 			continue
 		}
-		g := &guardConn{Conn: c, b: l.b, ip: ip, key: key, scanPreTLS: l.startTLS}
 		// The greeting is written before the first read: bound the
 		// handshake and first command from here.
 		if d := l.b.Opts.Limits.HandshakeTimeout; d > 0 {
@@ -177,10 +223,12 @@ type guardConn struct {
 	expired    atomic.Bool // a read deadline passed
 	dropped    atomic.Bool // the session asked to close after its reply
 	closeOnce  sync.Once
-	scanPreTLS bool   // plaintext STARTTLS port, until STARTTLS
-	line       []byte // start of the current plaintext command line
-	held       []byte // plaintext received but not yet handed on (readLines)
-	early      []byte // bytes after STARTTLS already read: the client's first TLS record
+	elem       *list.Element // in connSlots.preAuth until AUTH; guarded by its mutex
+	released   bool          // slot given back; guarded by connSlots.mu
+	scanPreTLS bool          // plaintext STARTTLS port, until STARTTLS
+	line       []byte        // start of the current plaintext command line
+	held       []byte        // plaintext received but not yet handed on (readLines)
+	early      []byte        // bytes after STARTTLS already read: the client's first TLS record
 }
 
 func (c *guardConn) timeout() time.Duration {
@@ -323,7 +371,7 @@ func (c *guardConn) Close() error {
 		drain := c.b.Opts.Limits.DrainTimeout
 		if c.expired.Load() || drain <= 0 {
 			c.Conn.Close()
-			c.b.slots().release(c.key)
+			c.b.slots().release(c)
 			return
 		}
 		go c.drainAndClose(drain)
@@ -331,8 +379,15 @@ func (c *guardConn) Close() error {
 	return nil
 }
 
+// evict closes a connection whose slot a newer one took (connSlots.take):
+// its session ends at its next read or write.
+func (c *guardConn) evict() {
+	c.closeOnce.Do(func() { c.Conn.Close() })
+	c.b.faults().warn("smtp connection evicted", "reason", "total cap reached, oldest connection without AUTH", "ip", c.ip)
+}
+
 func (c *guardConn) drainAndClose(d time.Duration) {
-	defer c.b.slots().release(c.key)
+	defer c.b.slots().release(c)
 	defer c.Conn.Close()
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()

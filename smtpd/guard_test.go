@@ -9,20 +9,24 @@ import (
 
 // TestConnectionCaps: over the per-address cap a connection gets 421 4.7.0
 // and is closed, in plain text even on the implicit-TLS port (no handshake
-// is spent on it), while other addresses still get in; a freed slot can be
-// used again; and the total cap holds across both listeners.
+// is spent on it), while other addresses still get in; at the total cap
+// (across both listeners) a newcomer takes the slot of the oldest
+// connection that has not authenticated; a freed slot can be used again.
 func TestConnectionCaps(t *testing.T) {
 	lim := testLimits()
 	lim.MaxConnsPerIP, lim.MaxConns = 3, 5
 	ts := startServer(t, lim)
+	greeted := func(c *client) *client {
+		t.Helper()
+		if r := c.reply(); !strings.HasPrefix(r, "220 ") {
+			t.Fatalf("greeting: %s", r)
+		}
+		return c
+	}
 
 	var held []*client
 	for i := 0; i < 3; i++ {
-		c := dial(t, "127.0.0.2", ts.startTLS)
-		if r := c.reply(); !strings.HasPrefix(r, "220 ") {
-			t.Fatalf("greeting %d: %s", i, r)
-		}
-		held = append(held, c)
+		held = append(held, greeted(dial(t, "127.0.0.2", ts.startTLS)))
 	}
 	for _, addr := range []string{ts.startTLS, ts.implicit} {
 		over := dial(t, "127.0.0.2", addr)
@@ -30,28 +34,48 @@ func TestConnectionCaps(t *testing.T) {
 			t.Errorf("4th connection from one address to %s: %q, %v; want %q and a close", addr, got, err, tooManyConns)
 		}
 	}
-	other := dialTLS(t, "127.0.0.3", ts.implicit)
-	if r := other.reply(); !strings.HasPrefix(r, "220 ") {
-		t.Fatalf("another address: %s", r)
+	greeted(dialTLS(t, "127.0.0.3", ts.implicit))
+	greeted(dial(t, "127.0.0.4", ts.startTLS)) // 5: the total cap
+	// A sixth address gets in; the oldest connection without AUTH is closed.
+	newcomer := greeted(dial(t, "127.0.0.5", ts.startTLS))
+	if got, err := held[0].rest(); got != "" || err != nil {
+		t.Errorf("oldest connection at the total cap: %q, %v; want it closed", got, err)
 	}
-	// 4 held; one more from a third address fills the total of 5.
-	fifth := dial(t, "127.0.0.4", ts.startTLS)
-	if r := fifth.reply(); !strings.HasPrefix(r, "220 ") {
-		t.Fatalf("fifth: %s", r)
-	}
-	if got, _ := dial(t, "127.0.0.5", ts.implicit).rest(); got != tooManyConns {
-		t.Errorf("over the total: %q", got)
+	if r := newcomer.cmd("EHLO client.test"); !strings.HasPrefix(r, "250") {
+		t.Errorf("newcomer: %s", r)
 	}
 
-	// QUIT frees the slot; the address can connect again.
-	if r := held[0].cmd("QUIT"); !strings.HasPrefix(r, "221") {
+	// QUIT frees the slot; the address can connect again without evicting.
+	if r := held[1].cmd("QUIT"); !strings.HasPrefix(r, "221") {
 		t.Fatalf("QUIT: %s", r)
 	}
-	held[0].conn.Close()
+	held[1].conn.Close()
 	waitOpen(t, ts.b, 4)
-	again := dial(t, "127.0.0.2", ts.startTLS)
-	if r := again.reply(); !strings.HasPrefix(r, "220 ") {
-		t.Errorf("after a slot was freed: %s", r)
+	greeted(dial(t, "127.0.0.2", ts.startTLS))
+	if r := held[2].cmd("NOOP"); !strings.HasPrefix(r, "250") {
+		t.Errorf("a connection below the cap was closed: %s", r)
+	}
+}
+
+// TestSlotsKeepAuthenticated: at the total cap, authenticated connections
+// are never evicted; with nothing else to evict, the newcomer is refused.
+func TestSlotsKeepAuthenticated(t *testing.T) {
+	s := &connSlots{max: 2, perIP: map[string]int{}}
+	a, b, c := &guardConn{key: "a"}, &guardConn{key: "b"}, &guardConn{key: "c"}
+	s.take(a)
+	s.take(b)
+	s.authenticated(a)
+	if ok, victim := s.take(c); !ok || victim != b {
+		t.Fatalf("take at the cap: %v, %v; want b evicted", ok, victim)
+	}
+	s.authenticated(c)
+	if ok, victim := s.take(&guardConn{key: "d"}); ok || victim != nil {
+		t.Errorf("take with only authenticated connections: %v, %v; want a refusal", ok, victim)
+	}
+	s.release(b) // already released by the eviction: no effect
+	s.release(a)
+	if s.open != 1 || s.perIP["a"] != 0 || s.perIP["c"] != 1 {
+		t.Errorf("after releases: open %d, per address %v", s.open, s.perIP)
 	}
 }
 

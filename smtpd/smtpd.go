@@ -240,6 +240,10 @@ func (s *session) Auth(mech string) (sasl.Server, error) {
 			return s.fail("auth", fault(err))
 		}
 		s.user = u
+		if s.guard != nil {
+			// An authenticated session's slot is never given to a newcomer.
+			s.b.slots().authenticated(s.guard)
+		}
 		s.b.Log.InfoContext(s.ctx, "smtp auth ok", "ip", s.ip, "user", u.ID, "mech", mech)
 		s.audit("smtp.auth", "user", u.ID, "ok", map[string]string{"mech": mech})
 		return nil
