@@ -53,24 +53,37 @@ func (e *HashBusyError) Error() string {
 
 type hashClientKey struct{}
 
-// WithHashClient names the client (for example the pseudonym of its address)
-// whose share of the hash queue the hashes under ctx wait in. Callers
-// without one share the unnamed client's queue, which has no PerClient
-// bound.
-func WithHashClient(ctx context.Context, client string) context.Context {
-	return context.WithValue(ctx, hashClientKey{}, client)
+// HashClient is who a hash is for, as the queue sees it.
+type HashClient struct {
+	// Key names the client, for example the pseudonym of its address.
+	Key string
+	// Standing is how many attempts the client has made recently (its
+	// failed and pending sign-ins in the lock-out window); clients with
+	// fewer are served first, so an address in good standing is not kept
+	// waiting behind addresses that are guessing.
+	Standing int
 }
 
-func hashClient(ctx context.Context) string {
-	c, _ := ctx.Value(hashClientKey{}).(string)
+// WithHashClient names the client whose share of the hash queue the hashes
+// under ctx wait in. Callers without one share the unnamed client's queue,
+// which has no PerClient bound.
+func WithHashClient(ctx context.Context, c HashClient) context.Context {
+	return context.WithValue(ctx, hashClientKey{}, c)
+}
+
+func hashClient(ctx context.Context) HashClient {
+	c, _ := ctx.Value(hashClientKey{}).(HashClient)
 	return c
 }
 
 // hashLimiter hands out hash slots fairly between clients: each client
-// waits in its own FIFO queue, and a free slot goes to the next client in
-// round-robin order, so that a client with a hundred callers waiting delays
-// another client by at most one hash per turn rather than by its whole
-// backlog (issue 8.1). The number of slots can change at run time.
+// waits in its own FIFO queue, and a free slot goes to the client in the
+// best standing (fewest recent attempts), among equals to the next in
+// round-robin order. So a client with a hundred callers waiting delays
+// another by at most one hash per turn rather than by its whole backlog,
+// and a sign-in from an address that has not been guessing goes before
+// those of addresses that have (issue 8.1). The number of slots can change
+// at run time.
 type hashLimiter struct {
 	mu      sync.Mutex
 	cfg     HashQueueConfig
@@ -81,7 +94,8 @@ type hashLimiter struct {
 }
 
 type clientQueue struct {
-	key     string
+	key      string
+	standing int // the latest caller's HashClient.Standing
 	waiters list.List // of chan struct{}, closed when granted a slot
 	turn    *list.Element
 }
@@ -127,7 +141,8 @@ func (l *hashLimiter) acquire(ctx context.Context) error {
 		return nil
 	}
 	busy := &HashBusyError{RetryAfter: max(l.cfg.Wait, time.Second)}
-	key := hashClient(ctx)
+	client := hashClient(ctx)
+	key := client.Key
 	q := l.clients[key]
 	// Unnamed callers are the gateway's own work (key unlock in intake,
 	// CLI): bounded by Total only.
@@ -140,6 +155,7 @@ func (l *hashLimiter) acquire(ctx context.Context) error {
 		q.turn = l.turns.PushBack(q)
 		l.clients[key] = q
 	}
+	q.standing = client.Standing
 	ready := make(chan struct{})
 	elem := q.waiters.PushBack(ready)
 	l.waiting++
@@ -178,10 +194,11 @@ func (l *hashLimiter) release() {
 	l.mu.Unlock()
 }
 
-// grantLocked gives free slots to the clients in turn, one each.
+// grantLocked gives free slots to the clients in turn, one each, those in
+// the best standing first.
 func (l *hashLimiter) grantLocked() {
 	for l.inUse < l.cfg.Slots && l.turns.Len() > 0 {
-		q := l.turns.Front().Value.(*clientQueue)
+		q := l.nextTurn()
 		ready := q.waiters.Remove(q.waiters.Front()).(chan struct{})
 		l.waiting--
 		l.inUse++
@@ -190,6 +207,19 @@ func (l *hashLimiter) grantLocked() {
 			l.turns.MoveToBack(q.turn)
 		}
 	}
+}
+
+// nextTurn is the first client in turn order among those in the best
+// standing. The scan is bounded by Total (every client here has a caller
+// waiting).
+func (l *hashLimiter) nextTurn() *clientQueue {
+	var best *clientQueue
+	for e := l.turns.Front(); e != nil; e = e.Next() {
+		if q := e.Value.(*clientQueue); best == nil || q.standing < best.standing {
+			best = q
+		}
+	}
+	return best
 }
 
 // dropIfIdle forgets a client with nobody waiting, so that the tables stay

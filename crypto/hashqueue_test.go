@@ -26,39 +26,54 @@ func TestHashQueueFairPerClient(t *testing.T) {
 	if err := l.acquire(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	order := make(chan string, 8)
-	var wg sync.WaitGroup
-	enqueue := func(client string, n int) {
-		for range n {
-			before := l.waitingFor()
-			wg.Go(func() {
-				if err := l.acquire(WithHashClient(context.Background(), client)); err != nil {
-					t.Error(err)
-					return
-				}
-				order <- client
-			})
-			queueWaiters(l, before+1) // queue in a known order
-		}
+	got := grantOrder(t, l, []HashClient{{Key: "A"}, {Key: "A"}, {Key: "A"}, {Key: "A"}, {Key: "B"}})
+	if want := "ABAAA"; got != want {
+		t.Fatalf("grant order %s, want %s", got, want)
 	}
-	enqueue("A", 4)
-	enqueue("B", 1)
-	var got []string
-	for range 5 {
+}
+
+// TestHashQueueGoodStandingFirst: a client with fewer recent attempts is
+// served before clients that queued earlier with more.
+func TestHashQueueGoodStandingFirst(t *testing.T) {
+	l := newHashLimiter(HashQueueConfig{Slots: 1, Wait: time.Minute, PerClient: 8, Total: 64})
+	if err := l.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := grantOrder(t, l, []HashClient{{Key: "A", Standing: 9}, {Key: "A", Standing: 10}, {Key: "B", Standing: 7}, {Key: "C", Standing: 1}})
+	if want := "CBAA"; got != want {
+		t.Fatalf("grant order %s, want %s", got, want)
+	}
+}
+
+// grantOrder queues callers for clients in the given order while the one
+// slot of l is held, then frees the slot once per caller and returns the
+// keys in the order they were granted. It leaves l empty.
+func grantOrder(t *testing.T, l *hashLimiter, callers []HashClient) string {
+	t.Helper()
+	order := make(chan string, len(callers))
+	var wg sync.WaitGroup
+	for _, c := range callers {
+		before := l.waitingFor()
+		wg.Go(func() {
+			if err := l.acquire(WithHashClient(context.Background(), c)); err != nil {
+				t.Error(err)
+				return
+			}
+			order <- c.Key
+		})
+		queueWaiters(l, before+1) // queue in a known order
+	}
+	got := ""
+	for range callers {
 		l.release()
-		got = append(got, <-order)
+		got += <-order
 	}
 	wg.Wait()
-	want := []string{"A", "B", "A", "A", "A"}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("grant order %v, want %v", got, want)
-		}
-	}
 	l.release()
 	if inUse, waiting := l.counts(); inUse != 0 || waiting != 0 || len(l.clients) != 0 || l.turns.Len() != 0 {
 		t.Fatalf("leaked: in use %d waiting %d clients %d turns %d", inUse, waiting, len(l.clients), l.turns.Len())
 	}
+	return got
 }
 
 // TestHashQueueBounds: a client may queue PerClient callers and everyone
@@ -73,17 +88,17 @@ func TestHashQueueBounds(t *testing.T) {
 	var wg sync.WaitGroup
 	queue := func(client string) {
 		before := l.waitingFor()
-		wg.Go(func() { _ = l.acquire(WithHashClient(ctx, client)) })
+		wg.Go(func() { _ = l.acquire(WithHashClient(ctx, HashClient{Key: client})) })
 		queueWaiters(l, before+1)
 	}
 	queue("A")
 	queue("A")
 	var busy *HashBusyError
-	if err := l.acquire(WithHashClient(ctx, "A")); !errors.As(err, &busy) || busy.RetryAfter < time.Second {
+	if err := l.acquire(WithHashClient(ctx, HashClient{Key: "A"})); !errors.As(err, &busy) || busy.RetryAfter < time.Second {
 		t.Fatalf("third caller of one client: %v, want *HashBusyError", err)
 	}
 	queue("B")
-	if err := l.acquire(WithHashClient(ctx, "C")); !errors.As(err, &busy) {
+	if err := l.acquire(WithHashClient(ctx, HashClient{Key: "C"})); !errors.As(err, &busy) {
 		t.Fatalf("caller past the total: %v, want *HashBusyError", err)
 	}
 	cancel()
@@ -94,7 +109,7 @@ func TestHashQueueBounds(t *testing.T) {
 
 	// The deadline: the one slot stays held, so the wait runs out.
 	l.configure(HashQueueConfig{Slots: 1, Wait: 20 * time.Millisecond, PerClient: 2, Total: 3})
-	if err := l.acquire(WithHashClient(context.Background(), "D")); !errors.As(err, &busy) {
+	if err := l.acquire(WithHashClient(context.Background(), HashClient{Key: "D"})); !errors.As(err, &busy) {
 		t.Fatalf("caller past the wait: %v, want *HashBusyError", err)
 	}
 	l.release()

@@ -3,13 +3,21 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/phigate/phigate/config"
 	"github.com/phigate/phigate/internal/e2e"
 	"github.com/phigate/phigate/store"
 )
@@ -107,5 +115,151 @@ func TestLockoutHoldsUnderConcurrency(t *testing.T) {
 	}
 	if st := signIn(hc, h.BaseURL, victim, right); st != http.StatusLocked {
 		t.Errorf("right password after the flood: %d, want 423", st)
+	}
+}
+
+// TestHashQueueFullAnswers429 (issue 8.1): with one hash slot and one
+// waiter per address, a burst of sign-ins from one address gets some
+// answered 429 with Retry-After and a clear error, page or JSON, never
+// 500; an attempt answered 429 was never evaluated, so it is not counted
+// against its account.
+func TestHashQueueFullAnswers429(t *testing.T) {
+	cfg := e2e.Config(t.TempDir())
+	cfg.Keys.MaxConcurrentPassword, cfg.Keys.PasswordQueuePerClient, cfg.Keys.PasswordQueueTotal = 1, 1, 2
+	cfg.Security.IPMaxFailures = 1000
+	h := e2e.Start(t, cfg)
+	hc := h.Client().HTTP
+	hc.Transport.(*http.Transport).MaxConnsPerHost = 16
+
+	type result struct {
+		email, ctype, retry string
+		status              int
+		body                []byte
+	}
+	results := make(chan result, 40)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range 40 {
+		wg.Go(func() {
+			<-start
+			email := fmt.Sprintf("nobody%d@example.net", i)
+			var resp *http.Response
+			var err error
+			if i%2 == 0 {
+				body, _ := json.Marshal(map[string]string{"email": email, "password": "a guess 1234"})
+				resp, err = hc.Post(h.BaseURL+"/api/v1/login", "application/json", bytes.NewReader(body))
+			} else {
+				resp, err = hc.PostForm(h.BaseURL+"/login", url.Values{"email": {email}, "password": {"a guess 1234"}})
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			results <- result{email, resp.Header.Get("Content-Type"), resp.Header.Get("Retry-After"), resp.StatusCode, b}
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(results)
+	busy := 0
+	for r := range results {
+		acct := hex32(h.G.Identity.Keys.EmailIndex(r.email))
+		failures, _, err := h.G.Limiter.Status(context.Background(), acct)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch r.status {
+		case http.StatusUnauthorized:
+			if failures != 1 {
+				t.Errorf("%s evaluated but counted %d times", r.email, failures)
+			}
+		case http.StatusTooManyRequests:
+			busy++
+			if failures != 0 {
+				t.Errorf("%s answered 429 but counted %d failures", r.email, failures)
+			}
+			if r.retry == "" {
+				t.Errorf("429 without Retry-After")
+			}
+			if strings.HasPrefix(r.ctype, "application/json") {
+				var e struct{ Error, Message string }
+				if json.Unmarshal(r.body, &e) != nil || e.Error != "busy" || !strings.Contains(e.Message, "try again") {
+					t.Errorf("429 JSON: %s", r.body)
+				}
+			} else if !strings.Contains(string(r.body), "try again") {
+				t.Errorf("429 page without advice: %.200s", r.body)
+			}
+		default:
+			t.Errorf("%s: status %d: %.200s", r.email, r.status, r.body)
+		}
+	}
+	if busy == 0 {
+		t.Error("40 simultaneous sign-ins on 1 slot with 1 waiter per address: none answered 429")
+	}
+}
+
+// fromAddr returns an HTTP client whose connections come from the loopback
+// address ip (Linux routes all of 127/8 to lo), so the portal sees another
+// client address.
+func fromAddr(ip string, conns int) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{
+		DialContext: d.DialContext, MaxConnsPerHost: conns, MaxIdleConnsPerHost: conns,
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+}
+
+// BenchmarkSignInDuringFlood (issue 8.1, figures in docs/perf.md): how long
+// a legitimate sign-in takes while 500 sign-in attempts from other
+// addresses are in flight, with the production Argon2 parameters and hash
+// queue settings. The flood comes from `addrs` loopback addresses
+// (500/addrs attempts each, for accounts that do not exist, which take the
+// same hash as real ones). Reported: legit-s, the legitimate sign-in's
+// latency; flood-429, how many flood attempts were told to come back.
+func BenchmarkSignInDuringFlood(b *testing.B) {
+	for _, addrs := range []int{0, 1, 50} {
+		b.Run(fmt.Sprintf("from-%d-addresses", addrs), func(b *testing.B) {
+			cfg := e2e.Config(b.TempDir())
+			def := config.Default().Keys
+			cfg.Keys.PasswordTime, cfg.Keys.PasswordMemoryKiB, cfg.Keys.PasswordThreads = def.PasswordTime, def.PasswordMemoryKiB, def.PasswordThreads
+			h := e2e.Start(b, cfg)
+			h.AddStaff(staff) // signs in with its password first (then a second factor)
+			const user, right = staff, "staff portal password 123"
+			legit := fromAddr("127.0.0.1", 1)
+			var total time.Duration
+			var busy, failed atomic.Int64
+			b.ResetTimer()
+			for n := range b.N {
+				var wg sync.WaitGroup
+				for a := range addrs { // none: the baseline, one sign-in alone
+					// Fresh addresses each round, so the per-address
+					// budget does not end the flood early.
+					hc := fromAddr(fmt.Sprintf("127.%d.%d.%d", 10+n, a/200, 10+a%200), min(500/addrs, 32)) // under the per-address connection cap
+					for i := range 500 / max(addrs, 1) {
+						wg.Go(func() {
+							switch signIn(hc, h.BaseURL, fmt.Sprintf("flood%d-%d-%d@example.net", n, a, i), "a guess 1234") {
+							case http.StatusTooManyRequests:
+								busy.Add(1)
+							case 0:
+								failed.Add(1)
+							}
+						})
+					}
+				}
+				time.Sleep(200 * time.Millisecond) // let the flood queue up first
+				t0 := time.Now()
+				if st := signIn(legit, h.BaseURL, user, right); st != http.StatusOK {
+					b.Fatalf("legitimate sign-in: %d", st)
+				}
+				total += time.Since(t0)
+				wg.Wait()
+			}
+			b.ReportMetric(total.Seconds()/float64(b.N), "legit-s")
+			b.ReportMetric(float64(busy.Load())/float64(b.N), "flood-429")
+			if failed.Load() > 0 {
+				b.Errorf("%d flood requests got no answer", failed.Load())
+			}
+		})
 	}
 }

@@ -94,7 +94,7 @@ type backend interface {
 	unlock(ctx context.Context, account string) error
 	status(ctx context.Context, account string) (int, time.Time, error)
 	// reserve is check and failure in one atomic step (see Reserve).
-	reserve(ctx context.Context, account, ip string) (bool, time.Time, error)
+	reserve(ctx context.Context, account, ip string) (reserved, error)
 	// release gives one reserved attempt back to the account and the
 	// address, lifts the lock ending at lockUntil (if not zero and still
 	// the one in force), and with reset clears the account's failures.

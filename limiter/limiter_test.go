@@ -468,6 +468,9 @@ func runSuite(t *testing.T, newEnv func(t *testing.T) *env) {
 		if n, _, _ := l.Status(ctx, a); n != 1 {
 			t.Fatalf("failures while reserved: %d, want 1", n)
 		}
+		if n := r1.AddressAttempts(); n != 1 {
+			t.Errorf("AddressAttempts %d, want 1", n)
+		}
 		// Release: as if it never happened.
 		if err := r1.Release(ctx); err != nil {
 			t.Fatal(err)
@@ -478,7 +481,9 @@ func runSuite(t *testing.T, newEnv func(t *testing.T) *env) {
 		// The reservation that locks, then turns out right: lock lifted,
 		// count reset, the address gets its attempt back.
 		reserve().Failed()
-		reserve().Failed()
+		if n := reserve().AddressAttempts(); n != 2 {
+			t.Errorf("AddressAttempts %d, want 2", n)
+		}
 		r3 := reserve()
 		locked, until := r3.Failed()
 		if !locked || until.IsZero() {

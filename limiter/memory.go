@@ -95,19 +95,22 @@ func (m *memory) failure(_ context.Context, id, ip string) (bool, time.Time, err
 
 // reserve refuses or counts under one hold of the lock, so that concurrent
 // attempts cannot all pass the check before any of them is counted.
-func (m *memory) reserve(_ context.Context, id, ip string) (bool, time.Time, error) {
+func (m *memory) reserve(_ context.Context, id, ip string) (reserved, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
 	m.maybeSweep(now)
 	if err := m.refusal(id, ip, now); err != nil {
-		return false, time.Time{}, err
+		return reserved{}, err
 	}
-	locked, until := m.count(id, ip, now)
-	if !locked {
-		until = time.Time{}
+	var got reserved
+	if got.lockedNow, got.until = m.count(id, ip, now); !got.lockedNow {
+		got.until = time.Time{}
 	}
-	return locked, until, nil
+	if a := m.addrs[ip]; ip != "" && a != nil {
+		got.addrAttempts = a.failures
+	}
+	return got, nil
 }
 
 func (m *memory) release(_ context.Context, id, ip string, lockUntil time.Time, reset bool) error {

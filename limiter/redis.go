@@ -89,10 +89,12 @@ return {0, 0}
 // a script atomically), so that no attempt passes the check while another
 // is between its check and its count.
 // KEYS: af, al, [ip]; ARGV: MaxFailures, Lockout ms, IPWindow ms, IPMaxFailures.
-// Returns {0, 0} (counted), {3, lock end ms} (counted, and locked the
-// account), {1, lock end ms} (refused: locked) or {2, retry after ms}
-// (refused: throttled).
+// Returns {0, 0, address count} (counted), {3, lock end ms, address count}
+// (counted, and locked the account), {1, lock end ms} (refused: locked) or
+// {2, retry after ms} (refused: throttled). The address count is 0 without
+// an address.
 var reserveScript = redis.NewScript(`
+local addr = 0
 local untilms = redis.call('GET', KEYS[2])
 if untilms and redis.call('PTTL', KEYS[2]) > 0 then
   return {1, untilms}
@@ -103,8 +105,8 @@ if KEYS[3] then
     local ttl = redis.call('PTTL', KEYS[3])
     if ttl > 0 then return {2, ttl} end
   end
-  n = redis.call('INCR', KEYS[3])
-  if n == 1 or redis.call('PTTL', KEYS[3]) < 0 then
+  addr = redis.call('INCR', KEYS[3])
+  if addr == 1 or redis.call('PTTL', KEYS[3]) < 0 then
     redis.call('PEXPIRE', KEYS[3], ARGV[3])
   end
 end
@@ -114,9 +116,9 @@ if c >= tonumber(ARGV[1]) then
   local t = redis.call('TIME')
   local u = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]))
   redis.call('SET', KEYS[2], u, 'PX', ARGV[2])
-  return {3, u}
+  return {3, u, addr}
 end
-return {0, 0}
+return {0, 0, addr}
 `)
 
 // KEYS: af, al, [ip]; ARGV: lock end ms set by the reservation (or 0),
@@ -206,26 +208,22 @@ func (r *redisBackend) failure(ctx context.Context, account, ip string) (bool, t
 	return res[0] == 1, unixMS(res[1]), nil
 }
 
-func (r *redisBackend) reserve(ctx context.Context, account, ip string) (bool, time.Time, error) {
+func (r *redisBackend) reserve(ctx context.Context, account, ip string) (reserved, error) {
 	res, err := r.reply(ctx, reserveScript, r.keys(account, ip),
 		r.cfg.MaxFailures, ms(r.cfg.Lockout), ms(r.cfg.IPWindow), r.cfg.IPMaxFailures)
-	if err != nil {
-		return false, time.Time{}, err
+	switch {
+	case err != nil:
+		return reserved{}, err
+	case len(res) == 2 && res[0] == 1:
+		return reserved{}, &LockedError{Until: unixMS(res[1])}
+	case len(res) == 2 && res[0] == 2:
+		return reserved{}, &ThrottledError{RetryAfter: time.Duration(res[1]) * time.Millisecond}
+	case len(res) == 3 && res[0] == 0:
+		return reserved{addrAttempts: int(res[2])}, nil
+	case len(res) == 3 && res[0] == 3:
+		return reserved{lockedNow: true, until: unixMS(res[1]), addrAttempts: int(res[2])}, nil
 	}
-	if len(res) != 2 {
-		return false, time.Time{}, errors.New("limiter: unexpected reply")
-	}
-	switch res[0] {
-	case 0:
-		return false, time.Time{}, nil
-	case 1:
-		return false, time.Time{}, &LockedError{Until: unixMS(res[1])}
-	case 2:
-		return false, time.Time{}, &ThrottledError{RetryAfter: time.Duration(res[1]) * time.Millisecond}
-	case 3:
-		return true, unixMS(res[1]), nil
-	}
-	return false, time.Time{}, errors.New("limiter: unexpected reply")
+	return reserved{}, errors.New("limiter: unexpected reply")
 }
 
 func (r *redisBackend) release(ctx context.Context, account, ip string, lockUntil time.Time, reset bool) error {

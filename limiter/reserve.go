@@ -23,11 +23,18 @@ func (l *Limiter) Reserve(ctx context.Context, account, ip string) (*Reservation
 		return nil, ErrEmptyAccount
 	}
 	ip = ipKey(ip)
-	lockedNow, until, err := l.b.reserve(ctx, account, ip)
+	got, err := l.b.reserve(ctx, account, ip)
 	if err != nil {
 		return nil, err
 	}
-	return &Reservation{l: l, account: account, ip: ip, lockedNow: lockedNow, until: until}, nil
+	return &Reservation{l: l, account: account, ip: ip, got: got}, nil
+}
+
+// reserved is what a backend's reserve reports.
+type reserved struct {
+	lockedNow    bool      // this attempt reached MaxFailures
+	until        time.Time // the lock this attempt set, if lockedNow
+	addrAttempts int       // the address's count in its window, this attempt included (0 without an address)
 }
 
 // Reservation is one attempt counted by Reserve. It is used by one
@@ -35,15 +42,19 @@ func (l *Limiter) Reserve(ctx context.Context, account, ip string) (*Reservation
 type Reservation struct {
 	l           *Limiter
 	account, ip string
-	lockedNow   bool      // this attempt reached MaxFailures
-	until       time.Time // the lock this attempt set, if lockedNow
+	got         reserved
 }
+
+// AddressAttempts is how many attempts the address has counted in its
+// window, this one included: its standing, which the hash queue serves
+// lowest first.
+func (r *Reservation) AddressAttempts() int { return r.got.addrAttempts }
 
 // Failed ends the reservation as a wrong guess, which Reserve has counted
 // already. lockedNow is true for the one attempt that locked the account;
 // until is then the end of the lock.
 func (r *Reservation) Failed() (lockedNow bool, until time.Time) {
-	return r.lockedNow, r.until
+	return r.got.lockedNow, r.got.until
 }
 
 // Succeeded ends the reservation as a right guess: the attempt is given
@@ -62,8 +73,8 @@ func (r *Reservation) Release(ctx context.Context) error {
 }
 
 func (r *Reservation) lockUntil() time.Time {
-	if !r.lockedNow {
+	if !r.got.lockedNow {
 		return time.Time{}
 	}
-	return r.until
+	return r.got.until
 }

@@ -38,7 +38,10 @@ func (s *Server) checkPassword(r *http.Request, email, pw string) (*store.User, 
 		}
 		return nil, nil, err
 	}
-	u, priv, err := s.Identity.Login(pcrypto.WithHashClient(ctx, ip), email, pw)
+	// The hash waits in this address's share of the queue; an address that
+	// has made few attempts goes before those that are guessing.
+	hashCtx := pcrypto.WithHashClient(ctx, pcrypto.HashClient{Key: ip, Standing: res.AddressAttempts()})
+	u, priv, err := s.Identity.Login(hashCtx, email, pw)
 	if errors.Is(err, identity.ErrBadCredentials) {
 		s.audit(r, "auth.login", "account", acct, "failed", map[string]string{"email": email})
 		s.countFailure(r, acct, "password", res)
