@@ -177,10 +177,12 @@ func (s *Server) badBody(w http.ResponseWriter, r *http.Request, err error, limi
 	s.render(w, r, http.StatusBadRequest, "error.html", d)
 }
 
-// tooLarge answers 413 and closes the connection (what the client still
-// sends is never read).
+// tooLarge answers 413. An HTTP/1 connection is closed after it, since
+// what the client still sends is never read; HTTP/2 resets just the stream.
 func (s *Server) tooLarge(w http.ResponseWriter, r *http.Request, limit int64) {
-	w.Header().Set("Connection", "close")
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
 	if isAPI(r) {
 		jsonTooLarge(w, limit)
 		return

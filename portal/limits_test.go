@@ -26,7 +26,10 @@ type bodyServer struct {
 
 var testLimits = Limits{Body: 1 << 10, Reply: 16 << 10, Upload: 4 << 10}
 
-func newBodyServer(t *testing.T) *bodyServer {
+func newBodyServer(t *testing.T) *bodyServer { return newBodyServerProto(t, false) }
+
+// newBodyServerProto serves HTTP/2 too when h2 is set.
+func newBodyServerProto(t *testing.T, h2 bool) *bodyServer {
 	t.Helper()
 	s := &Server{Log: slog.New(slog.DiscardHandler), Limits: testLimits, tmpl: web.Templates()}
 	bs := &bodyServer{}
@@ -61,7 +64,9 @@ func newBodyServer(t *testing.T) *bodyServer {
 		mux.HandleFunc("/page/"+name, f)
 		mux.HandleFunc("/api/"+name, f)
 	}
-	bs.Server = httptest.NewTLSServer(mux)
+	bs.Server = httptest.NewUnstartedServer(mux)
+	bs.EnableHTTP2 = h2
+	bs.StartTLS()
 	t.Cleanup(bs.Close)
 	return bs
 }
@@ -92,6 +97,9 @@ func (bs *bodyServer) post(t *testing.T, path, ct string, body []byte, chunked b
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}
+	if want := map[bool]int{false: 1, true: 2}[bs.EnableHTTP2]; resp.ProtoMajor != want {
+		t.Fatalf("POST %s went over HTTP/%d, want HTTP/%d", path, resp.ProtoMajor, want)
+	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
@@ -106,7 +114,12 @@ func jsonOf(n int) []byte {
 }
 
 func TestBodyBoundPerClass(t *testing.T) {
-	bs := newBodyServer(t)
+	t.Run("HTTP/1.1", func(t *testing.T) { testBodyBoundPerClass(t, false) })
+	t.Run("HTTP/2", func(t *testing.T) { testBodyBoundPerClass(t, true) })
+}
+
+func testBodyBoundPerClass(t *testing.T, h2 bool) {
+	bs := newBodyServerProto(t, h2)
 	for _, c := range []struct {
 		class string
 		limit int64
