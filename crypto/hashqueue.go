@@ -95,9 +95,9 @@ type hashLimiter struct {
 
 type clientQueue struct {
 	key      string
-	standing int // the latest caller's HashClient.Standing
-	waiters list.List // of chan struct{}, closed when granted a slot
-	turn    *list.Element
+	standing int       // the latest caller's HashClient.Standing
+	waiters  list.List // of chan struct{}, closed when granted a slot
+	turn     *list.Element
 }
 
 var hashes = newHashLimiter(HashQueueConfig{})
