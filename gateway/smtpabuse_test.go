@@ -130,6 +130,21 @@ func TestSMTPAuthThrottled(t *testing.T) {
 	if r := c.authPlain(staff, pass); !strings.HasPrefix(r, "421 4.7.0") || !c.closed() {
 		t.Errorf("right password from a throttled address: %s", r)
 	}
+	// A flood from the throttled address: each attempt is refused at once
+	// and adds nothing to the trail but a count.
+	for i := 0; i < 50; i++ {
+		c := dialFrom(t, "127.0.0.2", h.SMTP)
+		c.tlsReady()
+		if r := c.authPlain(staff, "wrong"); !strings.HasPrefix(r, "421 4.7.0") {
+			t.Fatalf("attempt %d from a throttled address: %s", i, r)
+		}
+		c.conn.Close() // as a client does after 421; its slot is then free
+	}
+	// One row per kind per window: connect, auth failed, refuse (auth),
+	// and the lock-out.
+	if n := len(search(t, h, audit.Query{IP: "127.0.0.2", Limit: 1000})); n > 4 {
+		t.Errorf("%d audit rows for 55 AUTH attempts over 53 connections from one address, want at most 4", n)
+	}
 	other := dialFrom(t, "127.0.0.3", h.SMTP)
 	other.tlsReady()
 	if r := other.authPlain(staff, pass); !strings.HasPrefix(r, "235") {
