@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 // While Redis is hung a Subscribe gives up waiting after SubscribeTimeout
@@ -17,7 +18,12 @@ func TestRedisOutageRecovers(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ctx := context.Background()
 			srv := redistest.Start(t)
-			bus := NewRedis(srv.Client(t), "phigate:events")
+			// Client options as the gateway's (bounded, following the context).
+			opt := srv.Options()
+			opt.ContextTimeoutEnabled = true
+			rdb := redis.NewClient(opt)
+			defer rdb.Close()
+			bus := NewRedis(rdb, "phigate:events")
 			bus.SubscribeTimeout = 200 * time.Millisecond
 			defer bus.Close()
 

@@ -81,13 +81,14 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, func()) {
 
 // open subscribes and waits for the confirmation; r.mu is held.
 func (r *Redis) open(ctx context.Context) *redisSub {
-	ctx = context.WithoutCancel(ctx)
-	ps := r.rdb.Subscribe(ctx, r.channel)
 	wait := r.SubscribeTimeout
 	if wait <= 0 {
 		wait = DefaultSubscribeTimeout
 	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
+	// One bound for connecting, subscribing and the confirmation: on a
+	// hung Redis each would otherwise wait out the client's own timeouts.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), wait)
+	ps := r.rdb.Subscribe(wctx, r.channel)
 	// The first reply on a fresh subscription is its confirmation.
 	_, _ = ps.Receive(wctx)
 	cancel()
