@@ -378,7 +378,7 @@ action = "portal"
 	if e.Error != "mfa_enrolment_required" {
 		t.Errorf("2fa message without a second factor: %+v", e)
 	}
-	c.EnrolTOTP(time.Now())
+	c.EnrolTOTP(time.Now(), patientPW) // a signed-in patient adds a factor: password again (issue 8.9)
 	c.JSON("GET", "/api/v1/messages/"+ids["Results [2fa]"], nil, 200, nil)
 }
 

@@ -25,7 +25,7 @@ func (s *Server) enrolData(w http.ResponseWriter, r *http.Request, v *viewer) (p
 		return pageData{}, false
 	}
 	d := s.data("Set up your authenticator app")
-	d.SignedIn, d.Enrol, d.Next = true, e, safeNext(r.FormValue("next"))
+	d.SignedIn, d.Enrol, d.Next, d.Current = true, e, safeNext(r.FormValue("next")), reauthKind(v)
 	d.Token = base64.RawURLEncoding.EncodeToString(e.Pending)
 	// A data: URL keeps the QR code inside this response (CSP img-src data:).
 	d.QR = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(e.QRPNG))
@@ -53,6 +53,10 @@ func (s *Server) enrolSubmit(w http.ResponseWriter, r *http.Request, v *viewer) 
 		http.Redirect(w, r, "/login/2fa", http.StatusSeeOther)
 		return
 	}
+	if err := s.confirmCurrent(r, v, r.PostFormValue("current")); err != nil {
+		s.enrolRefused(w, r, v, err)
+		return
+	}
 	codes, err := s.finishEnrol(w, r, v, r.PostFormValue("pending"), r.PostFormValue("code"))
 	if errors.Is(err, identity.ErrBadCode) {
 		d, ok := s.enrolData(w, r, v)
@@ -70,6 +74,22 @@ func (s *Server) enrolSubmit(w http.ResponseWriter, r *http.Request, v *viewer) 
 	d := s.data("Save your recovery codes")
 	d.SignedIn, d.Codes, d.Next = true, codes, safeNext(r.PostFormValue("next"))
 	s.render(w, r, http.StatusOK, "codes.html", d)
+}
+
+// enrolRefused shows the enrolment page again (with a new secret) when the
+// current factor was missing or wrong.
+func (s *Server) enrolRefused(w http.ResponseWriter, r *http.Request, v *viewer, err error) {
+	msg, ok := s.reauthRefusal(v, err)
+	if !ok {
+		s.fail(w, r, err)
+		return
+	}
+	d, ok := s.enrolData(w, r, v)
+	if !ok {
+		return
+	}
+	d.Error = msg
+	s.render(w, r, http.StatusForbidden, "enrol.html", d)
 }
 
 // finishEnrol stores the new factor, marks this session's second factor
@@ -92,14 +112,29 @@ func (s *Server) finishEnrol(w http.ResponseWriter, r *http.Request, v *viewer, 
 }
 
 func (s *Server) accountPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.render(w, r, http.StatusOK, "account.html", s.accountData(r, v))
+}
+
+func (s *Server) accountData(r *http.Request, v *viewer) pageData {
 	d := s.data("Your account")
-	d.SignedIn = true
+	d.SignedIn, d.Current = true, reauthKind(v)
 	d.Enrolled = len(v.user.TOTPSecretEnc) > 0
 	d.CodesLeft, _ = s.Store.CountRecoveryCodes(r.Context(), v.user.ID)
-	s.render(w, r, http.StatusOK, "account.html", d)
+	return d
 }
 
 func (s *Server) recoveryCodesSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if err := s.confirmCurrent(r, v, r.PostFormValue("current")); err != nil {
+		msg, ok := s.reauthRefusal(v, err)
+		if !ok {
+			s.fail(w, r, err)
+			return
+		}
+		d := s.accountData(r, v)
+		d.Error = msg
+		s.render(w, r, http.StatusForbidden, "account.html", d)
+		return
+	}
 	codes, err := s.Identity.NewRecoveryCodes(r.Context(), v.user)
 	if err != nil {
 		s.fail(w, r, err)
@@ -158,8 +193,14 @@ func (s *Server) apiEnrolConfirm(w http.ResponseWriter, r *http.Request, v *view
 		writeJSONError(w, http.StatusForbidden, "mfa_required", "send a code to /api/v1/login/2fa")
 		return
 	}
-	var req struct{ Pending, Code string }
+	// Current: the current code or a recovery code, or the password
+	// (see reauthKind).
+	var req struct{ Pending, Code, Current string }
 	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if err := s.confirmCurrent(r, v, req.Current); err != nil {
+		s.apiReauthRefuse(w, r, v, err)
 		return
 	}
 	codes, err := s.finishEnrol(w, r, v, req.Pending, req.Code)
@@ -175,6 +216,14 @@ func (s *Server) apiEnrolConfirm(w http.ResponseWriter, r *http.Request, v *view
 }
 
 func (s *Server) apiRecoveryCodes(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var req struct{ Current string }
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if err := s.confirmCurrent(r, v, req.Current); err != nil {
+		s.apiReauthRefuse(w, r, v, err)
+		return
+	}
 	codes, err := s.Identity.NewRecoveryCodes(r.Context(), v.user)
 	if err != nil {
 		s.apiFail(w, r, err)

@@ -31,6 +31,7 @@ type pageData struct {
 	BreakGlass bool
 	Enrolled   bool
 	CodesLeft  int
+	Current    string // label of the "confirm it is you" field (issue 8.9), "" if none is asked
 	Reason     string
 	Roles      []string
 	Policy     *policyPage
