@@ -289,7 +289,7 @@ func Default() Config {
 			ConnIdleTimeout:   Duration{2 * time.Minute},
 			MaxHeaderBytes:    64 << 10,
 			MaxConns:          4096,
-			MaxConnsPerIP:     64,
+			MaxConnsPerIP:     256,
 		},
 		// Format "" picks json in production and text in --dev.
 		Log: Log{Level: "info"},
