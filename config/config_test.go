@@ -257,6 +257,8 @@ func TestValidate(t *testing.T) {
 		{"no connection cap", func(c *Config) { c.Portal.MaxConns = 0 }, "portal.max_conns"},
 		{"per-address cap off (behind a proxy)", func(c *Config) { c.Portal.MaxConnsPerIP = 0 }, ""},
 		{"negative per-address cap", func(c *Config) { c.Portal.MaxConnsPerIP = -1 }, "portal.max_conns_per_ip"},
+		{"no redis timeout", func(c *Config) { c.Redis.Timeout.Duration = 0 }, "redis.timeout"},
+		{"no redis probe interval", func(c *Config) { c.Redis.ProbeInterval.Duration = -time.Second }, "redis.probe_interval"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
