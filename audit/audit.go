@@ -235,6 +235,7 @@ func (t *Trail) normalize(ctx context.Context, e Entry) (Entry, []byte, error) {
 	if e.Correlation == "" {
 		e.Correlation = logx.Correlation(ctx)
 	}
+	e = bound(e) // what a client typed is stored only up to a bound (bound.go)
 	if e.Time.IsZero() {
 		e.Time = t.now()
 	}
