@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,11 @@ func TestSlowClientsCapped(t *testing.T) {
 	st, _, b := h.Client().Do("GET", "/login", nil, nil)
 	if st != 200 || !strings.Contains(string(b), "password") {
 		t.Fatalf("a legitimate user during the flood: %d", st)
+	}
+	// Headers are bounded too.
+	big := strings.Repeat("a", 2*cfg.Portal.MaxHeaderBytes)
+	if st, _, _ := h.Client().Do("GET", "/login", nil, map[string]string{"X-Big": big}); st != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("headers of %d bytes: %d, want 431", len(big), st)
 	}
 	// The operator is told, once, without addresses.
 	logs := h.Logs.String()
