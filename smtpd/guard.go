@@ -211,10 +211,11 @@ func hostOf(a net.Addr) string {
 // reads lines with net/textproto, whose bufio.Reader.ReadLine returns the
 // bytes of an unterminated line with a nil error when the read fails: the
 // partial line would run as a command, and the next read would get a fresh
-// deadline. So after a timeout every read fails at once (the session says
-// 421 and closes), and the session methods refuse any command that arrives
-// after it (session.gone). Under TLS the line structure is not visible
-// here, so this is done by state, not by holding back partial lines.
+// deadline. So after a timeout every read fails at once (go-smtp says 421
+// and closes); in plain text an unterminated line is never handed on
+// (readLines); and under TLS, where lines are not visible here, the
+// session methods refuse any command that arrives after the timeout
+// (session.gone).
 type guardConn struct {
 	net.Conn
 	b          *Server
@@ -380,9 +381,11 @@ func (c *guardConn) Close() error {
 }
 
 // evict closes a connection whose slot a newer one took (connSlots.take):
-// its session ends at its next read or write.
+// its session ends at its next read or write. The descriptor is closed even
+// if the connection was being drained, so the caps bound descriptors.
 func (c *guardConn) evict() {
-	c.closeOnce.Do(func() { c.Conn.Close() })
+	c.closeOnce.Do(func() {})
+	c.Conn.Close()
 	c.b.faults().warn("smtp connection evicted", "reason", "total cap reached, oldest connection without AUTH", "ip", c.ip)
 }
 

@@ -181,6 +181,11 @@ func (s *session) fail(stage string, e *Error) error {
 		// logged at a bounded rate (the same kind at most once per interval).
 		kind := fmt.Sprintf("fault %s %d %v", stage, e.Code, e.Cause)
 		s.b.faults().logAt(s.ctx, slog.LevelError, kind, "smtp fault", append(attrs, "err", e.Cause)...)
+	} else if s.user == nil {
+		// Before AUTH a client can repeat a refusal at will: one line per
+		// kind and address per interval.
+		kind := fmt.Sprintf("refused %s %d %s %s", stage, e.Code, ipKey(s.ip), e.Message)
+		s.b.faults().logAt(s.ctx, slog.LevelWarn, kind, "smtp refused", append(attrs, "reason", e.Message)...)
 	} else {
 		s.b.Log.WarnContext(s.ctx, "smtp refused", append(attrs, "reason", e.Message)...)
 	}
