@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/phigate/phigate/config"
+	"github.com/phigate/phigate/intake"
 	"github.com/phigate/phigate/internal/e2e"
 	"github.com/phigate/phigate/internal/redistest"
 )
@@ -133,6 +135,17 @@ func TestSenderLimits(t *testing.T) {
 		b.Cmd("RSET")
 		code, msg = a.Cmd("MAIL FROM:<" + u + ">")
 		expect(t, "after RSET", code, msg, 250, "2.")
+		// ... and so does one whose client leaves (Logout; go-smtp runs it
+		// after the 221, so the slot is free soon after, not at once).
+		code, msg = b.Cmd("MAIL FROM:<" + u + ">")
+		expect(t, "at the limit once more", code, msg, 451, "4.7.0")
+		c.Cmd("QUIT")
+		deadline := time.Now().Add(10 * time.Second)
+		for code != 250 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			code, msg = b.Cmd("MAIL FROM:<" + u + ">")
+		}
+		expect(t, "after the other client quit mid-transaction", code, msg, 250, "2.")
 	})
 
 	t.Run("bytes per transaction", func(t *testing.T) {
@@ -296,5 +309,63 @@ func TestSenderLimitsTwoNodes(t *testing.T) {
 		if strings.Contains(k, "@") {
 			t.Errorf("Redis key %q holds an address", k)
 		}
+	}
+}
+
+// BenchmarkManyRecipientsMemory measures the heap one message to many
+// portal recipients holds while it is sealed and committed, with the
+// default commit batch (32 MiB) and with one that takes everything at once
+// (as before issue 8.5). Run with -benchtime 1x; figures in docs/perf.md.
+func BenchmarkManyRecipientsMemory(b *testing.B) {
+	for _, batch := range []int64{32 << 20, 1 << 30} {
+		b.Run(fmt.Sprintf("batch=%dMiB", batch>>20), func(b *testing.B) {
+			if b.N > 3 {
+				// One send seals 100 MiB: a -benchtime in thousands would take hours.
+				b.Skip("run alone with -benchtime 1x")
+			}
+			cfg := e2e.Config(b.TempDir())
+			cfg.SMTP.Senders.CommitBatchBytes = batch
+			h := e2e.Start(b, cfg)
+			h.AddStaff(staff)
+			sender, err := h.G.Identity.UserByEmail(context.Background(), staff)
+			if err != nil {
+				b.Fatal(err)
+			}
+			raw := plainMsg(staff, 2<<20)
+			var peak uint64
+			for i := 0; i < b.N; i++ {
+				var to []string
+				for r := 0; r < 50; r++ {
+					to = append(to, fmt.Sprintf("mem%d-%d@example.net", i, r))
+				}
+				runtime.GC()
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				base := ms.HeapInuse
+				stop, done := make(chan struct{}), make(chan uint64)
+				go func() {
+					var max uint64
+					for {
+						runtime.ReadMemStats(&ms)
+						if ms.HeapInuse > base && ms.HeapInuse-base > max {
+							max = ms.HeapInuse - base
+						}
+						select {
+						case <-stop:
+							done <- max
+							return
+						case <-time.After(2 * time.Millisecond):
+						}
+					}
+				}()
+				_, err := h.G.Intake.Accept(context.Background(), intake.Envelope{Sender: sender, From: staff, To: to}, raw)
+				close(stop)
+				peak = max(peak, <-done)
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+		})
 	}
 }
