@@ -277,3 +277,43 @@ func testAuditedChanges(t *testing.T, s Store) {
 	}
 	checkChain(t, s)
 }
+
+// conflictOnce fails its first sealing as if another writer had taken the
+// sequence numbers (what a server backend reports as a unique(seq)
+// violation), then seals normally.
+type conflictOnce struct{ chained }
+
+func (c *conflictOnce) fn(head int64, prev []byte) ([]AuditRecord, error) {
+	if c.calls == 0 {
+		c.calls++
+		return nil, errAuditConflict
+	}
+	return c.chained.fn(head, prev)
+}
+
+// testAuditConflictRetry: a transaction whose entries lost their sequence
+// numbers runs again, whole, and commits once.
+func testAuditConflictRetry(t *testing.T, s Store) {
+	ctx := context.Background()
+	sender := mkUser(t, s, RoleStaff, StatusActive)
+	rcpt := mkUser(t, s, RolePatient, StatusActive)
+	m := mkMsg(rcpt, sender, t0)
+	c := &conflictOnce{chained{action: "message.accept", ids: []string{m.ID}}}
+	if err := s.Deliver(ctx, Delivery{Messages: []Message{m}, Audit: c.fn}); err != nil {
+		t.Fatalf("Deliver after an audit conflict: %v", err)
+	}
+	if c.calls != 2 || entriesFor(t, s, "message.accept", m.ID) != 1 {
+		t.Errorf("delivery: sealed %d times, %d entries", c.calls, entriesFor(t, s, "message.accept", m.ID))
+	}
+	if _, err := s.GetMessage(ctx, m.ID); err != nil {
+		t.Errorf("message after the retried delivery: %v", err)
+	}
+	r := &conflictOnce{chained{action: "message.recall", ids: []string{m.ID}}}
+	if err := s.Recall(ctx, m.ID, sender.ID, r.fn); err != nil {
+		t.Fatalf("Recall after an audit conflict: %v", err)
+	}
+	if r.calls != 2 || entriesFor(t, s, "message.recall", m.ID) != 1 {
+		t.Errorf("recall: sealed %d times, %d entries", r.calls, entriesFor(t, s, "message.recall", m.ID))
+	}
+	checkChain(t, s)
+}

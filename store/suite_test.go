@@ -47,6 +47,7 @@ func runSuite(t *testing.T, open func(t *testing.T) Store) {
 		{"ClaimDeliverRace", testClaimDeliverRace},
 		{"AuditedDeliver", testAuditedDeliver},
 		{"AuditedChanges", testAuditedChanges},
+		{"AuditConflictRetry", testAuditConflictRetry},
 		{"UserVersion", testUserVersion},
 	}
 	for _, tc := range tests {
