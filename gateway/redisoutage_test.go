@@ -14,12 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 	"github.com/phigate/phigate/alert"
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/config"
 	"github.com/phigate/phigate/internal/e2e"
 	"github.com/phigate/phigate/internal/redistest"
+	"github.com/phigate/phigate/internal/testtool"
 	"github.com/phigate/phigate/portal"
 )
 
@@ -298,4 +300,71 @@ func benchOutage(b *testing.B, mode string, probe time.Duration) {
 	b.ReportMetric(0, "ns/op") // the clock above is kept by hand
 	b.ReportMetric(float64(first.Milliseconds())/float64(b.N), "ms-first-503")
 	b.ReportMetric(float64(recover.Milliseconds())/float64(b.N), "ms-to-recover")
+}
+
+// TestBrowserRedisOutage: a patient's open message page in a real browser
+// lives through a Redis outage. The page is not wiped nor sent to the
+// sign-in page when its websocket finds Redis gone; reloading it shows the
+// "briefly unavailable" page; once Redis is back, the same browser (the
+// same cookie) sees the message again without signing in.
+func TestBrowserRedisOutage(t *testing.T) {
+	chromium := testtool.Need(t, "chromium")
+	if testing.Short() {
+		t.Skip("the real-browser test takes about 15 s")
+	}
+	o := startOutageRun(t)
+	h := o.h
+	b := newBrowser(t, chromium)
+	tb := b.first
+	tb.navigate(h.BaseURL + "/login")
+	tb.waitFor("sign-in page", `document.querySelector('#email') !== null`, 10*time.Second)
+	tb.do(
+		chromedp.SendKeys(chromedp.CSS("#email"), "alice@example.net"),
+		chromedp.SendKeys(chromedp.CSS("#password"), patientPW),
+		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
+	)
+	tb.waitFor("inbox", `location.pathname === '/inbox' && document.querySelector('ul.inbox a') !== null`, 15*time.Second)
+	msgURL := h.BaseURL + "/messages/" + o.msgID
+	tb.navigate(msgURL)
+	tb.waitFor("the message", `document.querySelector('h1') !== null && document.querySelector('h1').innerText.includes('For alice@example.net')`, 15*time.Second)
+	tb.recordExit()
+
+	o.persist(t)
+	o.srv.Stop()
+	// The page's websocket checks the session every few seconds: that
+	// check is what meets the outage (nothing else is asking Redis).
+	deadline := time.Now().Add(outageCap)
+	for !h.G.RedisGuard.Down() {
+		if time.Now().After(deadline) {
+			t.Fatal("the open page's websocket never met the outage")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Give the page time to act on its closed websocket (it would go to
+	// the sign-in page at once if told "ended"), then check it stayed.
+	time.Sleep(3 * time.Second)
+	if p := tb.eval(`location.pathname`); p != "/messages/"+o.msgID {
+		t.Fatalf("the open page went to %s during the outage", p)
+	}
+	tb.expectText("h1", "For alice@example.net")
+	if note := tb.eval(`sessionStorage.getItem('phigate-test-exit') || ''`); note != "" {
+		t.Error("the open page was left (wiped) during the outage")
+	}
+
+	tb.navigate(msgURL)
+	tb.waitFor("the unavailable page", `document.querySelector('h1') !== null && document.querySelector('h1').innerText.includes('Briefly unavailable')`, 10*time.Second)
+	tb.expectText(".alert", "you still are")
+
+	o.srv.Restart(t)
+	deadline = time.Now().Add(outageCap)
+	for {
+		tb.navigate(msgURL)
+		if evalAs[bool](tb, `document.querySelector('h1') !== null && document.querySelector('h1').innerText.includes('For alice@example.net')`) {
+			break
+		}
+		if p := tb.eval(`location.pathname`); p == "/login" || time.Now().After(deadline) {
+			t.Fatalf("after Redis returned the page is at %s, not the message", tb.where())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
