@@ -377,6 +377,9 @@ func (s *session) Rcpt(to string, _ *smtp.RcptOptions) error {
 }
 
 func (s *session) Data(r io.Reader) error {
+	// A refused message gives its hour's reservation back before the reply
+	// goes out (go-smtp resets only after it); a no-op once accepted.
+	defer s.endTxn(false)
 	if err := s.gone(); err != nil {
 		return err
 	}
