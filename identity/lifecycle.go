@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/phigate/phigate/audit"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/password"
@@ -319,8 +320,9 @@ func (s *Service) CheckResetToken(ctx context.Context, raw string) (*store.User,
 // CompleteReset sets a new password with a new key. The old key was
 // sealed under the forgotten password, so messages addressed to it stay
 // locked until an admin recovers them with the escrow key (Recover); they
-// are never silently lost. The second factor stays as it was.
-func (s *Service) CompleteReset(ctx context.Context, raw, pw string) (*store.User, error) {
+// are never silently lost. The second factor stays as it was. The
+// account.reset entry (the person's IP) commits with the new key.
+func (s *Service) CompleteReset(ctx context.Context, raw, pw, ip string) (*store.User, error) {
 	u, err := s.CheckResetToken(ctx, raw)
 	if err != nil {
 		return nil, err
@@ -344,15 +346,21 @@ func (s *Service) CompleteReset(ctx context.Context, raw, pw string) (*store.Use
 	if err != nil {
 		return nil, err
 	}
+	b, err := audit.Prepare(ctx, s.Audit, audit.Entry{Actor: u.ID, IP: ip, Action: "account.reset",
+		ObjectType: "user", ObjectID: u.ID, Outcome: audit.OK})
+	if err != nil {
+		return nil, err
+	}
 	err = s.Store.Reset(ctx, store.Reset{UserID: u.ID, TokenHash: hashToken(raw), NewKeyFpr: k.Fingerprint(),
 		PublicKey: pub, PrivateKeyWrapped: wrapped, PwParams: params, PwSalt: salt, PwVerifier: verifier,
-		PwHistory: nextHistory(u), At: s.now()})
+		PwHistory: nextHistory(u), At: s.now(), Audit: b.Func()})
 	if errors.Is(err, store.ErrTokenSpent) {
 		return nil, ErrBadToken
 	}
 	if err != nil {
 		return nil, err
 	}
+	_ = b.Committed(ctx) // as in Claim: only a recorder that cannot seal records now
 	return s.Store.UserByID(ctx, u.ID)
 }
 

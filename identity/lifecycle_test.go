@@ -66,7 +66,7 @@ func TestConcurrentAccountChanges(t *testing.T) {
 		run(func() { _, statusErr = f.svc.SetStatus(ctx, u.ID, status) })
 		run(func() { _, roleErr = f.svc.SetRole(ctx, u.ID, store.RoleSecurity) })
 		run(func() {
-			reset, resetErr = f.svc.CompleteReset(ctx, raw, "a new and long passphrase "+fmt.Sprint(round))
+			reset, resetErr = f.svc.CompleteReset(ctx, raw, "a new and long passphrase "+fmt.Sprint(round), testIP)
 		})
 		run(func() { _, totpErr = f.svc.FinishTOTP(ctx, &store.User{ID: u.ID}, enr.Pending, code) })
 		close(start)

@@ -304,12 +304,11 @@ func (s *Server) resetSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) 
 }
 
 func (s *Server) completeReset(r *http.Request, token, pw string) error {
-	u, err := s.Identity.CompleteReset(r.Context(), token, pw)
+	u, err := s.Identity.CompleteReset(r.Context(), token, pw, info(r).ip)
 	if err != nil {
 		return err
 	}
 	s.Log.InfoContext(r.Context(), "password reset", "user", u.ID, "ip", info(r).ip)
-	s.auditAs(r, u.ID, "account.reset", "user", u.ID, "ok", nil)
 	s.endUser(r.Context(), u.ID, "reset")
 	return nil
 }

@@ -775,7 +775,7 @@ func (s *SQL) CountRecoveryCodes(ctx context.Context, userID string) (int, error
 }
 
 func (s *SQL) Reset(ctx context.Context, r Reset) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.auditedTx(ctx, func(tx *sql.Tx) error {
 		if err := spendToken(ctx, tx, r.TokenHash, r.UserID, TokenReset, r.At); err != nil {
 			return err
 		}
@@ -790,9 +790,11 @@ func (s *SQL) Reset(ctx context.Context, r Reset) error {
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrTokenSpent
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL AND kind = $3`,
-			unix(r.At), r.UserID, TokenReset)
-		return err
+		if _, err = tx.ExecContext(ctx, `UPDATE claim_tokens SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL AND kind = $3`,
+			unix(r.At), r.UserID, TokenReset); err != nil {
+			return err
+		}
+		return s.appendAudit(ctx, tx, r.Audit)
 	})
 	if err == nil {
 		s.flushDeleted(ctx) // the old password-wrapped key

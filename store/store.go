@@ -207,6 +207,7 @@ type Reset struct {
 	PwVerifier        []byte
 	PwHistory         []byte
 	At                time.Time
+	Audit             AuditFunc // the account.reset entry, committed with it
 }
 
 type Store interface {

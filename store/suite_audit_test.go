@@ -208,6 +208,28 @@ func testAuditedChanges(t *testing.T, s Store) {
 	sender := mkUser(t, s, RoleStaff, StatusActive)
 	rcpt := mkUser(t, s, RolePatient, StatusActive)
 
+	// Password reset (a new key for the account).
+	rt := mkToken(rcpt, t0, time.Hour)
+	rt.Kind = TokenReset
+	if err := s.AddToken(ctx, rt); err != nil {
+		t.Fatal(err)
+	}
+	r := Reset{UserID: rcpt.ID, TokenHash: rt.Hash, NewKeyFpr: "reset-fpr", PublicKey: []byte("pub"),
+		PrivateKeyWrapped: []byte("wrapped"), PwParams: "p", PwSalt: []byte("s"), PwVerifier: []byte("v"), At: t0.Add(time.Minute),
+		Audit: (&chained{action: "account.reset", ids: []string{rcpt.ID}, fail: errInjected}).fn}
+	wantErr(t, "Reset with a failing audit step", s.Reset(ctx, r), errInjected)
+	if u, _ := s.UserByID(ctx, rcpt.ID); u.KeyFpr != rcpt.KeyFpr {
+		t.Errorf("failed reset changed the key to %s", u.KeyFpr)
+	}
+	r.Audit = (&chained{action: "account.reset", ids: []string{rcpt.ID}}).fn
+	if err := s.Reset(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := s.UserByID(ctx, rcpt.ID); u.KeyFpr != "reset-fpr" || entriesFor(t, s, "account.reset", rcpt.ID) != 1 {
+		t.Errorf("reset: key %s, entries %d", u.KeyFpr, entriesFor(t, s, "account.reset", rcpt.ID))
+	}
+	rcpt.KeyFpr = "reset-fpr" // messages below are sealed to the new key
+
 	// Recall.
 	m := mkMsg(rcpt, sender, t0)
 	deliver(t, s, Delivery{Messages: []Message{m}})
