@@ -61,6 +61,7 @@ type Gateway struct {
 	Trail          *audit.Trail
 	Alerts         *alert.Alerter
 	Audit          audit.Recorder
+	Refusals       *audit.Coalescer // repeated sign-in refusals once per window (issue 8.3); flushed on Close
 	metricsLn      net.Listener
 	Policy         *policy.Engine
 	PolicyVersions *policy.Versions
@@ -193,6 +194,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 		Gateway: g.Keys.Gateway.Public(), Org: cfg.Org, Log: g.Log, PublicURL: cfg.Server.PublicURL,
 		RequirePatient2FA: cfg.Security.RequirePatient2FA, OfficerEmail: cfg.Security.OfficerEmail,
 		PolicyVersions: g.PolicyVersions, Intake: g.Intake, Metrics: g.Metrics, Audit: g.Audit, Trail: g.Trail, Alerts: g.Alerts}
+	g.Refusals = audit.NewCoalescer(g.Audit, audit.CoalescerOptions{OnError: func(err error) { g.Log.Error("audit summary", "err", err) }})
+	ps.Refusals = g.Refusals
 
 	if err := g.listen(); err != nil {
 		return err
@@ -500,6 +503,9 @@ func (g *Gateway) close() error {
 	g.Log.Info("stopped", "took", time.Since(start).Round(time.Millisecond), "smtp_connections_cut", cut)
 	if g.Redis != nil {
 		g.Redis.Close()
+	}
+	if g.Refusals != nil {
+		g.Refusals.Flush(context.Background()) // the open windows' counts, before the trail closes
 	}
 	// The trail's closing checkpoint reads the head: before the store.
 	if g.Trail != nil {

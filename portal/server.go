@@ -51,6 +51,10 @@ type Server struct {
 	PolicyVersions *policy.Versions
 	Intake         *intake.Intake
 
+	// Refusals records repeated sign-in refusals once per window
+	// (signin.go); nil records each.
+	Refusals *audit.Coalescer
+
 	// RedisDown is nil without Redis; true while it is down (unavailable.go).
 	RedisDown func() bool
 

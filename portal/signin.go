@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/phigate/phigate/audit"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/limiter"
@@ -32,9 +33,9 @@ func (s *Server) checkPassword(r *http.Request, email, pw string) (*store.User, 
 	ctx, ip, acct := r.Context(), ipKey(info(r).ip), s.accountKey(email)
 	res, err := s.Limiter.Reserve(ctx, acct, ip)
 	if err != nil {
-		if refusalReason(err) != "bad-credentials" {
-			s.Log.WarnContext(ctx, "sign-in refused", "reason", refusalReason(err), "ip", ip)
-			s.audit(r, "auth.login", "account", acct, refusalReason(err), map[string]string{"email": email})
+		if reason := refusalReason(err); reason != "bad-credentials" {
+			s.Log.DebugContext(ctx, "sign-in refused", "reason", reason, "ip", ip)
+			s.auditRefusal(r, acct, ip, reason, email)
 		}
 		return nil, nil, err
 	}
@@ -63,6 +64,27 @@ func (s *Server) checkPassword(r *http.Request, email, pw string) (*store.User, 
 		return nil, nil, err
 	}
 	return u, priv, nil
+}
+
+// auditRefusal records a sign-in refused before its password was looked
+// at. Refusals repeat as fast as a client can send them, so they are
+// recorded once per window and key with a count (issue 8.3): a locked
+// account per address and account, a throttled address per address
+// whatever the account (an address spraying accounts is one client).
+func (s *Server) auditRefusal(r *http.Request, acct, ipk, reason, email string) {
+	if s.Refusals == nil || s.Audit == nil {
+		s.audit(r, "auth.login", "account", acct, reason, map[string]string{"email": email})
+		return
+	}
+	key := "auth.login/" + reason + "/" + ipk
+	if reason == "locked" {
+		key += "/" + acct
+	}
+	e := audit.Entry{Actor: "anonymous", IP: info(r).ip, Action: "auth.login", ObjectType: "account", ObjectID: acct,
+		Outcome: reason, Correlation: logx.Correlation(r.Context()), Details: map[string]string{"email": email}}
+	if err := s.Refusals.Record(r.Context(), key, e); err != nil {
+		s.Log.ErrorContext(r.Context(), "audit write failed", "action", e.Action, "err", err)
+	}
 }
 
 // countFailure reports a wrong guess whose reservation res already counted
