@@ -246,7 +246,7 @@ func Default() Config {
 			PasswordQueueTotal:     256,
 		},
 		Database:  Database{Driver: "sqlite"},
-		Smarthost: Smarthost{MaxRetry: Duration{48 * time.Hour}, Connections: 4, ProbeInterval: Duration{10 * time.Second}},
+		Smarthost: Smarthost{MaxRetry: Duration{48 * time.Hour}, Connections: 16, ProbeInterval: Duration{10 * time.Second}},
 		SMTP: SMTP{
 			MaxMessageBytes: 25 << 20,
 			MaxRecipients:   100,

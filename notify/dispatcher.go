@@ -68,8 +68,11 @@ type Dispatcher struct {
 
 // DefaultWorkers: smarthost round trips (or the maildrop's fsyncs)
 // overlap, and each worker reuses its connection, so a notice costs one
-// MAIL/RCPT/DATA exchange instead of a dial, TLS handshake and AUTH.
-const DefaultWorkers = 4
+// MAIL/RCPT/DATA exchange instead of a dial, TLS handshake and AUTH. While
+// intake keeps both cores busy, each of a send's round trips waits to be
+// scheduled, so notices keep pace only with enough sends at once (figures
+// in docs/perf.md).
+const DefaultWorkers = 16
 
 // DefaultProbe bounds how long a recovered smarthost goes unnoticed.
 const DefaultProbe = 10 * time.Second
@@ -189,10 +192,11 @@ func (d *Dispatcher) run(ctx context.Context, once bool) (int, error) {
 	// Sends get ctx; the records of their outcome must be written even when
 	// ctx has just ended, or a sent notice would be sent again.
 	work, results := make(chan store.OutboxItem), make(chan outcome)
+	marks := d.startMarker()
 	var wg sync.WaitGroup
 	for range d.workers() {
 		wg.Add(1)
-		go func() { defer wg.Done(); d.worker(ctx, work, results) }()
+		go func() { defer wg.Done(); d.worker(ctx, work, results, marks) }()
 	}
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
@@ -262,6 +266,7 @@ func (d *Dispatcher) run(ctx context.Context, once bool) (int, error) {
 	}
 	close(work)
 	wg.Wait()
+	marks.stop()
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	for _, it := range f.queue {
@@ -303,7 +308,7 @@ func (d *Dispatcher) probeEvery() time.Duration {
 }
 
 // worker sends the notices it is handed over one connection of its own.
-func (d *Dispatcher) worker(ctx context.Context, work <-chan store.OutboxItem, results chan<- outcome) {
+func (d *Dispatcher) worker(ctx context.Context, work <-chan store.OutboxItem, results chan<- outcome, marks *marker) {
 	conn := outbound.NewConn(d.Sender)
 	defer conn.Close()
 	idle := time.NewTimer(idleClose)
@@ -315,7 +320,7 @@ func (d *Dispatcher) worker(ctx context.Context, work <-chan store.OutboxItem, r
 				return
 			}
 			// Each notice gets its own correlation id, like a request.
-			results <- d.deliver(logx.WithCorrelation(ctx, logx.NewCorrelationID()), conn, it)
+			results <- d.deliver(logx.WithCorrelation(ctx, logx.NewCorrelationID()), conn, it, marks)
 			idle.Reset(idleClose)
 		case <-idle.C:
 			conn.Close()
@@ -325,18 +330,17 @@ func (d *Dispatcher) worker(ctx context.Context, work <-chan store.OutboxItem, r
 
 // deliver sends one notice and records the outcome at once: a crash
 // after this repeats at most the sends under way.
-func (d *Dispatcher) deliver(ctx context.Context, conn outbound.Conn, it store.OutboxItem) outcome {
+func (d *Dispatcher) deliver(ctx context.Context, conn outbound.Conn, it store.OutboxItem, marks *marker) outcome {
 	err := d.send(ctx, conn, it)
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	switch {
 	case err == nil:
-		if err := d.Store.OutboxSent(rctx, d.now(), it.ID); err != nil {
+		if err := marks.mark(ctx, it); err != nil {
 			return outcome{id: it.ID, err: err}
 		}
 		d.forget(it.ID)
 		d.Metrics.NoticeSent(it.Kind)
-		d.audit(rctx, it, "ok", "")
 		d.Log.InfoContext(ctx, "notice sent", "outbox", it.ID, "kind", it.Kind, "message", it.MessageID)
 		if d.hasWaiting() {
 			// The next hop works again: what waits for it need not wait
@@ -354,6 +358,95 @@ func (d *Dispatcher) deliver(ctx context.Context, conn outbound.Conn, it store.O
 		return outcome{id: it.ID}
 	}
 	return outcome{id: it.ID, err: d.retry(rctx, it, err)}
+}
+
+// marker group-commits the sent marks of notices whose sends succeeded.
+// A worker waits for the commit that holds its mark before it sends
+// again, so a crash repeats at most the sends in flight; workers that
+// finish together share one write, which matters when intake holds the
+// database's write lock most of the time. The notice.send audit entries
+// are written beside, not waited for: waiting for the trail's commit too
+// made each send wait for two commits (a notice is not PHI-bearing, and a
+// stop waits for the entries).
+type marker struct {
+	d      *Dispatcher
+	reqs   chan markReq
+	done   chan struct{}
+	audits sync.WaitGroup
+}
+
+type markReq struct {
+	ctx  context.Context // the notice's, for its audit entry's correlation id
+	it   store.OutboxItem
+	done chan error
+}
+
+func (d *Dispatcher) startMarker() *marker {
+	m := &marker{d: d, reqs: make(chan markReq), done: make(chan struct{})}
+	go m.loop()
+	return m
+}
+
+// mark returns once its mark is committed (or could not be).
+func (m *marker) mark(ctx context.Context, it store.OutboxItem) error {
+	done := make(chan error, 1)
+	m.reqs <- markReq{ctx, it, done}
+	return <-done
+}
+
+// stop ends the loop and waits for the audit entries; every worker must
+// have returned.
+func (m *marker) stop() {
+	close(m.reqs)
+	<-m.done
+	m.audits.Wait()
+}
+
+func (m *marker) loop() {
+	defer close(m.done)
+	for r := range m.reqs {
+		batch := []markReq{r}
+	fill:
+		for {
+			select {
+			case r, ok := <-m.reqs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		err := m.commit(batch)
+		for _, r := range batch {
+			r.done <- err
+		}
+	}
+}
+
+func (m *marker) commit(batch []markReq) error {
+	// Not the send's context: a sent notice is recorded even while stopping.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ids := make([]string, len(batch))
+	for i, r := range batch {
+		ids[i] = r.it.ID
+	}
+	if err := m.d.Store.OutboxSent(ctx, m.d.now(), ids...); err != nil {
+		return err
+	}
+	// The trail group-commits entries recorded at once.
+	for _, r := range batch {
+		m.audits.Add(1)
+		go func() {
+			defer m.audits.Done()
+			actx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 10*time.Second)
+			defer cancel()
+			m.d.audit(actx, r.it, "ok", "")
+		}()
+	}
+	return nil
 }
 
 // waitingItem is a notice this node put in back-off because the next hop

@@ -11,10 +11,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"io"
 	"log"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -37,6 +40,7 @@ type Peer struct {
 	Addr string
 	Pool *x509.CertPool // trusts the peer's certificate
 	tls  *tls.Config
+	der  []byte
 
 	mu         sync.Mutex
 	srv        *smtp.Server
@@ -51,6 +55,7 @@ func Start(t testing.TB) *Peer {
 	t.Helper()
 	p := &Peer{t: t}
 	p.tls, p.Pool = selfSigned(t)
+	p.der = p.tls.Certificates[0].Certificate[0]
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +74,16 @@ func (p *Peer) Smarthost() *outbound.Smarthost {
 	}
 	s.TLS.RootCAs = p.Pool
 	return s
+}
+
+// CAFile writes the peer's certificate as PEM, for smarthost.ca_file.
+func (p *Peer) CAFile(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "smarthost-ca.pem")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // OnData, if set, decides the reply to each message (nil: 250).
