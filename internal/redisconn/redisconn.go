@@ -29,6 +29,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -66,8 +67,8 @@ type Guard struct {
 	opt Options
 	rdb *redis.Client
 
-	mu    sync.Mutex
-	down  bool
+	down  atomic.Bool // read on every operation and every portal request
+	mu    sync.Mutex  // serialises the changes of state
 	since time.Time
 }
 
@@ -113,11 +114,7 @@ func (quietLogger) Printf(ctx context.Context, format string, v ...any) {
 }
 
 // Down reports whether Redis is marked down.
-func (g *Guard) Down() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.down
-}
+func (g *Guard) Down() bool { return g.down.Load() }
 
 // Run pings Redis every Probe while it is marked down, until ctx ends.
 func (g *Guard) Run(ctx context.Context) {
@@ -197,11 +194,12 @@ func (g *Guard) result(ctx, parent context.Context, err error) error {
 
 func (g *Guard) markDown(ctx context.Context, cause error) {
 	g.mu.Lock()
-	if g.down {
+	if g.down.Load() {
 		g.mu.Unlock()
 		return
 	}
-	g.down, g.since = true, g.opt.Now()
+	g.since = g.opt.Now()
+	g.down.Store(true)
 	g.mu.Unlock()
 	g.opt.Log.ErrorContext(ctx, "redis unavailable: portal sign-in and sessions answer 503 until it returns; SMTP intake continues",
 		"err", cause)
@@ -212,12 +210,12 @@ func (g *Guard) markDown(ctx context.Context, cause error) {
 
 func (g *Guard) markUp(ctx context.Context) {
 	g.mu.Lock()
-	if !g.down {
+	if !g.down.Load() {
 		g.mu.Unlock()
 		return
 	}
 	down := g.opt.Now().Sub(g.since)
-	g.down = false
+	g.down.Store(false)
 	g.mu.Unlock()
 	g.opt.Log.WarnContext(ctx, "redis available again: portal sign-in and sessions resume", "down_for", down.Round(time.Millisecond))
 	if g.opt.OnChange != nil {
