@@ -225,6 +225,14 @@ func TestSenderLimits(t *testing.T) {
 			if len(list.Messages) != 1 || list.Messages[0].From != tc.from {
 				t.Fatalf("%s inbox: %+v", tc.rcpt, list)
 			}
+			var m struct {
+				Signature string `json:"signature"`
+				SentBy    string `json:"sent_by"`
+			}
+			c.JSON("GET", "/api/v1/messages/"+list.Messages[0].ID, nil, 200, &m)
+			if m.Signature != "verified" || m.SentBy != tc.sentBy {
+				t.Errorf("%s: API signature %q sent_by %q, want verified and %s", tc.rcpt, m.Signature, m.SentBy, tc.sentBy)
+			}
 			st, _, page := c.Do("GET", "/messages/"+list.Messages[0].ID, nil, nil)
 			if st != 200 || !strings.Contains(string(page), "✓ Verified") ||
 				!strings.Contains(string(page), "Sent by <strong>"+tc.sentBy+"</strong>") {

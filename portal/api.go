@@ -241,6 +241,7 @@ type messageJSON struct {
 	HTML        string               `json:"html"`
 	Attachments []message.Attachment `json:"attachments"`
 	Signature   string               `json:"signature"`
+	SentBy      string               `json:"sent_by,omitempty"` // the account that submitted it over SMTP
 	ReceivedAt  time.Time            `json:"received_at"`
 	ExpiresAt   time.Time            `json:"expires_at"`
 	Problems    []string             `json:"problems"`
@@ -260,7 +261,9 @@ func (s *Server) apiMessage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	if err != nil {
 		return
 	}
-	writeJSON(w, http.StatusOK, messageView(o))
+	mj := messageView(o)
+	mj.SentBy = s.sentBy(r.Context(), o.Meta)
+	writeJSON(w, http.StatusOK, mj)
 }
 
 func messageView(o *opened) messageJSON {
