@@ -38,24 +38,33 @@ func slowClient(t *testing.T, addr, from string) (conn *tls.Conn, ok bool) {
 }
 
 // TestSlowClientsCapped: 200 slowloris clients from one address hold only
-// max_conns_per_ip connections (the rest are closed at once), and a
-// legitimate user from another address is served meanwhile.
+// max_conns_per_ip connections (the rest are closed at once), 200 more from
+// four other addresses are all held, and a legitimate user from yet another
+// address is served meanwhile; past max_conns in all, connections are
+// closed whatever their address.
 func TestSlowClientsCapped(t *testing.T) {
 	cfg := e2e.Config(t.TempDir())
 	cfg.Portal.MaxConnsPerIP = 50
-	cfg.Portal.MaxConns = 1000
+	cfg.Portal.MaxConns = 260
 	cfg.Portal.ReadHeaderTimeout.Duration = 10 * time.Minute // they hold on for the whole test
 	h := e2e.Start(t, cfg)
 
-	held := 0
-	for range 200 {
-		if _, ok := slowClient(t, h.HTTPS, "127.0.0.2"); ok {
-			held++
+	flood := func(from string, n int) (held int) {
+		for range n {
+			if _, ok := slowClient(t, h.HTTPS, from); ok {
+				held++
+			}
 		}
+		return held
 	}
-	if held != cfg.Portal.MaxConnsPerIP {
+	if held := flood("127.0.0.2", 200); held != cfg.Portal.MaxConnsPerIP {
 		t.Fatalf("%d slow connections from one address held, want exactly max_conns_per_ip=%d (the other %d closed)",
 			held, cfg.Portal.MaxConnsPerIP, 200-cfg.Portal.MaxConnsPerIP)
+	}
+	for _, from := range []string{"127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"} {
+		if held := flood(from, 50); held != 50 {
+			t.Fatalf("%d of 50 slow connections from %s held under the caps, want all", held, from)
+		}
 	}
 	st, _, b := h.Client().Do("GET", "/login", nil, nil)
 	if st != 200 || !strings.Contains(string(b), "password") {
@@ -65,6 +74,12 @@ func TestSlowClientsCapped(t *testing.T) {
 	big := strings.Repeat("a", 2*cfg.Portal.MaxHeaderBytes)
 	if st, _, _ := h.Client().Do("GET", "/login", nil, map[string]string{"X-Big": big}); st != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("headers of %d bytes: %d, want 431", len(big), st)
+	}
+	// 250 slow ones held: at most ten more fit under max_conns=260 in all
+	// (eight, if the two legitimate requests' connections are not yet
+	// closed on the server's side), the rest are closed.
+	if held := flood("127.0.0.7", 20); held > 10 || held < 8 {
+		t.Errorf("%d of 20 slow connections held with 250 open and max_conns=260, want 8 to 10", held)
 	}
 	// The operator is told, once, without addresses.
 	logs := h.Logs.String()
