@@ -2,20 +2,16 @@ package gateway_test
 
 import (
 	"bytes"
-	"context"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/internal/postfixtest"
 	"github.com/phigate/phigate/internal/testtool"
 )
 
@@ -92,7 +88,7 @@ func TestInteropPostfixRelayhost(t *testing.T) {
 			}
 		}
 		// Postfix's side: TLS to phigate, delivered, queue empty.
-		mlog := pf.log()
+		mlog := pf.ReadLog()
 		for _, re := range []string{
 			`TLS connection established to 127\.0\.0\.1\[127\.0\.0\.1\]:\d+: TLSv1\.[23]`,
 			`to=<` + regexp.QuoteMeta(rcpt) + `>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status=sent \(250 `,
@@ -101,7 +97,7 @@ func TestInteropPostfixRelayhost(t *testing.T) {
 				t.Errorf("Postfix log lacks %s", re)
 			}
 		}
-		if q := pf.queue(); !strings.Contains(q, "Mail queue is empty") {
+		if q := pf.Queue(); !strings.Contains(q, "Mail queue is empty") {
 			t.Errorf("Postfix queue not empty:\n%s", q)
 		}
 		if testing.Verbose() && !t.Failed() { // on failure, startPostfix's cleanup shows it
@@ -124,7 +120,7 @@ func TestInteropPostfixRelayhost(t *testing.T) {
 		// Postfix tries once, is refused, and defers (smtp_sasl_auth_soft_bounce).
 		deferred := regexp.MustCompile(`status=deferred \(SASL authentication failed; server 127\.0\.0\.1\[127\.0\.0\.1\] said: 535 5\.7\.8 `)
 		pf.waitLog(deferred, 30*time.Second)
-		q := pf.queue()
+		q := pf.Queue()
 		if !strings.Contains(q, "postfix-wrong@example.net") || !strings.Contains(q, "535 5.7.8") {
 			t.Errorf("message not deferred in Postfix's queue with 535:\n%s", q)
 		}
@@ -141,63 +137,32 @@ func TestInteropPostfixRelayhost(t *testing.T) {
 			t.Errorf("phigate accepted something:\n%s", logs)
 		}
 		if testing.Verbose() && !t.Failed() {
-			t.Logf("Postfix log:\n%s\nPostfix queue:\n%s", pf.log(), q)
+			t.Logf("Postfix log:\n%s\nPostfix queue:\n%s", pf.ReadLog(), q)
 		}
 	})
 }
 
-// postfixInstance is a private Postfix started with "postfix -c dir".
+// postfixInstance is a private Postfix (internal/postfixtest) that
+// submits to phigate.
 type postfixInstance struct {
-	t    *testing.T
-	dir  string // config_directory: main.cf, master.cf, sasl_passwd
-	qdir string // queue_directory
-	mlog string // maillog_file
+	*postfixtest.Instance
+	t *testing.T
 }
 
 // startPostfix runs a Postfix whose only way out is relayhost = relay
 // (phigate's STARTTLS port) with SASL user/pass, and stops it when the test
-// ends.
+// ends. It has no smtpd listener: nothing listens on port 25 or anywhere.
 func startPostfix(t *testing.T, relay, user, pass string) *postfixInstance {
 	t.Helper()
 	host, port, err := pfSplitLoopback(relay)
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := t.TempDir()
-	// Postfix opens some files (data_directory/master.lock) after dropping
-	// to mail_owner, so the 0700 temp directories must be searchable.
-	for _, d := range []string{filepath.Dir(base), base} {
-		if err := os.Chmod(d, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	p := &postfixInstance{t: t, dir: filepath.Join(base, "etc"), qdir: filepath.Join(base, "queue"),
-		mlog: filepath.Join(base, "maillog")}
-	data := filepath.Join(base, "data")
-	for _, d := range []string{p.dir, p.qdir} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	p := &postfixInstance{Instance: postfixtest.New(t), t: t}
 	nexthop := fmt.Sprintf("[%s]:%s", host, port)
 	// texthash: needs no postmap; the smtp client reads it as root at start-up.
-	pfWriteFile(t, filepath.Join(p.dir, "sasl_passwd"), nexthop+" "+user+":"+pass+"\n", 0o600)
-	pfWriteFile(t, filepath.Join(p.dir, "main.cf"), fmt.Sprintf(postfixMainCF,
-		p.qdir, data, "phigate-test-postfix-"+hex.EncodeToString(randBytes(4)), p.mlog, base,
-		nexthop, filepath.Join(p.dir, "sasl_passwd")), 0o644)
-	pfWriteFile(t, filepath.Join(p.dir, "master.cf"), postfixMasterCF, 0o644)
-
-	// "postfix check" (post-install create-missing) creates the queue
-	// subdirectories and data_directory with mail_owner and the right modes;
-	// a data_directory made here (root-owned) would stop master.
-	p.run("postfix", "-c", p.dir, "check")
-	t.Cleanup(p.stop)
-	p.run("postfix", "-c", p.dir, "start")
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("Postfix log (%s):\n%s\nPostfix queue:\n%s", p.mlog, p.log(), p.queue())
-		}
-	})
+	p.WriteFile("etc/sasl_passwd", nexthop+" "+user+":"+pass+"\n", 0o600)
+	p.Start(postfixtest.Options{MainCF: fmt.Sprintf(postfixMainCF, nexthop, filepath.Join(p.Dir, "sasl_passwd"))})
 	return p
 }
 
@@ -214,62 +179,19 @@ func pfSplitLoopback(addr string) (host, port string, err error) {
 	return host, port, nil
 }
 
-func pfWriteFile(t *testing.T, name, content string, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(name, []byte(content), mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// run runs a Postfix command (bounded) and fails the test if it fails.
-func (p *postfixInstance) run(name string, args ...string) string {
-	p.t.Helper()
-	out, err := p.cmd(nil, name, args...)
-	if err != nil {
-		p.t.Fatalf("%s %s: %v\n%s\nPostfix log:\n%s", name, strings.Join(args, " "), err, out, p.log())
-	}
-	return out
-}
-
-func (p *postfixInstance) cmd(stdin []byte, name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c := exec.CommandContext(ctx, name, args...)
-	c.Env = append(os.Environ(), "MAIL_CONFIG="+p.dir)
-	if stdin != nil {
-		c.Stdin = bytes.NewReader(stdin)
-	}
-	out, err := c.CombinedOutput()
-	return string(out), err
-}
-
 // sendmail hands msg to Postfix the way a local program would.
 func (p *postfixInstance) sendmail(from string, msg []byte) {
 	p.t.Helper()
-	if out, err := p.cmd(msg, "sendmail", "-C", p.dir, "-f", from, "-t", "-i"); err != nil {
-		p.t.Fatalf("sendmail: %v\n%s\nPostfix log:\n%s", err, out, p.log())
+	if out, err := p.Cmd(msg, "sendmail", "-C", p.Dir, "-f", from, "-t", "-i"); err != nil {
+		p.t.Fatalf("sendmail: %v\n%s\nPostfix log:\n%s", err, out, p.ReadLog())
 	}
-}
-
-func (p *postfixInstance) log() string {
-	b, _ := os.ReadFile(p.mlog)
-	return string(b)
-}
-
-// queue lists Postfix's queue (postqueue -p).
-func (p *postfixInstance) queue() string {
-	out, err := p.cmd(nil, "postqueue", "-c", p.dir, "-p")
-	if err != nil {
-		return fmt.Sprintf("postqueue -p: %v\n%s", err, out)
-	}
-	return out
 }
 
 // waitLog waits until Postfix's log matches re.
 func (p *postfixInstance) waitLog(re *regexp.Regexp, d time.Duration) {
 	p.t.Helper()
 	deadline := time.Now().Add(d)
-	for !re.MatchString(p.log()) {
+	for !re.MatchString(p.ReadLog()) {
 		if time.Now().After(deadline) {
 			p.t.Fatalf("Postfix log never matched %s within %v", re, d)
 		}
@@ -291,63 +213,17 @@ func (p *postfixInstance) waitNotices(h *e2e.Harness, n int, d time.Duration) []
 			p.t.Fatalf("no portal notice within %v (have %d, want %d)\nphigate log:\n%s", d, len(h.Notices()), n, h.Logs.Bytes())
 		}
 		if time.Now().After(nextFlush) {
-			p.cmd(nil, "postqueue", "-c", p.dir, "-f")
+			p.Cmd(nil, "postqueue", "-c", p.Dir, "-f")
 			nextFlush = time.Now().Add(5 * time.Second)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// stop stops Postfix and makes sure its master process is gone.
-func (p *postfixInstance) stop() {
-	pidFile := filepath.Join(p.qdir, "pid", "master.pid")
-	pid := 0
-	if b, err := os.ReadFile(pidFile); err == nil {
-		pid, _ = strconv.Atoi(strings.TrimSpace(string(b)))
-	}
-	if out, err := p.cmd(nil, "postfix", "-c", p.dir, "stop"); err != nil && pid != 0 {
-		p.t.Logf("postfix stop: %v\n%s", err, out)
-	}
-	if pid <= 1 {
-		return
-	}
-	for i := 0; i < 50 && syscall.Kill(pid, 0) == nil; i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
-	if syscall.Kill(pid, 0) == nil {
-		p.t.Logf("Postfix master %d still running; killing its process group", pid)
-		syscall.Kill(-pid, syscall.SIGKILL)
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-}
-
-// postfixMainCF: a null client that relays everything to phigate. Arguments:
-// queue_directory, data_directory, syslog_name, maillog_file,
-// maillog_file_prefixes, relayhost, SASL password map file.
-const postfixMainCF = `compatibility_level = 3.6
-queue_directory = %s
-data_directory = %s
-syslog_name = %s
-maillog_file = %s
-maillog_file_prefixes = %s
-mail_owner = postfix
-setgid_group = postdrop
-myhostname = relay.clinic.example
-mydomain = clinic.example
-myorigin = $mydomain
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
+// postfixMainCF: a null client that relays everything to phigate.
+// Arguments: relayhost, SASL password map file.
+const postfixMainCF = `myhostname = relay.clinic.example
 mynetworks = 127.0.0.0/8
-mydestination =
-relay_domains =
-local_transport = error:5.1.1 local delivery is disabled
-alias_maps =
-alias_database =
-local_recipient_maps =
-biff = no
-smtp_dns_support_level = disabled
-smtp_bind_address = 127.0.0.1
-smtp_connect_timeout = 10s
 relayhost = %s
 smtp_sasl_auth_enable = yes
 smtp_sasl_password_maps = texthash:%s
@@ -358,30 +234,4 @@ smtp_tls_security_level = encrypt
 smtp_tls_mandatory_protocols = >=TLSv1.2
 smtp_tls_protocols = >=TLSv1.2
 smtp_tls_loglevel = 1
-`
-
-// postfixMasterCF has the internal services a relay-only Postfix needs and
-// no smtpd listener at all: nothing listens on port 25 or anywhere else.
-// Nothing is chrooted (the queue lives under the test's temp directory).
-const postfixMasterCF = `# service type  private unpriv  chroot  wakeup  maxproc command
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-tlsmgr    unix  -       -       n       1000?   1       tlsmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
 `
