@@ -9,21 +9,19 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/url"
+
+	"github.com/phigate/phigate/config"
 )
 
-// Limits bound request bodies; each is a byte count, zero picks the default.
+// Limits bound request bodies; each is a byte count, zero picks the
+// configuration's default ([portal] in docs/configuration.md).
 type Limits struct {
 	Body   int64 // every route not named below
 	Reply  int64 // the secure reply, attachments included
 	Upload int64 // routes that carry an OpenPGP key or a policy document
 }
 
-// Default body bounds (docs/configuration.md, [portal]).
-const (
-	DefaultMaxBody   = 64 << 10
-	DefaultMaxReply  = 14 << 20
-	DefaultMaxUpload = 1 << 20
-)
+var defaults = config.Default().Portal
 
 // maxParts bounds the parts of one multipart body, so that many tiny parts
 // cannot cost more than their bytes.
@@ -37,9 +35,9 @@ type bodyClass struct {
 }
 
 var (
-	smallBody  = bodyClass{limit: func(l Limits) int64 { return orDefault(l.Body, DefaultMaxBody) }}
-	replyBody  = bodyClass{limit: func(l Limits) int64 { return orDefault(l.Reply, DefaultMaxReply) }, multipart: true}
-	uploadBody = bodyClass{limit: func(l Limits) int64 { return orDefault(l.Upload, DefaultMaxUpload) }}
+	smallBody  = bodyClass{limit: func(l Limits) int64 { return orDefault(l.Body, defaults.MaxBodyBytes) }}
+	replyBody  = bodyClass{limit: func(l Limits) int64 { return orDefault(l.Reply, defaults.MaxReplyBodyBytes) }, multipart: true}
+	uploadBody = bodyClass{limit: func(l Limits) int64 { return orDefault(l.Upload, defaults.MaxUploadBytes) }}
 	// escrowBody is an upload whose page form sends the key as a file.
 	escrowBody = bodyClass{limit: uploadBody.limit, multipart: true}
 )
