@@ -2,6 +2,8 @@ package portal
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/phigate/phigate/intake"
 	"github.com/phigate/phigate/web"
 )
 
@@ -233,5 +236,28 @@ func TestMultipartStaysInMemory(t *testing.T) {
 	}
 	for _, e := range entries {
 		t.Errorf("left in the temporary directory: %s", e.Name())
+	}
+}
+
+// TestDefaultReplyBoundFitsPolicyDefault: with the default settings, a
+// reply as large as the policy's default reply_max_bytes fits the portal's
+// default reply body bound, both as the API's JSON (base64) and as the
+// page's multipart form; otherwise such a reply would get 413 before the
+// policy could allow it.
+func TestDefaultReplyBoundFitsPolicyDefault(t *testing.T) {
+	text := "Thank you."
+	att := bytes.Repeat([]byte{0xA5}, intake.DefaultReplyMaxBytes-len(text))
+	js, err := json.Marshal(map[string]any{"text": text, "attachments": []map[string]string{{
+		"filename": "a-rather-long-file-name-for-a-scanned-document.pdf", "content_type": "application/pdf",
+		"data": base64.StdEncoding.EncodeToString(att)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	form, _ := multipartBody(t, map[string]string{"text": text}, map[string][]byte{"scan.pdf": att})
+	bound := defaults.MaxReplyBodyBytes
+	for what, n := range map[string]int{"JSON": len(js), "multipart": len(form)} {
+		if int64(n) > bound {
+			t.Errorf("a %d-byte reply as %s is %d bytes, over the default bound of %d", intake.DefaultReplyMaxBytes, what, n, bound)
+		}
 	}
 }
