@@ -216,11 +216,15 @@ func fromAddr(ip string, conns int) *http.Client {
 // queue settings. The flood comes from `addrs` loopback addresses
 // (500/addrs attempts each, for accounts that do not exist, which take the
 // same hash as real ones). Reported: legit-s, the legitimate sign-in's
-// latency; flood-429, how many flood attempts were told to come back.
+// latency; flood-429, how many flood attempts were told to come back. Run
+// with 4 hash slots (the default) and with 1 (cores / password_threads on
+// a two-core machine).
 func BenchmarkSignInDuringFlood(b *testing.B) {
-	for _, addrs := range []int{0, 1, 50} {
-		b.Run(fmt.Sprintf("from-%d-addresses", addrs), func(b *testing.B) {
+	for _, run := range []struct{ addrs, slots int }{{0, 4}, {1, 4}, {50, 4}, {0, 1}, {1, 1}, {50, 1}} {
+		addrs := run.addrs
+		b.Run(fmt.Sprintf("from-%d-addresses/slots-%d", addrs, run.slots), func(b *testing.B) {
 			cfg := e2e.Config(b.TempDir())
+			cfg.Keys.MaxConcurrentPassword = run.slots
 			def := config.Default().Keys
 			cfg.Keys.PasswordTime, cfg.Keys.PasswordMemoryKiB, cfg.Keys.PasswordThreads = def.PasswordTime, def.PasswordMemoryKiB, def.PasswordThreads
 			h := e2e.Start(b, cfg)
