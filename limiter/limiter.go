@@ -22,6 +22,11 @@
 //     constant memory per address.) IPv6 addresses count per /64, since one
 //     client usually holds a whole /64.
 //
+// Callers that evaluate an expensive guess (a password hash) use Reserve,
+// which checks and counts in one atomic step before the guess is
+// evaluated, so concurrent guesses cannot all pass the check (issue 8.1);
+// Check and Failure remain for cheap checks.
+//
 // An account is an opaque id (the caller's keyed hash of the sign-in name),
 // never an address or a name, so nothing here is PHI (DESIGN.md invariant 1).
 package limiter
