@@ -93,6 +93,44 @@ func closed(t *testing.T, ch <-chan Event) {
 func runBusSuite(t *testing.T, nodes func(t *testing.T, n int) []Bus) {
 	ctx := context.Background()
 
+	t.Run("a user's subscription hears only events naming that user, on every node", func(t *testing.T) {
+		bs := nodes(t, 2)
+		rcpt, c1 := bs[1].SubscribeUser(ctx, "rcpt")
+		defer c1()
+		sender, c2 := bs[1].SubscribeUser(ctx, "sender")
+		defer c2()
+		other, c3 := bs[0].SubscribeUser(ctx, "other")
+		defer c3()
+		all, c4 := bs[1].Subscribe(ctx)
+		defer c4()
+		held := MessageChanged(MessageHeld, "m1", "", "sender")
+		arrived := MessageChanged(NewMessage, "m1", "rcpt", "sender")
+		ended := Event{Kind: SessionEnded, UserID: "rcpt", SessionID: "s1", Reason: "idle"}
+		for _, e := range []Event{held, arrived, ended} {
+			if err := bs[0].Publish(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, want := range []Event{arrived, ended} {
+			if got := recv(t, rcpt); got != want {
+				t.Errorf("recipient got %+v, want %+v", got, want)
+			}
+		}
+		for _, want := range []Event{held, arrived} {
+			if got := recv(t, sender); got != want {
+				t.Errorf("sender got %+v, want %+v", got, want)
+			}
+		}
+		for _, want := range []Event{held, arrived, ended} {
+			if got := recv(t, all); got != want {
+				t.Errorf("all-events subscriber got %+v, want %+v", got, want)
+			}
+		}
+		none(t, other, 200*time.Millisecond)
+		none(t, rcpt, 0)
+		none(t, sender, 0)
+	})
+
 	t.Run("publish on one node, every subscriber on every node gets it", func(t *testing.T) {
 		bs := nodes(t, 2)
 		a1, c1 := bs[0].Subscribe(ctx)

@@ -66,6 +66,15 @@ func (r *Redis) Publish(ctx context.Context, e Event) error {
 // returns a live subscription: go-redis keeps reconnecting and
 // re-subscribing, and events published meanwhile are missed.
 func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, func()) {
+	return r.subscribe(ctx, "")
+}
+
+// SubscribeUser is Subscribe for one account's events (Bus).
+func (r *Redis) SubscribeUser(ctx context.Context, userID string) (<-chan Event, func()) {
+	return r.subscribe(ctx, userID)
+}
+
+func (r *Redis) subscribe(ctx context.Context, user string) (<-chan Event, func()) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -76,7 +85,7 @@ func (r *Redis) Subscribe(ctx context.Context) (<-chan Event, func()) {
 	if r.cur == nil {
 		r.cur = r.open(ctx)
 	}
-	return r.f.add(ctx, r.release)
+	return r.f.add(ctx, user, r.release)
 }
 
 // open subscribes and waits for the confirmation; r.mu is held.
