@@ -114,8 +114,10 @@ func (b *Server) WrapListener(ln net.Listener, implicit bool) net.Listener {
 // errors), rate-limited: a flood repeats the same few lines.
 type slogPrinter struct{ f *faultLog }
 
+// Printf lines of one format are one kind: "error handling <addr>: …"
+// names a different client each time.
 func (p slogPrinter) Printf(format string, v ...interface{}) {
-	p.f.warn("smtp", "msg", fmt.Sprintf(format, v...))
+	p.f.logAt(context.Background(), slog.LevelWarn, "go-smtp "+format, "smtp", "msg", fmt.Sprintf(format, v...))
 }
 func (p slogPrinter) Println(v ...interface{}) { p.f.warn("smtp", "msg", fmt.Sprint(v...)) }
 
@@ -139,11 +141,7 @@ func remoteIP(c net.Conn) string {
 	if c == nil {
 		return ""
 	}
-	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
-	if err != nil {
-		return c.RemoteAddr().String()
-	}
-	return host
+	return hostOf(c.RemoteAddr())
 }
 
 type session struct {
