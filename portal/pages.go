@@ -31,7 +31,7 @@ type pageData struct {
 	BreakGlass bool
 	Enrolled   bool
 	CodesLeft  int
-	Current    string // label of the "confirm it is you" field (issue 8.9), "" if none is asked
+	Current    string // the factor a change asks for again (reauthKind, issue 8.9), "" if none
 	Reason     string
 	Roles      []string
 	Policy     *policyPage
