@@ -75,6 +75,17 @@ func (m *memory) end(_ context.Context, account, id string, sent bool) error {
 	return nil
 }
 
+func (m *memory) renew(_ context.Context, account, id string, now time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if u := m.acc[account]; u != nil {
+		if until, ok := u.slots[id]; ok && until.After(now) {
+			u.slots[id] = now.Add(m.cfg.Lease)
+		}
+	}
+	return nil
+}
+
 // prune drops expired leases and stamps older than the window.
 func (u *usage) prune(now time.Time) {
 	for id, until := range u.slots {

@@ -34,7 +34,9 @@ type Config struct {
 	MessagesPerHour int // accepted messages per account in any hour
 	Concurrent      int // SMTP transactions (MAIL to end of DATA) in flight per account
 	// Lease is how long a slot stays taken if its node dies before End
-	// (so a crash cannot lock an account out for good). Default 30m.
+	// (so a crash cannot lock an account out for good). Default 30m. A
+	// live ticket renews its lease every third of it, so a transaction
+	// holds its slot however long it stays open.
 	Lease time.Duration
 }
 
@@ -70,6 +72,8 @@ type backend interface {
 	begin(ctx context.Context, account, id string, now time.Time) error
 	// end frees the slot, and the reservation unless sent.
 	end(ctx context.Context, account, id string, sent bool) error
+	// renew moves the slot's lease end to now + Lease (if it still has it).
+	renew(ctx context.Context, account, id string, now time.Time) error
 }
 
 // Limits counts transactions per account. Safe for concurrent use; with
@@ -81,6 +85,9 @@ type Limits struct {
 	// reached (nil for NewMemory).
 	local backend
 	now   func() time.Time
+	// renewEvery is how often a ticket renews its lease (Lease/3; tests
+	// shorten it).
+	renewEvery time.Duration
 }
 
 // Config returns the limits in force.
@@ -92,6 +99,7 @@ type Ticket struct {
 	account string
 	id      string
 	once    sync.Once
+	stop    chan struct{} // ends the lease renewal
 }
 
 // Begin starts a transaction for account: a *BusyError or *RateError when
@@ -113,7 +121,29 @@ func (l *Limits) Begin(ctx context.Context, account string) (*Ticket, error) {
 	if err != nil {
 		return nil, err
 	}
+	t.stop = make(chan struct{})
+	go t.renew(l)
 	return t, nil
+}
+
+// renew keeps the slot's lease from running out while the transaction is
+// open; a failed renewal is retried at the next tick (a Redis outage
+// shorter than the lease loses nothing).
+func (t *Ticket) renew(l *Limits) {
+	every := l.renewEvery
+	if every <= 0 {
+		every = max(l.cfg.Lease/3, time.Millisecond)
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-tick.C:
+			_ = t.b.renew(context.Background(), t.account, t.id, l.now())
+		}
+	}
 }
 
 // End closes the transaction: sent says whether its message was accepted
@@ -125,7 +155,10 @@ func (t *Ticket) End(ctx context.Context, sent bool) error {
 		return nil
 	}
 	var err error
-	t.once.Do(func() { err = t.b.end(context.WithoutCancel(ctx), t.account, t.id, sent) })
+	t.once.Do(func() {
+		close(t.stop)
+		err = t.b.end(context.WithoutCancel(ctx), t.account, t.id, sent)
+	})
 	return err
 }
 

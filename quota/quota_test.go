@@ -94,7 +94,8 @@ func TestConcurrentTransactions(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := b.Begin(ctx, "u1"); err != nil {
+			dies, err := b.Begin(ctx, "u1")
+			if err != nil {
 				t.Fatal(err)
 			}
 			var be *BusyError
@@ -112,7 +113,9 @@ func TestConcurrentTransactions(t *testing.T) {
 				t.Fatalf("after a double End: %v, want *BusyError", err)
 			}
 			t3.End(ctx, false)
-			// A slot whose node died (never ended) frees after the lease.
+			// A slot whose node died (never ended, no longer renewed)
+			// frees after the lease.
+			close(dies.stop)
 			clk.Add(10 * time.Minute)
 			for i := 0; i < 2; i++ {
 				if _, err := a.Begin(ctx, "u1"); err != nil {
@@ -210,5 +213,57 @@ func TestRedisOutage(t *testing.T) {
 	}
 	if err := before.End(ctx, true); err == nil {
 		t.Error("End of a Redis ticket with Redis gone: no error")
+	}
+}
+
+// leaseEnd reads a slot's lease end from the backend that holds it.
+func leaseEnd(t *testing.T, tk *Ticket) time.Time {
+	t.Helper()
+	switch b := tk.b.(type) {
+	case *memory:
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.acc[tk.account].slots[tk.id]
+	case *redisBackend:
+		ms, err := b.rdb.ZScore(ctx, b.keys(tk.account)[0], tk.id).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return time.UnixMilli(int64(ms))
+	}
+	t.Fatalf("backend %T", tk.b)
+	return time.Time{}
+}
+
+// TestLeaseRenewed: an open transaction renews its slot's lease, so it
+// holds the slot longer than one lease; once ended, it renews no more.
+func TestLeaseRenewed(t *testing.T) {
+	clk := newClock()
+	for name, node := range backends(t, clk) {
+		t.Run(name, func(t *testing.T) {
+			cfg := Config{Concurrent: 1, Lease: 10 * time.Minute}
+			a, b := node(cfg), node(cfg)
+			a.renewEvery = time.Millisecond
+			tk, err := a.Begin(ctx, "renew-"+name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tk.End(ctx, false)
+			clk.Add(9 * time.Minute)
+			want := clk.Now().Add(10 * time.Minute).Truncate(time.Millisecond)
+			deadline := time.Now().Add(10 * time.Second)
+			for leaseEnd(t, tk).Before(want) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			if got := leaseEnd(t, tk); got.Before(want) {
+				t.Fatalf("lease end %s, want it renewed to %s", got, want)
+			}
+			// 18 minutes after Begin, past the first lease: still held.
+			clk.Add(9 * time.Minute)
+			var be *BusyError
+			if _, err := b.Begin(ctx, "renew-"+name); !errors.As(err, &be) {
+				t.Fatalf("after one lease: %v, want *BusyError", err)
+			}
+		})
 	}
 }

@@ -81,6 +81,24 @@ func (r *redisBackend) begin(ctx context.Context, account, id string, now time.T
 	return nil
 }
 
+// renewScript moves a slot's lease end if the slot is still held.
+// KEYS: c; ARGV: id, now ms, lease ms.
+var renewScript = redis.NewScript(`
+local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if lease and tonumber(lease) > tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], 'XX', tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 0
+`)
+
+func (r *redisBackend) renew(ctx context.Context, account, id string, now time.Time) error {
+	if err := renewScript.Run(ctx, r.rdb, r.keys(account)[:1], id, now.UnixMilli(), r.cfg.Lease.Milliseconds()).Err(); err != nil {
+		return fmt.Errorf("quota: %w", err)
+	}
+	return nil
+}
+
 func (r *redisBackend) end(ctx context.Context, account, id string, sent bool) error {
 	k := r.keys(account)
 	p := r.rdb.TxPipeline()
