@@ -9,14 +9,15 @@ import (
 )
 
 // HashQueueConfig bounds the memory-hard hashes (password derivation, key
-// lock/unlock) and the callers waiting for one. Memory held is at most
-// Slots x the Argon2 memory of one hash, plus Total waiting callers (each a
-// blocked request, a few KiB). Zero fields take the defaults.
+// lock/unlock) and the sign-ins waiting for one. Memory held is at most
+// Slots x the Argon2 memory of one hash, plus Total waiting sign-ins (each
+// a blocked request, some tens of KiB) and the gateway's own callers,
+// which no client can multiply. Zero fields take the defaults.
 type HashQueueConfig struct {
 	Slots     int           // hashes in flight at once (4)
 	Wait      time.Duration // longest wait for a slot; past it *HashBusyError (10s)
 	PerClient int           // callers one client (address) may have waiting (4)
-	Total     int           // callers waiting in all (256)
+	Total     int           // named clients' callers waiting in all (256)
 }
 
 // DefaultHashQueueConfig returns the defaults stated in docs/configuration.md.
@@ -66,7 +67,7 @@ type HashClient struct {
 
 // WithHashClient names the client whose share of the hash queue the hashes
 // under ctx wait in. Callers without one share the unnamed client's queue,
-// which has no PerClient bound.
+// which has no bound or deadline (see acquire).
 func WithHashClient(ctx context.Context, c HashClient) context.Context {
 	return context.WithValue(ctx, hashClientKey{}, c)
 }
@@ -144,9 +145,13 @@ func (l *hashLimiter) acquire(ctx context.Context) error {
 	client := hashClient(ctx)
 	key := client.Key
 	q := l.clients[key]
-	// Unnamed callers are the gateway's own work (key unlock in intake,
-	// CLI): bounded by Total only.
-	if l.waiting >= l.cfg.Total || (key != "" && q != nil && q.waiters.Len() >= l.cfg.PerClient) {
+	// Unnamed callers are the gateway's own work (key lock and unlock)
+	// and steps behind a token or a session (claim, reset, password
+	// change): they wait, without a bound or deadline but their ctx, in
+	// the unnamed client's queue. Only named clients (sign-in attempts)
+	// can be told to come back.
+	named := key != ""
+	if named && (l.waiting >= l.cfg.Total || (q != nil && q.waiters.Len() >= l.cfg.PerClient)) {
 		l.mu.Unlock()
 		return busy
 	}
@@ -159,9 +164,13 @@ func (l *hashLimiter) acquire(ctx context.Context) error {
 	ready := make(chan struct{})
 	elem := q.waiters.PushBack(ready)
 	l.waiting++
-	wait := time.NewTimer(l.cfg.Wait)
+	var deadline <-chan time.Time
+	if named {
+		wait := time.NewTimer(l.cfg.Wait)
+		defer wait.Stop()
+		deadline = wait.C
+	}
 	l.mu.Unlock()
-	defer wait.Stop()
 
 	var err error
 	select {
@@ -169,7 +178,7 @@ func (l *hashLimiter) acquire(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		err = ctx.Err()
-	case <-wait.C:
+	case <-deadline:
 		err = busy
 	}
 	l.mu.Lock()
