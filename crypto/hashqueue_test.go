@@ -78,7 +78,8 @@ func grantOrder(t *testing.T, l *hashLimiter, callers []HashClient) string {
 
 // TestHashQueueBounds: a client may queue PerClient callers and everyone
 // together Total; the next is refused at once with *HashBusyError, and a
-// caller that gets no slot within Wait is refused the same way.
+// caller that gets no slot within Wait is refused the same way; a caller
+// without a client is not.
 func TestHashQueueBounds(t *testing.T) {
 	l := newHashLimiter(HashQueueConfig{Slots: 1, Wait: time.Hour, PerClient: 2, Total: 3})
 	if err := l.acquire(context.Background()); err != nil {
@@ -111,6 +112,19 @@ func TestHashQueueBounds(t *testing.T) {
 	l.configure(HashQueueConfig{Slots: 1, Wait: 20 * time.Millisecond, PerClient: 2, Total: 3})
 	if err := l.acquire(WithHashClient(context.Background(), HashClient{Key: "D"})); !errors.As(err, &busy) {
 		t.Fatalf("caller past the wait: %v, want *HashBusyError", err)
+	}
+	// The gateway's own callers (no client) wait past the deadline and
+	// past the totals: nobody outside can multiply them.
+	got := make(chan error, 1)
+	go func() { got <- l.acquire(context.Background()) }()
+	queueWaiters(l, 1)
+	time.Sleep(60 * time.Millisecond) // three times the wait
+	if _, waiting := l.counts(); waiting != 1 {
+		t.Fatalf("unnamed caller left the queue: %d waiting", waiting)
+	}
+	l.release()
+	if err := <-got; err != nil {
+		t.Fatalf("unnamed caller: %v", err)
 	}
 	l.release()
 	if inUse, waiting := l.counts(); inUse != 0 || waiting != 0 || len(l.clients) != 0 {
