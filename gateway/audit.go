@@ -84,7 +84,9 @@ func (m alertMailer) SendAlert(ctx context.Context, a alert.Alert) error {
 // purge's own transaction.
 func (g *Gateway) PurgeOnce(ctx context.Context, now time.Time) (int, error) {
 	var batch *audit.Batch
+	var purged []string
 	n, err := g.Store.PurgeCiphertext(ctx, now, func(ids []string) store.AuditFunc {
+		purged = ids
 		entries := make([]audit.Entry, len(ids))
 		for i, id := range ids {
 			entries[i] = audit.Entry{Actor: "system", Action: "message.purge", ObjectType: "message",
@@ -99,5 +101,7 @@ func (g *Gateway) PurgeOnce(ctx context.Context, now time.Time) (int, error) {
 	if err != nil || n == 0 {
 		return n, err
 	}
-	return n, batch.Committed(ctx)
+	err = batch.Committed(ctx)
+	g.publishPurged(ctx, purged)
+	return n, err
 }

@@ -181,6 +181,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err := g.shared(ctx); err != nil {
 		return err
 	}
+	g.Intake.Events = g.Bus // live portal events (issue 10.1)
 	if err := g.senderLimits(ctx); err != nil {
 		return err
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/phigate/phigate/audit"
 
 	pcrypto "github.com/phigate/phigate/crypto"
+	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/logx"
@@ -53,6 +54,10 @@ type Intake struct {
 	Log      *slog.Logger
 	Opts     Options
 	Now      func() time.Time
+
+	// Events hears each committed change, for open portal pages (issue
+	// 10.1); nil: none.
+	Events events.Publisher
 }
 
 // Envelope is the SMTP envelope of one transaction, after AUTH.
@@ -319,6 +324,7 @@ func (in *Intake) storeBatch(ctx context.Context, env Envelope, plans []plan, ra
 		if err != nil {
 			return nil, err
 		}
+		in.publish(ctx, storedEvents(d.Messages)...)
 		for i, id := range ids {
 			in.Log.InfoContext(ctx, "stored", "message", id, "recipient", logx.Addr(plans[i].rcpt),
 				"size", len(raw), "rule", plans[i].dec.Rule, "action", plans[i].dec.Action)
@@ -479,6 +485,7 @@ func (in *Intake) Release(ctx context.Context, messageID string, approve bool, b
 	if err := in.Store.DecideQuarantine(ctx, m.ID, state, d); err != nil {
 		return err
 	}
+	in.publish(ctx, decidedEvent(m, approve))
 	if in.Notifier != nil {
 		in.Notifier.Kick()
 	}

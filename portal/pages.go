@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
 )
@@ -476,6 +477,8 @@ func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer,
 	if o.Meta.ReadAt == nil {
 		if err := s.Store.MarkRead(r.Context(), id, s.now()); err != nil {
 			s.Log.ErrorContext(r.Context(), "mark read", "message", id, "err", err)
+		} else {
+			s.publishChange(r.Context(), events.MessageRead, o.Meta)
 		}
 	}
 	return o, nil

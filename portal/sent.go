@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/audit"
+	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/store"
 )
 
@@ -87,7 +88,11 @@ func (s *Server) recall(r *http.Request, v *viewer, id string) error {
 		return err
 	}
 	s.Log.InfoContext(r.Context(), "message recalled", "by", v.user.ID, "message", id, "ip", info(r).ip)
-	return b.Committed(r.Context())
+	err = b.Committed(r.Context())
+	if m, gerr := s.Store.MessageMeta(r.Context(), id); gerr == nil {
+		s.publishChange(r.Context(), events.MessageRecalled, m)
+	}
+	return err
 }
 
 func (s *Server) apiRecall(w http.ResponseWriter, r *http.Request, v *viewer) {

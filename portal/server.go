@@ -65,6 +65,10 @@ type Server struct {
 
 	tmpl   *template.Template
 	routes []Route
+
+	// Live is the websocket's bounds (ws.go); zero values take defaults.
+	Live LiveLimits
+	ws   wsConns
 }
 
 func (s *Server) now() time.Time {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -14,19 +15,90 @@ import (
 )
 
 const (
-	wsWriteWait  = 10 * time.Second
 	wsPongWait   = 60 * time.Second
 	wsPingEvery  = 25 * time.Second
 	wsStateEvery = 5 * time.Second
+	// wsReadLimit bounds a frame from a page: pages send nothing but
+	// pongs and close frames.
+	wsReadLimit = 512
 )
 
-// wsMsg is what open pages hear: the time left before the idle logoff, and
-// that the session ended (with the reason). Never any message content.
+// LiveLimits bound the websocket (DESIGN.md invariant 7).
+type LiveLimits struct {
+	// PerUser caps one account's open websockets on one node (tabs,
+	// devices); one more is refused with 1008 (policy violation).
+	// DefaultWSPerUser if 0.
+	PerUser int
+	// WriteWait bounds each write: a page that does not take a frame in
+	// time is dropped (it reconnects and re-reads). DefaultWSWriteWait
+	// if 0.
+	WriteWait time.Duration
+}
+
+const (
+	DefaultWSPerUser   = 8
+	DefaultWSWriteWait = 10 * time.Second
+)
+
+func (l LiveLimits) perUser() int {
+	if l.PerUser > 0 {
+		return l.PerUser
+	}
+	return DefaultWSPerUser
+}
+
+func (l LiveLimits) writeWait() time.Duration {
+	if l.WriteWait > 0 {
+		return l.WriteWait
+	}
+	return DefaultWSWriteWait
+}
+
+// wsConns counts open websockets per account on this node.
+type wsConns struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+// acquire counts one more websocket for user, or returns false at max.
+func (c *wsConns) acquire(user string, max int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[user] >= max {
+		return false
+	}
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	c.n[user]++
+	return true
+}
+
+func (c *wsConns) release(user string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[user]--; c.n[user] <= 0 {
+		delete(c.n, user)
+	}
+}
+
+// wsMsg is what open pages hear: the time left before the idle logoff,
+// that the session ended (with the reason), and that a message of theirs
+// changed (issue 10.1). Never any message content: a "message" frame
+// carries the kind of change and the message's opaque id, and the page
+// reads what it shows through the authenticated API.
 type wsMsg struct {
-	Type      string `json:"type"` // "state" or "ended"
+	Type      string `json:"type"` // "state", "ended" or "message"
 	ExpiresIn int    `json:"expires_in,omitempty"`
 	Reason    string `json:"reason,omitempty"`
+	Event     string `json:"event,omitempty"`      // message: an events kind (new-message, message-read, ...)
+	MessageID string `json:"message_id,omitempty"` // message: the message's id
+	Box       string `json:"box,omitempty"`        // message: "inbox" (received) or "sent"
 }
+
+// wsBufs is shared by every websocket: an idle connection holds no write
+// buffer (memory per connection, docs/perf.md).
+var wsBufs sync.Pool
 
 // sameOrigin checks the Origin of a websocket upgrade. The upgrade is a GET,
 // so CrossOriginProtection does not cover it (LIBRARY-NOTES).
@@ -51,7 +123,7 @@ func (s *Server) sameOrigin(r *http.Request) bool {
 // a page must not keep it signed in), and a page whose session already
 // ended must still hear why. It checks the cookie itself, read-only.
 func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	up := websocket.Upgrader{ReadBufferSize: 256, WriteBufferSize: 1024, CheckOrigin: s.sameOrigin}
+	up := websocket.Upgrader{ReadBufferSize: 256, WriteBufferSize: 1024, WriteBufferPool: &wsBufs, CheckOrigin: s.sameOrigin}
 	conn, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		s.Log.WarnContext(r.Context(), "websocket refused", "ip", info(r).ip, "err", err)
@@ -74,19 +146,27 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 		if reason == "" {
 			reason = "user"
 		}
-		conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+		conn.SetWriteDeadline(time.Now().Add(s.Live.writeWait()))
 		conn.WriteJSON(wsMsg{Type: "ended", Reason: reason})
 		return
 	}
-	v := &watch{id: rec.ID, token: token}
+	if !s.ws.acquire(rec.UserID, s.Live.perUser()) {
+		s.Log.WarnContext(r.Context(), "websocket refused: too many for one account", "user", rec.UserID, "ip", info(r).ip)
+		conn.SetWriteDeadline(time.Now().Add(s.Live.writeWait()))
+		conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too many"))
+		return
+	}
+	defer s.ws.release(rec.UserID)
+	v := &watch{id: rec.ID, user: rec.UserID, token: token}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	evs, unsubscribe := s.Bus.Subscribe(ctx)
+	// Only this account's events reach this connection (events.Bus).
+	evs, unsubscribe := s.Bus.SubscribeUser(ctx, rec.UserID)
 	defer unsubscribe()
 
 	// The only reader: pongs and close frames. Anything else ends the
 	// connection (pages never send data).
-	conn.SetReadLimit(512)
+	conn.SetReadLimit(wsReadLimit)
 	conn.SetReadDeadline(time.Now().Add(wsPongWait))
 	conn.SetPongHandler(func(string) error { return conn.SetReadDeadline(time.Now().Add(wsPongWait)) })
 	go func() {
@@ -99,13 +179,14 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	}()
 
 	// This goroutine is the only writer.
+	wait := s.Live.writeWait()
 	send := func(m wsMsg) bool {
-		conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+		conn.SetWriteDeadline(time.Now().Add(wait))
 		return conn.WriteJSON(m) == nil
 	}
 	ended := func(reason string) {
 		send(wsMsg{Type: "ended", Reason: reason})
-		conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+		conn.SetWriteDeadline(time.Now().Add(wait))
 		conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, reason))
 	}
 	ping := time.NewTicker(wsPingEvery)
@@ -131,7 +212,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 			return
 		case <-state.C:
 		case <-ping.C:
-			conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+			conn.SetWriteDeadline(time.Now().Add(wait))
 			if conn.WriteMessage(websocket.PingMessage, nil) != nil {
 				return
 			}
@@ -143,6 +224,11 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 			if e.Kind == events.SessionEnded && e.SessionID == v.id {
 				ended(e.Reason)
 				return
+			}
+			for _, m := range s.messageFrames(ctx, v.user, e) {
+				if !send(m) {
+					return // a slow or gone page: dropped
+				}
 			}
 			goto wait
 		}
@@ -158,14 +244,14 @@ const reasonUnavailable = "unavailable"
 // Again Later): the page reconnects by itself, with back-off, and hears its
 // session's state once the store answers again.
 func tryLater(conn *websocket.Conn) {
-	conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+	conn.SetWriteDeadline(time.Now().Add(DefaultWSWriteWait))
 	conn.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "unavailable"))
 }
 
 // sessionState reads the session without touching it (watching must not
 // keep a session alive) and returns the time left, or why it ended.
 // watch is the session one websocket reports on.
-type watch struct{ id, token string }
+type watch struct{ id, user, token string }
 
 func (s *Server) sessionState(ctx context.Context, v *watch) (time.Duration, string) {
 	rec, err := s.Sessions.Store.Get(ctx, v.id)
@@ -198,4 +284,48 @@ func (s *Server) sessionState(ctx context.Context, v *watch) (time.Duration, str
 		return 0, reason
 	}
 	return left, ""
+}
+
+// messageKinds are the events that become "message" frames.
+var messageKinds = map[string]bool{events.NewMessage: true, events.MessageHeld: true, events.MessageDenied: true,
+	events.MessageRead: true, events.MessageRecalled: true, events.MessagePurged: true}
+
+// messageFrames turns a message event into the frames for the pages of
+// user: "inbox" if user received the message, "sent" if user sent it.
+// The event only says whom it is for; the database decides (DESIGN.md
+// invariant 2): a frame is written only for a message whose row names
+// user as its recipient (and shows it to them) or its sender. A forged or
+// misrouted event therefore reaches nobody.
+func (s *Server) messageFrames(ctx context.Context, user string, e events.Event) []wsMsg {
+	if !messageKinds[e.Kind] || e.MessageID == "" || (e.UserID != user && e.SenderID != user) {
+		return nil
+	}
+	m, err := s.Store.MessageMeta(ctx, e.MessageID)
+	if err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			s.Log.WarnContext(ctx, "live event: message not read", "message", e.MessageID, "err", err)
+		}
+		return nil
+	}
+	var out []wsMsg
+	if e.UserID == user && m.RecipientID == user && m.State != store.StateQuarantined && m.State != store.StateDenied {
+		out = append(out, wsMsg{Type: "message", Event: e.Kind, MessageID: m.ID, Box: "inbox"})
+	}
+	if e.SenderID == user && m.SenderID == user {
+		out = append(out, wsMsg{Type: "message", Event: e.Kind, MessageID: m.ID, Box: "sent"})
+	}
+	return out
+}
+
+// publishChange tells the open pages of m's recipient and sender that m
+// changed (kind); called after the change committed. Best effort: a page
+// that misses it shows the change at its next load.
+func (s *Server) publishChange(ctx context.Context, kind string, m *store.Message) {
+	if s.Bus == nil {
+		return
+	}
+	e := events.MessageChanged(kind, m.ID, m.RecipientID, m.SenderID)
+	if err := s.Bus.Publish(context.WithoutCancel(ctx), e); err != nil {
+		s.Log.WarnContext(ctx, "live event not published", "kind", kind, "message", m.ID, "err", err)
+	}
 }

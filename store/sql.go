@@ -517,6 +517,11 @@ func (s *SQL) GetMessage(ctx context.Context, id string) (*Message, error) {
 	return scanMessage(s.db.QueryRowContext(ctx, `SELECT `+msgCols+`, body FROM messages WHERE id = $1`, id), true)
 }
 
+// MessageMeta is GetMessage without the body (the sealed summary is kept).
+func (s *SQL) MessageMeta(ctx context.Context, id string) (*Message, error) {
+	return scanMessage(s.db.QueryRowContext(ctx, `SELECT `+msgCols+` FROM messages WHERE id = $1`, id), false)
+}
+
 func (s *SQL) MarkRead(ctx context.Context, id string, at time.Time) error {
 	_, err := s.exec(ctx, `UPDATE messages SET read_at = $1 WHERE id = $2 AND read_at IS NULL`, unix(at), id)
 	return err

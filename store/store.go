@@ -227,6 +227,8 @@ type Store interface {
 
 	ListMessages(ctx context.Context, recipientID string, now time.Time) ([]Message, error)
 	GetMessage(ctx context.Context, id string) (*Message, error)
+	// MessageMeta is GetMessage without the body.
+	MessageMeta(ctx context.Context, id string) (*Message, error)
 	MarkRead(ctx context.Context, id string, at time.Time) error
 
 	ClaimTokenByHash(ctx context.Context, hash []byte) (*ClaimToken, error)
