@@ -213,6 +213,9 @@ type Reset struct {
 type Store interface {
 	Close() error
 
+	// Issue 10.3: Web Push subscriptions (push.go).
+	PushStore
+
 	CreateUser(ctx context.Context, u *User) error
 	UserByID(ctx context.Context, id string) (*User, error)
 	UserByEmailIndex(ctx context.Context, idx []byte) (*User, error)

@@ -49,6 +49,7 @@ func runSuite(t *testing.T, open func(t *testing.T) Store) {
 		{"AuditedChanges", testAuditedChanges},
 		{"AuditConflictRetry", testAuditConflictRetry},
 		{"UserVersion", testUserVersion},
+		{"PushSubscriptions", testPushSubscriptions},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
