@@ -21,7 +21,8 @@ func (s *Server) busyFor(w http.ResponseWriter, r *http.Request, err error) bool
 	}
 	secs := int((busy.RetryAfter + time.Second - 1) / time.Second)
 	w.Header().Set("Retry-After", strconv.Itoa(max(secs, 1)))
-	s.Log.WarnContext(r.Context(), "password hashing busy", "route", r.Pattern, "ip", info(r).ip)
+	// DEBUG: a flood would otherwise write a line per refused request.
+	s.Log.DebugContext(r.Context(), "password hashing busy", "route", r.Pattern, "ip", info(r).ip)
 	const msg = "The service is handling many sign-ins right now. Your password was not checked: wait a moment and try again."
 	if isAPI(r) {
 		writeJSON(w, http.StatusTooManyRequests, apiError{Error: "busy", Message: msg, Ref: info(r).cid})
