@@ -44,6 +44,7 @@ type Config struct {
 	Redis     Redis     `toml:"redis"`
 	Metrics   Metrics   `toml:"metrics"`
 	Alerts    Alerts    `toml:"alerts"`
+	Push      Push      `toml:"push"`
 	Log       Log       `toml:"log"`
 
 	// Dev is set by `serve --dev`, never from a file.
@@ -90,6 +91,9 @@ type Keys struct {
 	PasswordQueueWait      Duration `toml:"password_queue_wait"`
 	PasswordQueuePerClient int      `toml:"password_queue_per_client"`
 	PasswordQueueTotal     int      `toml:"password_queue_total"`
+	// VAPIDKeyFile holds the Web Push (RFC 8292) signing key, wrapped
+	// under the master key; created at first start.
+	VAPIDKeyFile string `toml:"vapid_key_file"`
 }
 
 type Database struct {
@@ -203,6 +207,19 @@ type Alerts struct {
 	MaxPerWindow int      `toml:"max_per_window"`
 }
 
+// Push is the Web Push channel (issue 10.3, docs/notifications.md).
+type Push struct {
+	// AllowedHosts are the push services' hosts a subscription's endpoint
+	// may name ("*.push.apple.com" matches any subdomain): the gateway
+	// posts only to these, over https.
+	AllowedHosts []string `toml:"allowed_hosts"`
+	// MaxDevices bounds the subscriptions of one account.
+	MaxDevices int `toml:"max_devices"`
+	// TTL is how long a push service keeps a push for an offline device
+	// (RFC 8030 5.2).
+	TTL Duration `toml:"ttl"`
+}
+
 // Metrics is the Prometheus listener (plain HTTP, loopback unless
 // allow_remote: put a TLS proxy in front to expose it).
 type Metrics struct {
@@ -276,6 +293,8 @@ func Default() Config {
 		Redis:   Redis{Prefix: "phigate:", Timeout: Duration{time.Second}, ProbeInterval: Duration{time.Second}},
 		Metrics: Metrics{Addr: "127.0.0.1:9464"},
 		Alerts:  Alerts{IPFailures: 20, OpensPerUser: 100, Window: Duration{15 * time.Minute}, MaxPerWindow: 10},
+		Push: Push{AllowedHosts: []string{"fcm.googleapis.com", "updates.push.services.mozilla.com", "*.push.apple.com", "*.notify.windows.com"},
+			MaxDevices: 10, TTL: Duration{24 * time.Hour}},
 		Portal: Portal{
 			ClaimTTL:      Duration{7 * 24 * time.Hour},
 			MessageExpiry: Duration{30 * 24 * time.Hour},
@@ -439,6 +458,9 @@ func (c *Config) Fill() {
 	if c.Keys.GatewayKeyFile == "" {
 		c.Keys.GatewayKeyFile = filepath.Join(c.Server.DataDir, "gateway-key.wrapped")
 	}
+	if c.Keys.VAPIDKeyFile == "" {
+		c.Keys.VAPIDKeyFile = filepath.Join(c.Server.DataDir, "vapid-key.wrapped")
+	}
 	if c.Server.PublicURL == "" {
 		host, port, err := net.SplitHostPort(c.Server.HTTPAddr)
 		if err != nil || host == "" || host == "0.0.0.0" || host == "::" {
@@ -486,6 +508,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Org.Domains) == 0 {
 		errs = append(errs, errors.New("org.domains: at least one organisation domain is needed"))
+	}
+	if c.Push.MaxDevices < 1 || c.Push.TTL.Duration < 0 {
+		errs = append(errs, errors.New("push: max_devices must be at least 1 and ttl not negative"))
 	}
 	if it := c.Session.IdleTimeout.Duration; it <= 0 || it > MaxIdleTimeout {
 		errs = append(errs, fmt.Errorf("session.idle_timeout %s: must be > 0 and at most %s", it, MaxIdleTimeout))
