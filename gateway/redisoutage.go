@@ -19,13 +19,15 @@ func (g *Gateway) openRedis(opt *redis.Options) {
 		Probe: g.Cfg.Redis.ProbeInterval.Duration, Log: g.Log, OnChange: g.redisChanged})
 }
 
-// watchRedis lets the portal refuse at once while Redis is down, bounds the
-// wait for a live-event subscription, and probes Redis until ctx ends.
+// watchRedis lets the portal refuse at once while Redis is down, reports
+// it as phigate_redis_up, bounds the wait for a live-event subscription,
+// and probes Redis until ctx ends.
 func (g *Gateway) watchRedis(ctx context.Context, ps *portal.Server) {
 	if g.RedisGuard == nil {
 		return
 	}
 	ps.RedisDown = g.RedisGuard.Down
+	g.Metrics.RedisUpFunc(func() bool { return !g.RedisGuard.Down() })
 	if b, ok := g.Bus.(*events.Redis); ok {
 		b.SubscribeTimeout = g.Cfg.Redis.Timeout.Duration
 	}

@@ -118,6 +118,23 @@ func redisAlerts(h *e2e.Harness) int {
 	return n
 }
 
+// wantMetric checks that the gateway's metrics page has the line want.
+func wantMetric(t *testing.T, h *e2e.Harness, want string) {
+	t.Helper()
+	resp, err := http.Get("http://" + h.G.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, l := range strings.Split(string(b), "\n") {
+		if l == want {
+			return
+		}
+	}
+	t.Errorf("metrics lack %q", want)
+}
+
 // waitBack polls the patient's message list until it answers 200 again.
 func (o *outageRun) waitBack(t *testing.T) {
 	t.Helper()
@@ -208,6 +225,7 @@ func TestRedisOutage(t *testing.T) {
 			if n := strings.Count(h.Logs.String(), `msg="redis unavailable: portal`); n != 1 {
 				t.Errorf("outage logged %d times, want once", n)
 			}
+			wantMetric(t, h, "phigate_redis_up 0")
 
 			// Redis returns: the same cookie works again.
 			if mode == "stopped" {
@@ -231,6 +249,7 @@ func TestRedisOutage(t *testing.T) {
 			if n := redisAlerts(h); n != 1 {
 				t.Errorf("%d redis-outage alerts after recovery, want still 1", n)
 			}
+			wantMetric(t, h, "phigate_redis_up 1")
 		})
 	}
 }
