@@ -118,6 +118,51 @@ func TestLockoutHoldsUnderConcurrency(t *testing.T) {
 	}
 }
 
+// TestSecondFactorLockoutUnderConcurrency (issue 8.1): 100 wrong codes
+// sent at once for one pending sign-in get exactly lockout_failures
+// evaluated; the rest are refused as locked.
+func TestSecondFactorLockoutUnderConcurrency(t *testing.T) {
+	h := e2e.Start(t, e2e.Config(t.TempDir()))
+	addAdmin(t, h, "admin@clinic.example")
+	signInStaff(t, h, "admin@clinic.example", adminPW, time.Now())
+	c := h.Client()
+	var in struct{ Next string }
+	c.JSON("POST", "/api/v1/login", map[string]string{"email": "admin@clinic.example", "password": adminPW}, 200, &in)
+	if in.Next != "2fa" {
+		t.Fatalf("next=%q, want 2fa", in.Next)
+	}
+	// The session's cookie, on a transport whose connections stay under the
+	// portal's per-address cap (set before its first use).
+	hc := &http.Client{Jar: c.HTTP.Jar, Transport: &http.Transport{MaxConnsPerHost: 16,
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	statuses := make(chan int, 100)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range 100 {
+		wg.Go(func() {
+			<-start
+			body, _ := json.Marshal(map[string]string{"code": fmt.Sprintf("%06d", i)})
+			resp, err := hc.Post(h.BaseURL+"/api/v1/login/2fa", "application/json", bytes.NewReader(body))
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		})
+	}
+	close(start)
+	wg.Wait()
+	close(statuses)
+	counts := map[int]int{}
+	for st := range statuses {
+		counts[st]++
+	}
+	if max := h.Cfg.Security.LockoutFailures; counts[http.StatusUnauthorized] != max || counts[http.StatusLocked] != 100-max {
+		t.Errorf("statuses %v, want %d evaluated (401) and the rest locked (423)", counts, max)
+	}
+}
+
 // TestHashQueueFullAnswers429 (issue 8.1): with one hash slot and one
 // waiter per address, a burst of sign-ins from one address gets some
 // answered 429 with Retry-After and a clear error, page or JSON, never
