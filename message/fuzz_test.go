@@ -1,6 +1,7 @@
 package message
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 
@@ -102,13 +103,25 @@ func unsafeAttr(elem string, a html.Attribute) string {
 		}
 		return ""
 	}
-	if elem == "a" && key == "href" && (strings.HasPrefix(u, "https:") || strings.HasPrefix(u, "http:") || strings.HasPrefix(u, "mailto:")) {
-		return ""
-	}
-	if elem == "a" && key == "href" && !strings.Contains(u, ":") {
-		return "" // relative link: resolves within the sandboxed frame's own origin
+	if elem == "a" && key == "href" {
+		switch scheme(u) {
+		case "", "https", "http", "mailto": // "": relative, "#x:y" included
+			return ""
+		}
 	}
 	return key + "=" + a.Val + " on <" + elem + ">"
+}
+
+// urlScheme is a URL's scheme as the WHATWG URL parser finds it: letters,
+// digits, "+", "-" and "." before the first ":", starting with a letter.
+var urlScheme = regexp.MustCompile(`^([a-z][a-z0-9+.\-]*):`)
+
+// scheme returns u's scheme, or "" for a relative URL.
+func scheme(u string) string {
+	if m := urlScheme.FindStringSubmatch(u); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 // browserURL is the value as a browser reads its scheme: ASCII tab and
