@@ -55,6 +55,8 @@ type Dispatcher struct {
 	// Metrics and Audit may be nil.
 	Metrics *metrics.M
 	Audit   audit.Recorder
+	// Push sends the push channel's rows (push.go); nil: they fail.
+	Push *Pusher
 
 	kickOnce sync.Once
 	kick     chan struct{}
@@ -533,25 +535,33 @@ func (d *Dispatcher) retry(ctx context.Context, it store.OutboxItem, sendErr err
 			}
 		}
 	}
-	if !permanent && outbound.Unreachable(sendErr) {
-		d.wait(it.ID, waitingItem{attempts: attempts, next: next, lastErr: outbound.Describe(sendErr)})
+	// Only the smarthost is probed: a push service that fails is retried
+	// on its back-off alone.
+	if !permanent && ChannelOf(it.Kind) == ChannelEmail && outbound.Unreachable(sendErr) {
+		d.wait(it.ID, waitingItem{attempts: attempts, next: next, lastErr: describe(sendErr)})
 	} else {
 		d.forget(it.ID)
 	}
 	d.Metrics.NoticeFailed(it.Kind, permanent)
-	d.audit(ctx, it, "failed", outbound.Describe(sendErr))
+	d.audit(ctx, it, "failed", describe(sendErr))
 	if permanent {
 		next = never
-		d.Log.ErrorContext(ctx, "notice failed for good", "outbox", it.ID, "attempts", attempts, "err", outbound.Describe(sendErr))
+		d.Log.ErrorContext(ctx, "notice failed for good", "outbox", it.ID, "attempts", attempts, "err", describe(sendErr))
 	} else {
-		d.Log.WarnContext(ctx, "notice not sent, will retry", "outbox", it.ID, "attempts", attempts, "next", next, "err", outbound.Describe(sendErr))
+		d.Log.WarnContext(ctx, "notice not sent, will retry", "outbox", it.ID, "attempts", attempts, "next", next, "err", describe(sendErr))
 	}
-	return d.Store.OutboxRetry(ctx, it.ID, attempts, next, outbound.Describe(sendErr))
+	return d.Store.OutboxRetry(ctx, it.ID, attempts, next, describe(sendErr))
 }
 
 func (d *Dispatcher) send(ctx context.Context, conn outbound.Conn, it store.OutboxItem) error {
 	if it.Kind == KindRelay {
 		return d.sendOnward(ctx, conn, it)
+	}
+	if ChannelOf(it.Kind) == ChannelPush {
+		if d.Push == nil {
+			return &outbound.PermanentError{Err: errors.New("push is not set up on this node")}
+		}
+		return d.Push.Send(ctx, it)
 	}
 	if _, ok := kinds[it.Kind]; !ok {
 		return &outbound.PermanentError{Err: errors.New("unknown outbox kind " + it.Kind)}
