@@ -144,3 +144,45 @@ func BenchmarkNoticesDuringIntake(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSmarthostRecovery: the smarthost is down while b.N notices
+// fail their first attempt; it comes back; the time until every notice is
+// sent is how long the recovery went unnoticed (at most about
+// smarthost.probe_interval, 10 s) plus the sending.
+func BenchmarkSmarthostRecovery(b *testing.B) {
+	cfg := e2e.Config(b.TempDir())
+	cfg.Log.Level = "warn"
+	peer := smtppeer.Start(b)
+	peer.Down()
+	cfg.Smarthost = config.Smarthost{Addr: peer.Addr, CAFile: peer.CAFile(b), MaxRetry: cfg.Smarthost.MaxRetry,
+		Connections: cfg.Smarthost.Connections, ProbeInterval: cfg.Smarthost.ProbeInterval}
+	h := e2e.Start(b, cfg)
+	var d store.Delivery
+	for i := 0; i < b.N; i++ {
+		it, err := notify.NewItem(h.G.Keys, notify.KindNewMessage, notify.Notice{To: fmt.Sprintf("p%d@example.net", i),
+			Link: h.BaseURL + "/login"}, "", "", time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		d.Outbox = append(d.Outbox, it)
+	}
+	if err := h.G.Store.Deliver(context.Background(), d); err != nil {
+		b.Fatal(err)
+	}
+	h.G.Dispatcher.Kick()
+	for {
+		var failed int
+		if err := h.G.Store.DB().QueryRow(`SELECT COUNT(*) FROM outbox WHERE attempts > 0`).Scan(&failed); err != nil {
+			b.Fatal(err)
+		}
+		if failed == b.N {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.ResetTimer()
+	peer.Up()
+	waitDrained(b, h)
+	b.StopTimer()
+	b.ReportMetric(b.Elapsed().Seconds(), "recovery-s")
+}
