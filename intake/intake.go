@@ -58,6 +58,9 @@ type Intake struct {
 	// Events hears each committed change, for open portal pages (issue
 	// 10.1); nil: none.
 	Events events.Publisher
+	// Push queues the push channel's rows beside the email notice (issue
+	// 10.3); nil: email only.
+	Push *notify.Pusher
 }
 
 // Envelope is the SMTP envelope of one transaction, after AUTH.
@@ -403,7 +406,7 @@ func (in *Intake) prepare(ctx context.Context, env Envelope, plans []plan, raw, 
 			}
 			d.Outbox = append(d.Outbox, item)
 		}
-		notice, err := in.Notice(u, p.rcpt, m, now)
+		notice, err := in.Notice(ctx, u, p.rcpt, m, now)
 		if err != nil {
 			return d, nil, err
 		}
@@ -421,8 +424,9 @@ func (in *Intake) expiry(d policy.Decision) time.Duration {
 }
 
 // Notice builds the "you have a secure message" notice for m: a claim link
-// for a pending account, the sign-in link otherwise.
-func (in *Intake) Notice(u *store.User, rcpt string, m store.Message, now time.Time) (store.Delivery, error) {
+// for a pending account, the sign-in link otherwise; and a push to each
+// device the account turned notifications on for.
+func (in *Intake) Notice(ctx context.Context, u *store.User, rcpt string, m store.Message, now time.Time) (store.Delivery, error) {
 	var d store.Delivery
 	n := notify.Notice{To: keys.NormalizeAddr(rcpt), ExpiresAt: m.ExpiresAt, Link: in.Opts.PublicURL + "/login"}
 	if u.Status == store.StatusPending {
@@ -435,6 +439,13 @@ func (in *Intake) Notice(u *store.User, rcpt string, m store.Message, now time.T
 		return d, err
 	}
 	d.Outbox = append(d.Outbox, item)
+	if in.Push != nil && u.Status == store.StatusActive {
+		pushes, err := in.Push.Items(ctx, u.ID, m.ID, now)
+		if err != nil {
+			return d, err
+		}
+		d.Outbox = append(d.Outbox, pushes...)
+	}
 	return d, nil
 }
 
@@ -469,7 +480,7 @@ func (in *Intake) Release(ctx context.Context, messageID string, approve bool, b
 		if err != nil {
 			return err
 		}
-		notice, err := in.Notice(u, rcpt, *m, in.now())
+		notice, err := in.Notice(ctx, u, rcpt, *m, in.now())
 		if err != nil {
 			return err
 		}
