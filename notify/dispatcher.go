@@ -182,7 +182,6 @@ type outcome struct {
 // to the workers, never the same notice twice at once.
 type feed struct {
 	d        *Dispatcher
-	once     bool
 	inflight map[string]bool
 	queue    []store.OutboxItem
 	sent     int
@@ -207,7 +206,7 @@ func (d *Dispatcher) run(ctx context.Context, once bool) (int, error) {
 	defer probe.Stop()
 	probed := make(chan error, 1)
 	probing, stopping, hold := false, false, false
-	f := &feed{d: d, once: once, inflight: map[string]bool{}}
+	f := &feed{d: d, inflight: map[string]bool{}}
 	fetch := true
 	for {
 		if fetch && !stopping && !hold && len(f.queue) == 0 {

@@ -256,3 +256,26 @@ func TestStopHandsBackLeases(t *testing.T) {
 		t.Errorf("%d due after the hand-back (err %v), want 9", len(due), err)
 	}
 }
+
+// TestCutHandsBackLeases: when the grace period is over and the sends under
+// way are cut (Run's context ends), their leases are handed back too: the
+// notices are due again at once, not after the lease, and not charged an
+// attempt.
+func TestCutHandsBackLeases(t *testing.T) {
+	f := newFixture(t)
+	ids := f.enqueueN(t, 5)
+	snd := &hangingSender{}
+	d := f.dispatcher(snd)
+	d.Workers, d.Lease = 2, 5*time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { d.Run(ctx); close(ran) }()
+	eventually(t, "two sends in flight", func() bool { _, h := snd.snapshot(); return h == 2 })
+	cancel()
+	<-ran
+	for _, id := range ids {
+		if r := f.row(t, id); r.sent || r.attempts != 0 || !r.next.Equal(f.clock.Now()) {
+			t.Errorf("%s not handed back as it was: %+v", id, r)
+		}
+	}
+}
