@@ -77,6 +77,15 @@ func viewerOf(r *http.Request) *viewer {
 
 func isAPI(r *http.Request) bool { return strings.HasPrefix(r.URL.Path, "/api/") }
 
+// LiveHeader marks a GET that a page makes by itself to update what it
+// shows (web/static/live.js): it does not count as activity, so an open,
+// unattended inbox still signs out after the idle timeout.
+const LiveHeader = "X-Phigate-Live"
+
+func passive(r *http.Request) bool {
+	return r.Method == http.MethodGet && r.Header.Get(LiveHeader) == "1"
+}
+
 // handle registers a route with its permission.
 func (s *Server) handle(mux *http.ServeMux, pattern string, p Perm, h handler) {
 	method, path, _ := strings.Cut(pattern, " ")
@@ -185,7 +194,11 @@ func (s *Server) resume(r *http.Request) (*viewer, error) {
 	if err != nil {
 		return nil, session.ErrNoSession
 	}
-	rec, priv, err := s.Sessions.Resume(r.Context(), c.Value)
+	resume := s.Sessions.Resume
+	if passive(r) {
+		resume = s.Sessions.Look
+	}
+	rec, priv, err := resume(r.Context(), c.Value)
 	if err != nil {
 		return nil, err
 	}

@@ -267,6 +267,17 @@ func (m *Manager) check(ctx context.Context, r *Record, now time.Time) error {
 // ErrNoSession for an unknown or forged token, *EndedError for an ended
 // session, or the store's error.
 func (m *Manager) Resume(ctx context.Context, token string) (*Record, []byte, error) {
+	return m.resume(ctx, token, true)
+}
+
+// Look is Resume without recording activity: for what a page fetches by
+// itself (live updates, issue 10.1), which must not keep an unattended
+// session signed in past its idle timeout.
+func (m *Manager) Look(ctx context.Context, token string) (*Record, []byte, error) {
+	return m.resume(ctx, token, false)
+}
+
+func (m *Manager) resume(ctx context.Context, token string, touch bool) (*Record, []byte, error) {
 	r, secret, err := m.load(ctx, token)
 	if err != nil {
 		return nil, nil, err
@@ -278,6 +289,9 @@ func (m *Manager) Resume(ctx context.Context, token string) (*Record, []byte, er
 	priv, err := pcrypto.Unwrap(secret, r.WrappedKey, keyAAD(r.ID))
 	if err != nil {
 		return nil, nil, ErrNoSession
+	}
+	if !touch {
+		return r, priv, nil
 	}
 	if err := m.Store.Touch(ctx, r.ID, now, m.IdleTimeout()); err != nil {
 		return nil, nil, err

@@ -69,7 +69,11 @@
     };
   }
 
-  var retry = 1000;
+  function live(m) {
+    if (typeof CustomEvent === "function") { document.dispatchEvent(new CustomEvent("phigate-live", { detail: m })); }
+  }
+
+  var retry = 1000, opened = false;
   function connect() {
     if (done || !("WebSocket" in window)) { return; }
     var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
@@ -80,10 +84,17 @@
       // reloading picks up the new cookie or lands on the sign-in page.
       if (m.type === "ended" && m.reason === "privilege") { done = true; if (!submitting) { window.location.reload(); } return; }
       if (m.type === "ended") { wipe(m.reason); }
+      // A message of this account changed: live.js re-reads the list.
+      if (m.type === "message") { live(m); }
       if (m.type === "state" && typeof m.expires_in === "number") {
         retry = 1000;
         setExpiry(Date.now() + m.expires_in * 1000);
       }
+    };
+    // After a reconnect, events sent meanwhile were missed: re-read.
+    ws.onopen = function () {
+      if (opened) { live({ type: "resync" }); }
+      opened = true;
     };
     ws.onclose = function () {
       if (done) { return; }

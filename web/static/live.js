@@ -1,0 +1,148 @@
+// Live inbox and Sent page (issue 10.1). session.js holds the page's
+// websocket; when it hears that a message of this account changed (the
+// frame names only the kind of change and the message's id), this script
+// re-reads the list through the JSON API and redraws it. The request says
+// X-Phigate-Live, so it does not count as activity: an unattended page
+// still signs out when idle. Without JavaScript the page is the server's
+// own rendering, reloaded by hand.
+(function () {
+  "use strict";
+  var root = document.querySelector("[data-live]");
+  if (!root || !window.fetch) { return; }
+  var box = root.getAttribute("data-live");
+  var api = box === "sent" ? "/api/v1/sent" : "/api/v1/messages";
+  var status = document.getElementById("live-status");
+  var org = root.getAttribute("data-org") || "your organisation";
+  var running = false, again = false, expiryTimer = null;
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) { e.className = cls; }
+    if (text !== undefined) { e.textContent = text; }
+    return e;
+  }
+
+  function date(s) {
+    if (!s) { return ""; }
+    var d = new Date(s);
+    if (isNaN(d.getTime()) || d.getFullYear() < 2) { return ""; }
+    return d.toLocaleString(undefined, { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit" });
+  }
+
+  function inboxRow(m) {
+    var li = el("li", m.read ? "" : "unread");
+    li.setAttribute("data-id", m.id);
+    if (m.recalled || m.locked) {
+      var d = el("div", "locked");
+      d.appendChild(el("span", "from", m.recalled ? "Recalled message" : "Locked message"));
+      d.appendChild(el("span", "meta", "Received " + date(m.received_at) + " · " +
+        (m.recalled ? "the sender withdrew it" : "waiting for " + org + " to restore access")));
+      li.appendChild(d);
+      return li;
+    }
+    var a = el("a");
+    a.href = "/messages/" + encodeURIComponent(m.id);
+    a.appendChild(el("span", "from", m.from || ""));
+    a.appendChild(el("span", "subject", m.subject || "(no subject)"));
+    var meta = el("span", "meta", date(m.date));
+    if (m.attachments) { meta.textContent += " · " + m.attachments + " attachment" + (m.attachments > 1 ? "s" : ""); }
+    if (!m.read) { meta.appendChild(document.createTextNode(" · ")); meta.appendChild(el("strong", "", "New")); }
+    a.appendChild(meta);
+    li.appendChild(a);
+    return li;
+  }
+
+  function inbox(list) {
+    if (!list.length) { return el("p", "", "You have no messages right now. Messages are removed after they expire."); }
+    var ul = el("ul", "inbox");
+    list.forEach(function (m) { ul.appendChild(inboxRow(m)); });
+    return ul;
+  }
+
+  function sentRow(m) {
+    var tr = el("tr");
+    tr.setAttribute("data-id", m.id);
+    var notified = m.notified ? date(m.notified) : (m.notice_failed ? "failed" : "not yet");
+    var opened = m.opened_at ? date(m.opened_at) + " from " + (m.opened_from || "") : "not yet";
+    [date(m.sent_at), m.recipient || "", m.state, notified, opened, date(m.replied_at)].forEach(function (t) {
+      tr.appendChild(el("td", "", t));
+    });
+    var act = el("td", "actions");
+    var h = el("a", "", "History");
+    h.href = "/messages/" + encodeURIComponent(m.id) + "/history";
+    act.appendChild(h);
+    if (m.state === "delivered" || m.state === "quarantined") {
+      var f = el("form");
+      f.method = "post";
+      f.action = "/sent/" + encodeURIComponent(m.id) + "/recall";
+      var b = el("button", "", "Recall");
+      b.type = "submit";
+      f.appendChild(b);
+      act.appendChild(document.createTextNode("\n"));
+      act.appendChild(f);
+    }
+    tr.appendChild(act);
+    return tr;
+  }
+
+  function sent(list) {
+    if (!list.length) { return el("p", "", "You have not sent any portal messages yet."); }
+    var t = el("table", "users");
+    t.appendChild(el("caption", "", "Your messages, newest first"));
+    var hr = el("tr");
+    ["Sent", "To", "Status", "Notified", "Opened", "Replied", ""].forEach(function (c) {
+      var th = el("th", "", c);
+      th.scope = "col";
+      hr.appendChild(th);
+    });
+    t.appendChild(el("thead")).appendChild(hr);
+    var tb = t.appendChild(el("tbody"));
+    list.forEach(function (m) { tb.appendChild(sentRow(m)); });
+    return t;
+  }
+
+  // The inbox lists only unexpired messages: re-read when the next one
+  // expires, even if no event comes (the purge runs hourly).
+  function watchExpiry(list) {
+    if (expiryTimer) { clearTimeout(expiryTimer); }
+    var next = Infinity, now = Date.now();
+    list.forEach(function (m) {
+      var t = Date.parse(m.expires_at);
+      if (t > now && t < next) { next = t; }
+    });
+    if (next !== Infinity) { expiryTimer = setTimeout(refresh, Math.min(next - now + 1000, 0x7fffffff)); }
+  }
+
+  function draw(list, hint) {
+    var view = box === "sent" ? sent(list) : inbox(list);
+    while (root.firstChild) { root.removeChild(root.firstChild); }
+    root.appendChild(view);
+    root.setAttribute("data-live-count", String(list.length));
+    if (status && hint) { status.textContent = hint; }
+    watchExpiry(list);
+  }
+
+  function refresh(hint) {
+    if (running) { again = true; return; }
+    running = true;
+    fetch(api, { credentials: "same-origin", headers: { "Accept": "application/json", "X-Phigate-Live": "1" } })
+      .then(function (r) { return r.status === 200 ? r.json() : null; })
+      .then(function (d) { if (d && d.messages) { draw(d.messages, typeof hint === "string" ? hint : ""); } })
+      .catch(function () { /* network trouble: the next event or reload catches up */ })
+      .then(function () {
+        running = false;
+        if (again) { again = false; refresh(); }
+      });
+  }
+
+  var hints = { "new-message": "A new secure message arrived.", "message-recalled": "A message was recalled." };
+  document.addEventListener("phigate-live", function (e) {
+    var m = e.detail || {};
+    if (m.type === "resync") { refresh(); return; }
+    if (m.type === "message" && m.box === box) { refresh(box === "inbox" ? hints[m.event] : ""); }
+  });
+  // Arm the expiry timer for what the server rendered.
+  watchExpiry(Array.prototype.map.call(root.querySelectorAll("[data-expires]"), function (e) {
+    return { expires_at: e.getAttribute("data-expires") };
+  }));
+})();
