@@ -138,6 +138,9 @@
   var hints = { "new-message": "A new secure message arrived.", "message-recalled": "A message was recalled." };
   document.addEventListener("phigate-live", function (e) {
     var m = e.detail || {};
+    // data-live-state: "ready" while the page hears its events.
+    if (m.type === "ready" || m.type === "resync") { root.setAttribute("data-live-state", "ready"); }
+    if (m.type === "closed") { root.setAttribute("data-live-state", "closed"); }
     if (m.type === "resync") { refresh(); return; }
     if (m.type === "message" && m.box === box) { refresh(box === "inbox" ? hints[m.event] : ""); }
   });

@@ -73,7 +73,7 @@
     if (typeof CustomEvent === "function") { document.dispatchEvent(new CustomEvent("phigate-live", { detail: m })); }
   }
 
-  var retry = 1000, opened = false;
+  var retry = 1000, opened = false, ready = false;
   function connect() {
     if (done || !("WebSocket" in window)) { return; }
     var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
@@ -86,17 +86,21 @@
       if (m.type === "ended") { wipe(m.reason); }
       // A message of this account changed: live.js re-reads the list.
       if (m.type === "message") { live(m); }
+      // The first report means the server listens for this account's
+      // events; after a reconnect, those sent meanwhile were missed.
+      if (m.type === "state" && !ready) {
+        ready = true;
+        live({ type: opened ? "resync" : "ready" });
+        opened = true;
+      }
       if (m.type === "state" && typeof m.expires_in === "number") {
         retry = 1000;
         setExpiry(Date.now() + m.expires_in * 1000);
       }
     };
-    // After a reconnect, events sent meanwhile were missed: re-read.
-    ws.onopen = function () {
-      if (opened) { live({ type: "resync" }); }
-      opened = true;
-    };
     ws.onclose = function () {
+      ready = false;
+      live({ type: "closed" });
       if (done) { return; }
       setTimeout(connect, retry);
       retry = Math.min(retry * 2, 30000);
