@@ -16,9 +16,11 @@ import (
 // sessions to end by themselves, which an idle client may never do, and
 // Server.Close cuts sessions in DATA: a client whose message was stored
 // but whose 250 was lost sends it again. So the drain tracks, per
-// connection, whether a DATA body is being taken; when stopping starts,
-// every other session is told 421 (RFC 5321 3.8) and closed, and a session
-// in DATA is told 421 right after its reply.
+// connection, whether a mail transaction is under way (from an accepted
+// MAIL to the reply after DATA, RFC 5321 3.3); when stopping starts, every
+// other session is told 421 (RFC 5321 3.8) and closed, and a session in a
+// transaction is told 421 right after it ends. (Counting from DATA alone
+// left a gap: go-smtp writes 354 before it calls the session's Data.)
 type smtpDrain struct {
 	hostname string
 	linger   time.Duration // how long a client has to read our 421 before the socket closes
@@ -32,10 +34,10 @@ type smtpDrain struct {
 
 // drainConn is one SMTP connection as the drain sees it.
 type drainConn struct {
-	raw    net.Conn // as accepted: closing it ends the session
-	reply  net.Conn // the session's connection (TLS after STARTTLS); nil before EHLO
-	inData bool
-	cut    bool
+	raw   net.Conn // as accepted: closing it ends the session
+	reply net.Conn // the session's connection (TLS after STARTTLS); nil before EHLO
+	busy  bool     // a mail transaction is under way
+	cut   bool
 }
 
 func newSMTPDrain(hostname string) *smtpDrain {
@@ -150,11 +152,17 @@ func (s *drainSession) Auth(mech string) (sasl.Server, error) {
 var errShuttingDown = &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 2},
 	Message: "Service shutting down, try again later"}
 
+// Mail starts a transaction, unless stopping has begun; the session counts
+// as busy while its MAIL is checked, so a stop does not cut it meanwhile.
 func (s *drainSession) Mail(from string, opts *smtp.MailOptions) error {
-	if s.d.stopping() {
+	if !s.d.setBusy(s.key) {
 		return errShuttingDown
 	}
-	return s.Session.Mail(from, opts)
+	err := s.Session.Mail(from, opts)
+	if err != nil {
+		s.idle()
+	}
+	return err
 }
 
 func (s *drainSession) Data(r io.Reader) error {
@@ -167,10 +175,15 @@ func (s *drainSession) Data(r io.Reader) error {
 }
 
 // Reset runs after the reply to DATA has been written (and on RSET and
-// EHLO): while stopping, a session whose transaction just ended is told
-// 421 and closed.
+// EHLO): the transaction is over.
 func (s *drainSession) Reset() {
 	s.Session.Reset()
+	s.idle()
+}
+
+// idle marks the session between transactions; while stopping, it is told
+// 421 and closed.
+func (s *drainSession) idle() {
 	s.d.mu.Lock()
 	e := s.d.conns[s.key]
 	var cut *drainConn
@@ -178,7 +191,7 @@ func (s *drainSession) Reset() {
 		if s.d.draining && !e.cut {
 			e.cut, cut = true, &drainConn{raw: e.raw, reply: e.reply}
 		}
-		e.inData = false
+		e.busy = false
 	}
 	s.d.mu.Unlock()
 	if cut != nil {
@@ -197,10 +210,17 @@ func (s *drainSession) Logout() error {
 	return s.Session.Logout()
 }
 
-func (d *smtpDrain) stopping() bool {
+// setBusy marks a transaction as starting, unless stopping has begun.
+func (d *smtpDrain) setBusy(key string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.draining
+	if d.draining {
+		return false
+	}
+	if e := d.conns[key]; e != nil {
+		e.busy = true
+	}
+	return true
 }
 
 // startData marks a DATA body as under way, unless the session was
@@ -211,9 +231,6 @@ func (d *smtpDrain) startData(key string) bool {
 	e := d.conns[key]
 	if e != nil && e.cut {
 		return false
-	}
-	if e != nil {
-		e.inData = true
 	}
 	if d.inData == 0 {
 		d.dataDone = make(chan struct{})
@@ -231,15 +248,15 @@ func (d *smtpDrain) endData() {
 	}
 }
 
-// begin starts stopping: every session not taking a DATA body gets 421
-// and is closed; new connections are closed at once. The listeners must
+// begin starts stopping: every session not in a transaction gets 421 and
+// is closed; new connections are closed at once. The listeners must
 // already be closed (smtp.Server.Shutdown does that).
 func (d *smtpDrain) begin() {
 	d.mu.Lock()
 	d.draining = true
 	var cut []*drainConn
 	for _, e := range d.conns {
-		if !e.inData && !e.cut {
+		if !e.busy && !e.cut {
 			e.cut = true
 			cut = append(cut, &drainConn{raw: e.raw, reply: e.reply})
 		}

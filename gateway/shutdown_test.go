@@ -14,9 +14,16 @@ import (
 	"github.com/phigate/phigate/store"
 )
 
-// inTransaction opens a session, authenticates and starts DATA with the
-// first half of a message whose Message-ID is id.
+// inTransaction opens a session, authenticates, sends MAIL and RCPT, and
+// starts DATA with the first half of a message whose Message-ID is id.
 func inTransaction(t *testing.T, h *e2e.Harness, pass, id string) (*e2e.Raw, string) {
+	t.Helper()
+	r := beforeData(t, h, pass)
+	return r, startData(t, r, id)
+}
+
+// beforeData opens a session and sends MAIL and RCPT.
+func beforeData(t *testing.T, h *e2e.Harness, pass string) *e2e.Raw {
 	t.Helper()
 	r := e2e.DialRaw(t, h.SMTP)
 	r.Cmd("EHLO client.example")
@@ -31,6 +38,13 @@ func inTransaction(t *testing.T, h *e2e.Harness, pass, id string) (*e2e.Raw, str
 	if code, msg := r.Cmd("RCPT TO:<pat@example.net>"); code != 250 {
 		t.Fatalf("RCPT: %d %s", code, msg)
 	}
+	return r
+}
+
+// startData sends DATA and the first half of the message; it returns the
+// rest.
+func startData(t *testing.T, r *e2e.Raw, id string) string {
+	t.Helper()
 	if code, msg := r.Cmd("DATA"); code != 354 {
 		t.Fatalf("DATA: %d %s", code, msg)
 	}
@@ -38,13 +52,14 @@ func inTransaction(t *testing.T, h *e2e.Harness, pass, id string) (*e2e.Raw, str
 	if _, err := r.Conn().Write([]byte(head)); err != nil {
 		t.Fatal(err)
 	}
-	return r, "the rest of the body\r\n.\r\n"
+	return "the rest of the body\r\n.\r\n"
 }
 
 // TestGracefulShutdown: a stop lets transactions in DATA finish with 250
-// (each stored once), tells a session between transactions 421 4.3.2,
-// refuses new connections, and cuts a client that never ends DATA when
-// the grace period is over (issue 9.1).
+// (each stored once), and one that had sent MAIL and RCPT but not yet
+// DATA; it tells a session between transactions 421 4.3.2, refuses new
+// connections, and cuts a client that never ends DATA when the grace
+// period is over (issue 9.1).
 func TestGracefulShutdown(t *testing.T) {
 	cfg := e2e.Config(t.TempDir())
 	cfg.Server.ShutdownGrace.Duration = 2 * time.Second
@@ -64,6 +79,7 @@ func TestGracefulShutdown(t *testing.T) {
 		mid[i], rests[i] = inTransaction(t, h, pass, fmt.Sprintf("mid-%d@client.example", i))
 	}
 	stalled, _ := inTransaction(t, h, pass, "stalled@client.example")
+	late := beforeData(t, h, pass)
 	waitFor(t, "every DATA under way", func() bool { return gateway.SMTPInData(h.G) == n+1 })
 
 	closed := make(chan error, 1)
@@ -76,6 +92,10 @@ func TestGracefulShutdown(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", h.SMTP, time.Second); err == nil {
 		c.Close()
 		t.Error("a new connection was accepted while stopping")
+	}
+	// A transaction begun before the stop may still send DATA.
+	if code, msg := late.Write([]byte(startData(t, late, "late@client.example"))); code != 250 {
+		t.Errorf("transaction begun before the stop: %d %s, want 250", code, msg)
 	}
 	for i, r := range mid {
 		if code, msg := r.Write([]byte(rests[i])); code != 250 {
@@ -103,7 +123,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if err := st.DB().QueryRow(`SELECT COUNT(*) FROM messages`).Scan(&stored); err != nil {
 		t.Fatal(err)
 	}
-	if stored != n+1 {
-		t.Errorf("%d messages stored, want %d (each 250'd one once, the stalled one not)", stored, n+1)
+	if stored != n+2 {
+		t.Errorf("%d messages stored, want %d (each 250'd one once, the stalled one not)", stored, n+2)
 	}
 }
