@@ -126,6 +126,11 @@ func (s *SQL) appendAudit(ctx context.Context, tx *sql.Tx, build AuditFunc) erro
 	if build == nil {
 		return nil
 	}
+	if s.auditLock != "" {
+		if _, err := tx.ExecContext(ctx, s.auditLock); err != nil {
+			return err
+		}
+	}
 	seq, mac, err := auditHead(ctx, tx, s.headLock)
 	if err != nil {
 		return err

@@ -60,6 +60,13 @@ func scanPush(row interface{ Scan(...any) error }) (*PushSubscription, error) {
 
 func (s *SQL) AddPushSubscription(ctx context.Context, p PushSubscription, max int) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		// Lock the account row first: on PostgreSQL (read committed)
+		// concurrent subscriptions would otherwise each count the rows
+		// before the others' inserts and all pass the bound. SQLite holds
+		// its write lock from BEGIN already.
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = updated_at WHERE id = $1`, p.UserID); err != nil {
+			return err
+		}
 		if _, err := tx.ExecContext(ctx, `DELETE FROM push_subscriptions WHERE endpoint_mac = $1`, p.EndpointMAC); err != nil {
 			return err
 		}

@@ -21,13 +21,18 @@ import (
 //go:embed migrations/sqlite/*.sql
 var sqliteMigrations embed.FS
 
-// SQL implements Store on database/sql with portable queries.
+// SQL implements Store on database/sql with portable queries. The fields
+// below db say where the backends differ (OpenSQLite, OpenPostgres set them).
 type SQL struct {
-	db        *sql.DB
-	deliverCh chan *deliverReq
-	closed    chan struct{}
-	loopDone  chan struct{}
-	closeOnce sync.Once
+	db *sql.DB
+	// serialWrites: SQLite. This process's writers queue on wmu and
+	// deliveries are group-committed by deliverLoop. PostgreSQL locks rows,
+	// so its writers run side by side, each delivery in its own transaction.
+	serialWrites bool
+	deliverCh    chan *deliverReq
+	closed       chan struct{}
+	loopDone     chan struct{}
+	closeOnce    sync.Once
 	// wmu serialises this process's writers. SQLite allows one writer at a
 	// time and its busy handler waits by sleeping (1, 2, 5, 10, 20 ms...),
 	// which under load costs far more than the write itself; queueing on a
@@ -38,6 +43,22 @@ type SQL struct {
 	// transactions: "" on SQLite (the write lock is held from BEGIN),
 	// " FOR UPDATE" on a server backend.
 	headLock string
+	// auditLock runs before the audit head is read ("" on SQLite): on
+	// PostgreSQL a transaction-scoped advisory lock, so audited writers of
+	// every node take turns at the chain's head instead of colliding on
+	// unique(seq) and running again.
+	auditLock string
+	// leaseLock is appended to LeaseOutbox's select: " FOR UPDATE SKIP
+	// LOCKED" on PostgreSQL, so nodes leasing at once take disjoint rows
+	// without waiting on each other.
+	leaseLock string
+	// retryable says a transaction failed only because of a concurrent one
+	// (PostgreSQL: serialization failure, deadlock) and may run again.
+	retryable func(error) bool
+	// userTx are the options of UpdateUser's transaction: serializable on
+	// PostgreSQL, where its "one active admin remains" check would
+	// otherwise let two concurrent demotions both pass.
+	userTx *sql.TxOptions
 	// checkpointWAL copies the WAL into the main file and truncates it,
 	// after changes that drop key material (nil: not SQLite).
 	checkpointWAL func(ctx context.Context)
@@ -80,8 +101,9 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 		db.Close()
 		return nil, err
 	}
-	s := newSQL(db)
+	s := &SQL{db: db, serialWrites: true}
 	s.checkpointWAL = s.truncateWAL
+	s.start()
 	return s, nil
 }
 
@@ -143,12 +165,12 @@ func (s *SQL) flushDeleted(ctx context.Context) {
 	}
 }
 
-func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, fsys embed.FS, dir string) error {
+func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, fsys embed.FS, dir string, opts ...goose.ProviderOption) error {
 	sub, err := fs.Sub(fsys, dir)
 	if err != nil {
 		return err
 	}
-	p, err := goose.NewProvider(d, db, sub)
+	p, err := goose.NewProvider(d, db, sub, opts...)
 	if err != nil {
 		return err
 	}
@@ -158,10 +180,15 @@ func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, fsys embed.FS, di
 	return nil
 }
 
-func newSQL(db *sql.DB) *SQL {
-	s := &SQL{db: db, deliverCh: make(chan *deliverReq, maxBatch), closed: make(chan struct{}), loopDone: make(chan struct{})}
-	go s.deliverLoop()
-	return s
+// start makes the channels and, for a serial-writes backend, starts the
+// group committer.
+func (s *SQL) start() {
+	s.deliverCh, s.closed, s.loopDone = make(chan *deliverReq, maxBatch), make(chan struct{}), make(chan struct{})
+	if s.serialWrites {
+		go s.deliverLoop()
+	} else {
+		close(s.loopDone)
+	}
 }
 
 // Close stops the group committer (finishing the batch in hand) and closes
@@ -203,17 +230,45 @@ func isUnique(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "UNIQUE constraint") || strings.Contains(err.Error(), "duplicate key"))
 }
 
-// exec runs one writing statement under the process write lock.
-func (s *SQL) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+// lockWrites takes the process write lock where the backend has one
+// (SQLite) and returns its release.
+func (s *SQL) lockWrites() func() {
+	if !s.serialWrites {
+		return func() {}
+	}
 	s.wmu.Lock()
-	defer s.wmu.Unlock()
+	return s.wmu.Unlock
+}
+
+// exec runs one writing statement (under the process write lock on SQLite).
+func (s *SQL) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	defer s.lockWrites()()
 	return s.db.ExecContext(ctx, query, args...)
 }
 
+// maxTxRetries bounds the re-runs of a transaction that failed only
+// because of a concurrent one (see SQL.retryable).
+const maxTxRetries = 20
+
+// tx runs fn in a write transaction. fn may run more than once (after a
+// serialization failure or deadlock on PostgreSQL), so it must start from
+// scratch each time.
 func (s *SQL) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	tx, err := s.db.BeginTx(ctx, nil)
+	return s.txWith(ctx, nil, fn)
+}
+
+func (s *SQL) txWith(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
+	for attempt := 0; ; attempt++ {
+		err := s.txOnce(ctx, opts, fn)
+		if err == nil || s.retryable == nil || !s.retryable(err) || attempt >= maxTxRetries {
+			return err
+		}
+	}
+}
+
+func (s *SQL) txOnce(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
+	defer s.lockWrites()()
+	tx, err := s.db.BeginTx(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -314,6 +369,9 @@ func (s *SQL) UserByAppPassword(ctx context.Context, mac []byte) (*User, *AppPas
 // (and its fsync) that holds its rows, so "250 after commit" stays true
 // while the fsync cost is shared.
 func (s *SQL) Deliver(ctx context.Context, d Delivery) error {
+	if !s.serialWrites {
+		return s.deliverAlone(ctx, d)
+	}
 	req := &deliverReq{d: d, done: make(chan error, 1)}
 	select {
 	case s.deliverCh <- req:
@@ -328,6 +386,23 @@ func (s *SQL) Deliver(ctx context.Context, d Delivery) error {
 }
 
 var errClosed = errors.New("store: closed")
+
+// deliverAlone commits one delivery in its own transaction (PostgreSQL:
+// concurrent deliveries commit side by side, sharing the WAL flush through
+// the server's own group commit). Once begun it runs to the end even if
+// ctx ends, for the same reason Deliver waits: the reply must not be a guess.
+func (s *SQL) deliverAlone(ctx context.Context, d Delivery) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	select {
+	case <-s.closed:
+		return errClosed
+	default:
+	}
+	ctx = context.WithoutCancel(ctx)
+	return s.auditedTx(ctx, func(tx *sql.Tx) error { return s.deliverTx(ctx, tx, d) })
+}
 
 type deliverReq struct {
 	d    Delivery
@@ -685,7 +760,7 @@ func (s *SQL) AddToken(ctx context.Context, t ClaimToken) error {
 // check runs in the same statement, so two admins demoted at once cannot
 // both pass it. ErrConflict: re-read and try again.
 func (s *SQL) UpdateUser(ctx context.Context, u *User) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.txWith(ctx, s.userTx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE users SET role = $1, status = $2, updated_at = $3, version = version + 1
 			WHERE id = $4 AND version = $5 AND (($1 = $6 AND $2 = $7) OR NOT (role = $6 AND status = $7)
 				OR EXISTS (SELECT 1 FROM users o WHERE o.id <> $4 AND o.role = $6 AND o.status = $7))`,
@@ -833,6 +908,7 @@ func (s *SQL) queryKeys(ctx context.Context, query string, args ...any) ([]Messa
 func (s *SQL) Recover(ctx context.Context, userID, fpr string, keys []MessageKeys) (int, error) {
 	n := 0
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		n = 0
 		for _, k := range keys {
 			res, err := tx.ExecContext(ctx, `UPDATE messages SET key_packets = $1, summary_keys = $2, key_fpr = $3
 				WHERE id = $4 AND recipient_id = $5 AND key_fpr <> $3`, k.KeyPackets, k.SummaryKeys, fpr, k.MessageID, userID)
@@ -848,6 +924,17 @@ func (s *SQL) Recover(ctx context.Context, userID, fpr string, keys []MessageKey
 }
 
 func (s *SQL) AddPolicyVersion(ctx context.Context, v PolicyVersion) (int64, error) {
+	for attempt := 0; ; attempt++ {
+		id, err := s.addPolicyVersion(ctx, v)
+		// Two saves at once on a server backend read the same MAX(id):
+		// the later insert hits the primary key and takes the next number.
+		if !isUnique(err) || attempt >= maxTxRetries {
+			return id, err
+		}
+	}
+}
+
+func (s *SQL) addPolicyVersion(ctx context.Context, v PolicyVersion) (int64, error) {
 	var id int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		// Version numbers count up from 1 on every backend.
@@ -971,9 +1058,10 @@ func (s *SQL) DecideQuarantine(ctx context.Context, id, state string, d Delivery
 func (s *SQL) LeaseOutbox(ctx context.Context, now, leaseUntil time.Time, limit int) ([]OutboxItem, error) {
 	var out []OutboxItem
 	err := s.tx(ctx, func(tx *sql.Tx) error {
+		out = nil
 		rows, err := tx.QueryContext(ctx, `SELECT id, kind, COALESCE(user_id, ''), COALESCE(message_id, ''),
 			payload, created_at, next_attempt_at, attempts, last_error FROM outbox
-			WHERE sent_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2`, unix(now), limit)
+			WHERE sent_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2`+s.leaseLock, unix(now), limit)
 		if err != nil {
 			return err
 		}
@@ -1062,6 +1150,7 @@ func (s *SQL) Recall(ctx context.Context, id, senderID string, audit AuditFunc) 
 func (s *SQL) PurgeCiphertext(ctx context.Context, now time.Time, audit PurgeAudit) (int, error) {
 	var n int
 	err := s.auditedTx(ctx, func(tx *sql.Tx) error {
+		n = 0
 		ids, err := s.queryIDs(ctx, tx, `SELECT id FROM messages
 			WHERE purged_at IS NULL AND (state IN ($1, $2) OR expires_at <= $3) ORDER BY id`,
 			StateRecalled, StateDenied, unix(now))

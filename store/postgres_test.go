@@ -1,0 +1,191 @@
+package store
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/phigate/phigate/internal/pgtest"
+)
+
+// openPostgres opens a store on a new database of its own (dropped when t
+// ends, after the store is closed).
+func openPostgres(t *testing.T) *SQL {
+	t.Helper()
+	url := pgtest.URL(t)
+	s, err := OpenPostgres(context.Background(), url)
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+// TestPostgres runs the backend-independent suite on PostgreSQL.
+func TestPostgres(t *testing.T) {
+	runSuite(t, func(t *testing.T) Store { return openPostgres(t) })
+}
+
+// TestPostgresAuditAppendOnly: the database itself refuses to change or
+// remove audit rows, whoever asks (phigate's own connection included).
+func TestPostgresAuditAppendOnly(t *testing.T) {
+	ctx := context.Background()
+	s := openPostgres(t)
+	c := &chained{action: "auth.login", ids: []string{"a", "b"}}
+	if err := s.AppendAudit(ctx, c.fn); err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range []string{
+		`UPDATE audit_log SET outcome = 'denied' WHERE seq = 1`,
+		`DELETE FROM audit_log WHERE seq = 2`,
+		`TRUNCATE audit_log`,
+		`INSERT INTO audit_log (seq, at, actor, ip, action, object_type, object_id, outcome, cid, details_enc, mac)
+			VALUES (1, 0, '', '', 'x', '', '', '', '', '', '\x00') ON CONFLICT (seq) DO UPDATE SET action = 'x'`,
+	} {
+		_, err := s.DB().ExecContext(ctx, stmt)
+		if err == nil || !strings.Contains(err.Error(), "append-only") {
+			t.Errorf("%s: %v, want the append-only refusal", strings.Fields(stmt)[0], err)
+		}
+	}
+	if n := checkChain(t, s); n != 2 {
+		t.Errorf("%d entries after the refused changes, want 2", n)
+	}
+}
+
+// TestPostgresSynchronousCommit: every pooled connection commits
+// synchronously even where the database's default says otherwise, so a
+// 250 (sent after COMMIT returned) means the rows are on disk.
+func TestPostgresSynchronousCommit(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	first, err := OpenPostgres(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var db string
+	if err := first.DB().QueryRowContext(ctx, `SELECT current_database()`).Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.DB().ExecContext(ctx, `ALTER DATABASE `+db+` SET synchronous_commit = off`); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
+	s := closing(t, mustOpenPostgres(t, url))
+	for i := 0; i < 3; i++ { // hold three at once so they are distinct
+		c, err := s.DB().Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var v string
+		if err := c.QueryRowContext(ctx, `SHOW synchronous_commit`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		if v != "on" {
+			t.Errorf("conn %d: synchronous_commit = %s, want on", i, v)
+		}
+	}
+}
+
+func mustOpenPostgres(t *testing.T, url string) *SQL {
+	t.Helper()
+	s, err := OpenPostgres(context.Background(), url)
+	if err != nil {
+		t.Fatalf("OpenPostgres: %v", err)
+	}
+	return s
+}
+
+// TestPostgresMigrationsMirrorSQLite: both dialect folders hold the same
+// versions, and a fresh PostgreSQL database has them all applied.
+func TestPostgresMigrationsMirrorSQLite(t *testing.T) {
+	names := func(fsys embed.FS, dir string) []string {
+		ents, err := fs.ReadDir(fsys, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range ents {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	lite, pg := names(sqliteMigrations, "migrations/sqlite"), names(postgresMigrations, "migrations/postgres")
+	if fmt.Sprint(lite) != fmt.Sprint(pg) {
+		t.Errorf("migrations differ:\nsqlite:   %v\npostgres: %v", lite, pg)
+	}
+	if got := appliedMigrations(t, openPostgres(t)); got != len(pg) {
+		t.Errorf("%d migrations applied, want %d", got, len(pg))
+	}
+}
+
+// TestPostgresTwoNodes: two nodes on one database deliver and audit at
+// once; every delivery commits once and the audit chain has no gap or
+// fork (the chain head is taken in turns, conflicts run again).
+func TestPostgresTwoNodes(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.URL(t)
+	nodes := []*SQL{closing(t, mustOpenPostgres(t, url)), closing(t, mustOpenPostgres(t, url))}
+	sender := mkUser(t, nodes[0], RoleStaff, StatusActive)
+	const workers, each = 4, 8
+	rcpts := make([]*User, workers)
+	for i := range rcpts {
+		rcpts[i] = mkUser(t, nodes[0], RolePatient, StatusActive)
+	}
+	var wg sync.WaitGroup
+	for n, s := range nodes {
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < each; i++ {
+					// Every message goes to two recipients, in an order that
+					// differs between workers: row locks taken in opposite
+					// orders (a deadlock PostgreSQL breaks) must be retried.
+					a, b := rcpts[w], rcpts[(w+1)%workers]
+					if (i+n)%2 == 1 {
+						a, b = b, a
+					}
+					m1, m2 := mkMsg(a, sender, t0), mkMsg(b, sender, t0)
+					c := &chained{action: "message.accept", ids: []string{m1.ID, m2.ID}}
+					if err := s.Deliver(ctx, Delivery{Messages: []Message{m1, m2}, Audit: c.fn}); err != nil {
+						t.Errorf("node %d: Deliver: %v", n, err)
+					}
+					l := &chained{action: "auth.login", ids: []string{fmt.Sprint("login-", n, "-", w, "-", i)}}
+					if err := s.AppendAudit(ctx, l.fn); err != nil && !errors.Is(err, ErrConflict) {
+						t.Errorf("node %d: AppendAudit: %v", n, err)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	total := 0
+	for _, r := range rcpts {
+		list, err := nodes[1].ListMessages(ctx, r.ID, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += len(list)
+	}
+	if want := len(nodes) * workers * each * 2; total != want {
+		t.Errorf("%d messages stored, want %d", total, want)
+	}
+	accepts, err := nodes[0].ListAudit(ctx, AuditFilter{Action: "message.accept", Limit: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(accepts) != total {
+		t.Errorf("%d message.accept entries for %d messages", len(accepts), total)
+	}
+	checkChain(t, nodes[1])
+}
