@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -18,24 +19,24 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/phigate/phigate/config"
 	"github.com/phigate/phigate/internal/postfixtest"
+	"github.com/phigate/phigate/internal/testtool"
 )
 
 // TestSmarthostPostfix: the smarthost client against a real MTA. A private
-// Postfix plays the organisation's smarthost: STARTTLS required, relaying
-// for the gateway's address only, to a recording SMTP server on
-// 127.0.0.1:0. Two messages go over one connection and arrive intact;
-// Postfix's 5xx reply (refused recipient) is permanent, its 4xx reply
-// temporary; a smarthost that does not offer the AUTH the gateway is
-// configured for, or whose certificate is not trusted, gets nothing; a
-// probe sends nothing. (AUTH itself is tested against the in-process peer:
-// this Postfix build's Cyrus SASL ignored a private cyrus_sasl_config_path,
-// so a sasldb outside /etc could not be used.)
+// Postfix plays the organisation's smarthost: STARTTLS required, AUTH PLAIN
+// (Cyrus SASL with its own sasldb) only over TLS, relaying only for
+// authenticated clients, to a recording server on 127.0.0.1:0. Two messages
+// go over one connection and arrive intact; Postfix's 5xx replies (wrong
+// password, refused recipient) are permanent, its 4xx reply temporary; a
+// smarthost whose certificate is not trusted gets nothing; a probe logs in
+// and sends nothing.
 func TestSmarthostPostfix(t *testing.T) {
+	testtool.Need(t, "saslpasswd2")
 	sink := &backend{}
 	sinkAddr, _ := startServer(t, sink, modePlain, nil)
 	cert := localCert(t)
-	pf, addr := startPostfixSmarthost(t, sinkAddr, cert)
-	good := config.Smarthost{Addr: addr, CAFile: cert.caFile}
+	pf, addr := startPostfixSmarthost(t, sinkAddr, cert, "gateway", "correct horse battery")
+	good := config.Smarthost{Addr: addr, Username: "gateway", PasswordFile: passwordFile(t, "correct horse battery"), CAFile: cert.caFile}
 	ctx := context.Background()
 
 	t.Run("two messages over one connection", func(t *testing.T) {
@@ -65,6 +66,7 @@ func TestSmarthostPostfix(t *testing.T) {
 		log := pf.ReadLog()
 		for _, re := range []string{
 			`Anonymous TLS connection established from|TLS connection established from`,
+			`sasl_method=PLAIN, sasl_username=gateway`,
 			`to=<third@example\.net>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:\d+, .*status=sent`,
 		} {
 			if !regexp.MustCompile(re).MatchString(log) {
@@ -73,7 +75,7 @@ func TestSmarthostPostfix(t *testing.T) {
 		}
 		// Postfix logs each session's commands when it ends: both
 		// messages came in one session.
-		if !regexp.MustCompile(`disconnect from \S+ ehlo=\d+ starttls=1 mail=2 rcpt=3 data=2 rset=1 quit=1`).MatchString(log) {
+		if !regexp.MustCompile(`disconnect from \S+ ehlo=\d+ starttls=1 auth=1 mail=2 rcpt=3 data=2 rset=1 quit=1`).MatchString(log) {
 			t.Errorf("Postfix log shows no single session with both messages")
 		}
 	})
@@ -87,6 +89,8 @@ func TestSmarthostPostfix(t *testing.T) {
 		code      int
 		permanent bool
 	}{
+		{"wrong password", config.Smarthost{Addr: addr, Username: "gateway", PasswordFile: passwordFile(t, "wrong"), CAFile: cert.caFile},
+			"pat@example.net", 535, true},
 		{"refused recipient", good, "refused@example.net", 550, true},
 		{"deferred recipient", good, "later@example.net", 450, false},
 	}
@@ -101,15 +105,6 @@ func TestSmarthostPostfix(t *testing.T) {
 		})
 	}
 
-	t.Run("AUTH configured but not offered", func(t *testing.T) {
-		c := good
-		c.Username, c.PasswordFile = "gateway", passwordFile(t, "pw")
-		err := smarthostFor(t, c).Send(ctx, "no-reply@clinic.example", []string{"pat@example.net"}, testMsg)
-		if err == nil || !strings.Contains(err.Error(), "AUTH") {
-			t.Fatalf("Send with AUTH to a smarthost that offers none = %v, want an AUTH error", err)
-		}
-	})
-
 	t.Run("untrusted certificate", func(t *testing.T) {
 		c := good
 		c.CAFile = ""
@@ -121,13 +116,13 @@ func TestSmarthostPostfix(t *testing.T) {
 	})
 
 	t.Run("probe", func(t *testing.T) {
-		quits := regexp.MustCompile(`disconnect from .* ehlo=2 starttls=1 quit=1 commands=4`)
+		quits := regexp.MustCompile(`disconnect from .* ehlo=2 starttls=1 auth=1 quit=1 commands=5`)
 		before := len(quits.FindAllString(pf.ReadLog(), -1))
 		if err := smarthostFor(t, good).Probe(ctx); err != nil {
 			t.Fatalf("Probe: %v", err)
 		}
 		// Postfix logs a session's commands when it ends: EHLO, STARTTLS,
-		// EHLO, QUIT and nothing else.
+		// EHLO, AUTH, QUIT and nothing else.
 		waitLog(t, pf, quits, before+1)
 	})
 
@@ -138,11 +133,22 @@ func TestSmarthostPostfix(t *testing.T) {
 }
 
 // startPostfixSmarthost runs a Postfix that listens on a free loopback port
-// as the organisation's smarthost and relays to next; it returns the
-// instance and its address.
-func startPostfixSmarthost(t *testing.T, next string, cert *testCert) (*postfixtest.Instance, string) {
+// as the organisation's smarthost, with one SASL account user/pass, and
+// relays to next; it returns the instance and its address.
+func startPostfixSmarthost(t *testing.T, next string, cert *testCert, user, pass string) (*postfixtest.Instance, string) {
 	t.Helper()
 	pf := postfixtest.New(t)
+	// Debian's Postfix reads Cyrus's smtpd.conf from config_directory/sasl
+	// (it ignores cyrus_sasl_config_path); smtpd reads sasldb2 as postfix.
+	const realm = "smarthost.clinic.example"
+	sasl := filepath.Join(pf.Dir, "sasl")
+	pf.Run("mkdir", "-m", "0755", sasl)
+	cmd := exec.Command("saslpasswd2", "-f", filepath.Join(sasl, "sasldb2"), "-c", "-p", "-u", realm, user)
+	cmd.Stdin = strings.NewReader(pass)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("saslpasswd2: %v\n%s", err, out)
+	}
+	pf.Run("chmod", "0644", filepath.Join(sasl, "sasldb2"))
 	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.tls.PrivateKey)
 	if err != nil {
 		t.Fatal(err)
@@ -155,22 +161,24 @@ func startPostfixSmarthost(t *testing.T, next string, cert *testCert) (*postfixt
 	relayhost := "[" + host + "]:" + port // brackets: no MX lookup
 	pf.Start(postfixtest.Options{
 		Files: map[string]string{
-			"cert.pem":         string(cert.pem),
-			"key.pem":          string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})),
+			"cert.pem": string(cert.pem),
+			"key.pem":  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})),
+			"etc/sasl/smtpd.conf": fmt.Sprintf("pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN LOGIN\nsasldb_path: %s\n",
+				filepath.Join(sasl, "sasldb2")),
 			"recipient_access": "refused@example.net 550 5.1.1 no such mailbox\nlater@example.net 450 4.2.1 mailbox busy, try later\n",
 		},
-		MainCF: fmt.Sprintf(smarthostMainCF, relayhost, filepath.Join(pf.Base, "cert.pem"), filepath.Join(pf.Base, "key.pem"),
-			filepath.Join(pf.Base, "recipient_access")),
+		MainCF: fmt.Sprintf(smarthostMainCF, realm, relayhost, filepath.Join(pf.Base, "cert.pem"), filepath.Join(pf.Base, "key.pem"),
+			sasl, realm, filepath.Join(pf.Base, "recipient_access")),
 		MasterCF: addr + " inet n - n - - smtpd\n",
 	})
 	pf.WaitListening(addr, 30*time.Second)
 	return pf, addr
 }
 
-// smarthostMainCF: relayhost, TLS certificate and key, recipient access
-// table. Only the gateway's address (127.0.0.1) may relay, and only after
-// STARTTLS.
-const smarthostMainCF = `myhostname = smarthost.clinic.example
+// smarthostMainCF: myhostname, relayhost, TLS certificate and key, Cyrus
+// config folder, SASL realm, recipient access table. Only authenticated
+// clients may relay, and AUTH is offered only after STARTTLS.
+const smarthostMainCF = `myhostname = %s
 mynetworks = 127.0.0.1/32
 relayhost = %s
 smtp_tls_security_level = none
@@ -179,8 +187,15 @@ smtpd_tls_cert_file = %s
 smtpd_tls_key_file = %s
 smtpd_tls_mandatory_protocols = >=TLSv1.2
 smtpd_tls_loglevel = 1
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_recipient_restrictions = check_recipient_access texthash:%s, permit_mynetworks, reject
+smtpd_tls_auth_only = yes
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd
+cyrus_sasl_config_path = %s
+smtpd_sasl_local_domain = %s
+smtpd_sasl_security_options = noanonymous
+smtpd_relay_restrictions = permit_sasl_authenticated, reject
+smtpd_recipient_restrictions = check_recipient_access texthash:%s, permit_sasl_authenticated, reject
 `
 
 // waitDeliveries waits (bounded) until the next hop has n messages,
