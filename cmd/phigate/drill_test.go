@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/phigate/phigate/config"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/store"
 )
@@ -196,7 +197,7 @@ func checkDrill(t *testing.T, db *sql.DB, dir string, rounds []*drillRound, got 
 	}
 	// A notice is sent again only if the kill came between its send and
 	// its mark: at most one per dispatcher worker per kill.
-	if limit := kills * 4; dups > limit {
+	if limit := kills * config.Default().Smarthost.Connections; dups > limit {
 		t.Errorf("%d duplicate notices over %d kills, want at most %d (the sends in flight)", dups, kills, limit)
 	}
 	t.Logf("%d messages stored; %d duplicate notices over %d kills", total, dups, kills)
