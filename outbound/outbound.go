@@ -215,10 +215,7 @@ func (sc *smarthostConn) Send(ctx context.Context, from string, to []string, msg
 			// else (or a cut by ctx) ends the connection.
 			sc.drop()
 		}
-		var perm *PermanentError
-		if err != nil && ctx.Err() != nil && !errors.As(err, &perm) {
-			err = fmt.Errorf("smarthost: %w", ctx.Err())
-		}
+		err = blameCtx(ctx, err)
 	}()
 	if err := sc.c.SendMail(from, to, bytesReader(msg)); err != nil {
 		return classify(err)
@@ -237,12 +234,7 @@ func (sc *smarthostConn) open(ctx context.Context) (err error) {
 	}
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	defer func() {
-		var perm *PermanentError
-		if err != nil && ctx.Err() != nil && !errors.As(err, &perm) {
-			err = fmt.Errorf("smarthost: %w", ctx.Err())
-		}
-	}()
+	defer func() { err = blameCtx(ctx, err) }()
 	setDeadline(ctx, conn, s.Timeout)
 	var c *smtp.Client
 	if s.ImplicitTLS {
@@ -277,6 +269,16 @@ func (sc *smarthostConn) open(ctx context.Context) (err error) {
 	}
 	sc.conn, sc.c = conn, c
 	return nil
+}
+
+// blameCtx reports a failure that ctx's end caused (by closing the
+// connection) as that, not as the network error it shows up as.
+func blameCtx(ctx context.Context, err error) error {
+	var perm *PermanentError
+	if err != nil && ctx.Err() != nil && !errors.As(err, &perm) {
+		return fmt.Errorf("smarthost: %w", ctx.Err())
+	}
+	return err
 }
 
 // reset sends RSET on a reused connection, bounded by ctx.
