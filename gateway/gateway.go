@@ -51,6 +51,8 @@ type Gateway struct {
 	Identity       *identity.Service
 	Intake         *intake.Intake
 	Dispatcher     *notify.Dispatcher
+	Push           *notify.Pusher // the Web Push channel (push.go)
+	PushClient     *http.Client   // posts to push services; nil: the default (tests set a stand-in's)
 	Sessions       *session.Manager
 	Limiter        *limiter.Limiter
 	Bus            events.Bus
@@ -170,6 +172,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 		// Redis means several nodes share the database.
 		g.Dispatcher.Lease = 5 * time.Minute
 	}
+	if g.Push, err = g.pusher(); err != nil {
+		return fmt.Errorf("push: %w", err)
+	}
+	g.Dispatcher.Push = g.Push
 	if err := g.loadPolicy(ctx); err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
@@ -182,6 +188,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return err
 	}
 	g.Intake.Events = g.Bus // live portal events (issue 10.1)
+	g.Intake.Push = g.Push
 	if err := g.senderLimits(ctx); err != nil {
 		return err
 	}
@@ -194,7 +201,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	ps := &portal.Server{Store: g.Store, Identity: g.Identity, Sessions: g.Sessions, Limiter: g.Limiter, Bus: g.Bus,
 		Gateway: g.Keys.Gateway.Public(), Org: cfg.Org, Log: g.Log, PublicURL: cfg.Server.PublicURL,
 		RequirePatient2FA: cfg.Security.RequirePatient2FA, OfficerEmail: cfg.Security.OfficerEmail,
-		PolicyVersions: g.PolicyVersions, Intake: g.Intake, Metrics: g.Metrics, Audit: g.Audit, Trail: g.Trail, Alerts: g.Alerts}
+		PolicyVersions: g.PolicyVersions, Intake: g.Intake, Metrics: g.Metrics, Audit: g.Audit, Trail: g.Trail, Alerts: g.Alerts,
+		Push: g.Push}
 	g.Refusals = audit.NewCoalescer(g.Audit, audit.CoalescerOptions{OnError: func(err error) { g.Log.Error("audit summary", "err", err) }})
 	ps.Refusals = g.Refusals
 
@@ -208,6 +216,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		g.Intake.Opts.PublicURL = g.Cfg.Server.PublicURL
 		g.Identity.PublicURL = g.Cfg.Server.PublicURL
 		ps.PublicURL = g.Cfg.Server.PublicURL
+		g.Push.PublicURL = g.Cfg.Server.PublicURL
 	}
 	g.Portal = ps
 	ps.Limits = portal.Limits{Body: cfg.Portal.MaxBodyBytes, Reply: cfg.Portal.MaxReplyBodyBytes, Upload: cfg.Portal.MaxUploadBytes}

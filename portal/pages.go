@@ -53,6 +53,9 @@ type pageData struct {
 	HasHTML    bool
 	ExpiresAt  time.Time
 	SentBy     string // the account that submitted the message over SMTP
+
+	// Push is the account page's notifications section (push.go).
+	Push *pushView
 }
 
 func (s *Server) data(title string) pageData {

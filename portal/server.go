@@ -23,6 +23,7 @@ import (
 	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/logx"
 	"github.com/phigate/phigate/metrics"
+	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/policy"
 	"github.com/phigate/phigate/session"
 	"github.com/phigate/phigate/store"
@@ -50,6 +51,8 @@ type Server struct {
 	Alerts         *alert.Alerter // the recent-alerts list
 	PolicyVersions *policy.Versions
 	Intake         *intake.Intake
+	// Push is the Web Push channel (push.go); nil: not offered.
+	Push *notify.Pusher
 
 	// Refusals records repeated sign-in refusals once per window
 	// (signin.go); nil records each.
@@ -119,6 +122,7 @@ func (s *Server) Handler() http.Handler {
 	h("POST /account/2fa", PermSession, s.enrolSubmit)
 	h("POST /account/recovery-codes", PermOwn, s.recoveryCodesSubmit)
 	h("POST /account/signout-all", PermOwn, s.signoutAllSubmit)
+	s.pushRoutes(h) // service worker, manifest, push devices (issue 10.3)
 
 	// Administration.
 	h("GET /admin/users", PermAdmin, s.adminUsersPage)
@@ -208,7 +212,7 @@ func securityHeaders(h http.Handler) http.Handler {
 		hd.Set("X-Frame-Options", "DENY")
 		hd.Set("Cross-Origin-Opener-Policy", "same-origin")
 		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; "+
-			"connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+			"manifest-src 'self'; connect-src 'self'; frame-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		// Pages show PHI: never keep them in any cache.
 		hd.Set("Cache-Control", "no-store")
 		h.ServeHTTP(w, r)

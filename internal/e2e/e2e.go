@@ -60,6 +60,13 @@ func Config(dir string) config.Config {
 // Start runs a gateway for cfg until the test ends.
 func Start(t testing.TB, cfg config.Config) *Harness {
 	t.Helper()
+	return StartWith(t, cfg, nil)
+}
+
+// StartWith is Start with a hook that may adjust the opened gateway before
+// it starts (fields its services read from their own goroutines).
+func StartWith(t testing.TB, cfg config.Config, before func(*gateway.Gateway)) *Harness {
+	t.Helper()
 	cfg.Fill()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -72,6 +79,9 @@ func Start(t testing.TB, cfg config.Config) *Harness {
 	g, err := gateway.Open(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(g)
 	}
 	if err := g.Start(context.Background()); err != nil {
 		t.Fatal(err)
