@@ -45,6 +45,7 @@ type Config struct {
 	Metrics   Metrics   `toml:"metrics"`
 	Alerts    Alerts    `toml:"alerts"`
 	Push      Push      `toml:"push"`
+	DKIM      DKIM      `toml:"dkim"`
 	Log       Log       `toml:"log"`
 
 	// Dev is set by `serve --dev`, never from a file.
@@ -68,6 +69,19 @@ type Org struct {
 	Domains    []string `toml:"domains"`
 	Contact    string   `toml:"contact"`
 	NotifyFrom string   `toml:"notify_from"`
+	// NoticeSenderName is the From display name of notice emails (default:
+	// Name); NoticeTemplates a folder of templates overriding the built-in
+	// wording (issue 10.5; notify.LoadTemplates checks them at start).
+	NoticeSenderName string `toml:"notice_sender_name"`
+	NoticeTemplates  string `toml:"notice_templates"`
+}
+
+// DKIM signs notice emails (issue 10.5, RFC 6376 and RFC 8463). The
+// records to publish are <selector>-rsa._domainkey.<domain> and
+// <selector>-ed25519._domainkey.<domain> (phigate dkim show).
+type DKIM struct {
+	Selector string `toml:"selector"`
+	Domain   string `toml:"domain"` // default: the domain of org.notify_from
 }
 
 type TLS struct {
@@ -94,6 +108,9 @@ type Keys struct {
 	// VAPIDKeyFile holds the Web Push (RFC 8292) signing key, wrapped
 	// under the master key; created at first start.
 	VAPIDKeyFile string `toml:"vapid_key_file"`
+	// DKIMKeyFile holds the DKIM keys that sign notices (RSA-2048 and
+	// Ed25519), wrapped under the master key; created at first start.
+	DKIMKeyFile string `toml:"dkim_key_file"`
 }
 
 type Database struct {
@@ -252,6 +269,7 @@ func Default() Config {
 			Contact:    "privacy@clinic.example",
 			NotifyFrom: "no-reply@clinic.example",
 		},
+		DKIM: DKIM{Selector: "phigate"},
 		Keys: Keys{
 			PasswordTime:          3,
 			PasswordMemoryKiB:     64 * 1024,
@@ -461,6 +479,14 @@ func (c *Config) Fill() {
 	if c.Keys.VAPIDKeyFile == "" {
 		c.Keys.VAPIDKeyFile = filepath.Join(c.Server.DataDir, "vapid-key.wrapped")
 	}
+	if c.Keys.DKIMKeyFile == "" {
+		c.Keys.DKIMKeyFile = filepath.Join(c.Server.DataDir, "dkim-key.wrapped")
+	}
+	if c.DKIM.Domain == "" {
+		if at := strings.LastIndexByte(c.Org.NotifyFrom, '@'); at >= 0 {
+			c.DKIM.Domain = strings.ToLower(c.Org.NotifyFrom[at+1:])
+		}
+	}
 	if c.Server.PublicURL == "" {
 		host, port, err := net.SplitHostPort(c.Server.HTTPAddr)
 		if err != nil || host == "" || host == "0.0.0.0" || host == "::" {
@@ -508,6 +534,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Org.Domains) == 0 {
 		errs = append(errs, errors.New("org.domains: at least one organisation domain is needed"))
+	}
+	if c.DKIM.Selector == "" || strings.ContainsAny(c.DKIM.Selector, "; \t") {
+		errs = append(errs, errors.New("dkim.selector: a DNS label is needed (default phigate)"))
 	}
 	if c.Push.MaxDevices < 1 || c.Push.TTL.Duration < 0 {
 		errs = append(errs, errors.New("push: max_devices must be at least 1 and ttl not negative"))

@@ -57,6 +57,10 @@ type Dispatcher struct {
 	Audit   audit.Recorder
 	// Push sends the push channel's rows (push.go); nil: they fail.
 	Push *Pusher
+	// Templates word the notice emails (nil: the built-in ones); DKIM
+	// signs them (nil: unsigned). See templates.go, dkim.go.
+	Templates *Templates
+	DKIM      *DKIMSigner
 
 	kickOnce sync.Once
 	kick     chan struct{}
@@ -573,7 +577,7 @@ func (d *Dispatcher) send(ctx context.Context, conn outbound.Conn, it store.Outb
 	if err := json.Unmarshal(plain, &n); err != nil {
 		return &outbound.PermanentError{Err: err}
 	}
-	msg, err := RenderKind(it.Kind, n, d.Org, d.Hostname, it.ID, d.now())
+	msg, err := d.render(it, n)
 	if err != nil {
 		return err
 	}

@@ -9,10 +9,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	htmltemplate "html/template"
 	"mime"
 	"strings"
-	texttemplate "text/template"
 	"time"
 
 	"github.com/emersion/go-message/mail"
@@ -40,6 +38,9 @@ type Notice struct {
 
 func (n Notice) Marshal() ([]byte, error) { return json.Marshal(n) }
 
+// noticeData is everything a notice template may show: the PHI-free
+// fields it offers (templates.go refuses a template that reaches for
+// anything else).
 type noticeData struct {
 	Org       string
 	Link      string
@@ -49,119 +50,41 @@ type noticeData struct {
 	Alert     string
 }
 
-// kindTemplates are the subject, text and HTML of one kind of notice.
-type kindTemplates struct {
-	subject func(org string) string
-	text    *texttemplate.Template
-	html    *htmltemplate.Template
-}
-
-var kinds = map[string]kindTemplates{
-	KindNewMessage: {func(org string) string { return "You have a secure message from " + org }, textTmpl, htmlTmpl},
-	KindPasswordReset: {func(org string) string { return "Reset your password for " + org + " secure messages" },
-		resetText, resetHTML},
-	KindSecurityAlert: {func(org string) string { return "[phigate security alert] " + org }, alertText, alertHTML},
-	KindDeliveryFailure: {func(org string) string { return "Undeliverable: a message you sent through " + org },
-		failureText, failureHTML},
-	KindPasscode: {func(org string) string { return "Passcode for a secure message you sent through " + org },
-		failureText, failureHTML},
-	KindSenderNote: {func(org string) string { return "About a secure message you sent through " + org },
-		failureText, failureHTML},
-}
-
-var resetText = texttemplate.Must(texttemplate.New("reset").Parse(`Someone asked to reset the password of your {{.Org}} secure message account.
-
-To choose a new password, open this link before {{.ExpiresAt}}:
-{{.Link}}
-
-If you did not ask for this, ignore this email; your password stays as it
-is. Questions: contact {{.Contact}}.
-{{.Org}} will never ask for your password by email.
-`))
-
-var resetHTML = htmltemplate.Must(htmltemplate.New("reset").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Reset your password</title></head>
-<body style="font-family:Arial,Helvetica,sans-serif;font-size:16px;color:#1a1a1a;line-height:1.5">
-<p>Someone asked to reset the password of your <strong>{{.Org}}</strong> secure message account.</p>
-<p><a href="{{.Link}}" style="display:inline-block;padding:12px 20px;background:#0b5394;color:#ffffff;text-decoration:none;border-radius:4px">Choose a new password</a></p>
-<p>Or copy this address into your browser:<br>{{.Link}}</p>
-<p>The link works until {{.ExpiresAt}}. If you did not ask for this, ignore this email; your password stays as it is. Questions: contact {{.Contact}}.</p>
-</body></html>
-`))
-
-var failureText = texttemplate.Must(texttemplate.New("failure").Parse(`{{.Alert}}
-
-The message itself is not attached. Questions: contact {{.Contact}}.
-`))
-
-var failureHTML = htmltemplate.Must(htmltemplate.New("failure").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Undeliverable</title></head>
-<body style="font-family:Arial,Helvetica,sans-serif;font-size:16px;color:#1a1a1a;line-height:1.5">
-<p>{{.Alert}}</p>
-<p>The message itself is not attached. Questions: contact {{.Contact}}.</p>
-</body></html>
-`))
-
-var alertText = texttemplate.Must(texttemplate.New("alert").Parse(`Security alert from {{.Org}}'s secure messaging gateway:
-
-{{.Alert}}
-
-Review it in the admin pages: {{.Link}}
-This alert carries no patient information by design.
-`))
-
-var alertHTML = htmltemplate.Must(htmltemplate.New("alert").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Security alert</title></head>
-<body style="font-family:Arial,Helvetica,sans-serif;font-size:16px;color:#1a1a1a;line-height:1.5">
-<p>Security alert from <strong>{{.Org}}</strong>'s secure messaging gateway:</p>
-<p><strong>{{.Alert}}</strong></p>
-<p>Review it in the admin pages: <a href="{{.Link}}">{{.Link}}</a></p>
-<p style="color:#444">This alert carries no patient information by design.</p>
-</body></html>
-`))
-
-var textTmpl = texttemplate.Must(texttemplate.New("text").Parse(`{{.Org}} has sent you a secure message.
-
-{{if .Claim}}To read it, open this link and choose a password:{{else}}To read it, sign in to the secure message portal:{{end}}
-{{.Link}}
-
-The message can be read until {{.ExpiresAt}}.
-
-This notice does not contain the message itself. If you were not
-expecting it, or have questions, contact {{.Contact}}.
-{{.Org}} will never ask for your password by email.
-`))
-
-var htmlTmpl = htmltemplate.Must(htmltemplate.New("html").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width"><title>Secure message</title></head>
-<body style="font-family:Arial,Helvetica,sans-serif;font-size:16px;color:#1a1a1a;line-height:1.5">
-<p><strong>{{.Org}}</strong> has sent you a secure message.</p>
-<p><a href="{{.Link}}" style="display:inline-block;padding:12px 20px;background:#0b5394;color:#ffffff;text-decoration:none;border-radius:4px">{{if .Claim}}Open and set your password{{else}}Sign in to read it{{end}}</a></p>
-<p>Or copy this address into your browser:<br>{{.Link}}</p>
-<p>The message can be read until {{.ExpiresAt}}.</p>
-<p style="color:#444">This notice does not contain the message itself. If you were not expecting it, or have questions, contact {{.Contact}}. {{.Org}} will never ask for your password by email.</p>
-</body></html>
-`))
-
 // Render builds the RFC 5322 notice for n. id becomes the Message-ID's left
 // part so a retried send keeps the same Message-ID.
 func Render(n Notice, org config.Org, hostname, id string, now time.Time) ([]byte, error) {
 	return RenderKind(KindNewMessage, n, org, hostname, id, now)
 }
 
-// RenderKind builds the notice of the given outbox kind.
+// RenderKind builds the notice of the given outbox kind with the built-in
+// templates.
 func RenderKind(kind string, n Notice, org config.Org, hostname, id string, now time.Time) ([]byte, error) {
-	kt, ok := kinds[kind]
+	return defaultTemplates.Render(kind, n, org, hostname, id, now)
+}
+
+// Render builds the notice of the given outbox kind: a multipart/alternative
+// of a plain-text and an HTML part, and nothing else (no attachment, no
+// inline image, ever); no List-Unsubscribe, as a notice is transactional.
+func (t *Templates) Render(kind string, n Notice, org config.Org, hostname, id string, now time.Time) ([]byte, error) {
+	kt, ok := t.kinds[kind]
 	if !ok {
 		return nil, fmt.Errorf("unknown notice kind %q", kind)
 	}
 	d := noticeData{Org: org.Name, Link: n.Link, Claim: n.Claim, Contact: org.Contact, Alert: n.Alert,
 		ExpiresAt: n.ExpiresAt.UTC().Format("Monday 2 January 2006, 15:04 MST")}
+	var subject bytes.Buffer
+	if err := kt.subject.Execute(&subject, d); err != nil {
+		return nil, err
+	}
+	sender := org.NoticeSenderName
+	if sender == "" {
+		sender = org.Name
+	}
 	var h mail.Header
 	h.SetDate(now)
-	h.SetAddressList("From", []*mail.Address{{Name: org.Name, Address: org.NotifyFrom}})
+	h.SetAddressList("From", []*mail.Address{{Name: sender, Address: org.NotifyFrom}})
 	h.SetAddressList("To", []*mail.Address{{Address: n.To}})
-	h.SetSubject(kt.subject(org.Name))
+	h.SetSubject(strings.Join(strings.Fields(subject.String()), " "))
 	h.SetMessageID(id + "@" + hostname)
 	// RFC 3834: machine-generated, so auto-responders stay quiet.
 	h.Set("Auto-Submitted", "auto-generated")

@@ -21,6 +21,8 @@ Usage:
   phigate policy show [--version N] | apply [--note TEXT] FILE | history | diff A B | rollback N
   phigate policy explain --from ADDR --to ADDR[,ADDR] [--message FILE]
   phigate recipient-key add --email ADDR --file KEY.asc | remove --email ADDR
+  phigate dkim show                         (the DNS TXT records for the notices' DKIM keys)
+  phigate notices check-templates [--dir DIR]
   phigate audit verify | export [--format csv|json] [--user ID] [--action A] [--message ID] [--from D] [--to D]
 
 Run "phigate COMMAND -h" for the flags of one command.
@@ -46,6 +48,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return recipientKeyCmd(args[1:], stdout, stderr)
 	case "audit":
 		return auditCmd(args[1:], stdout, stderr)
+	case "dkim":
+		return dkimCmd(args[1:], stdout, stderr)
+	case "notices":
+		return noticesCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
