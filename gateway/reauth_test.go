@@ -26,7 +26,7 @@ func TestFactorChangeAsksCurrentFactor(t *testing.T) {
 	}
 
 	t.Run("API recovery codes", func(t *testing.T) {
-		c.JSON("POST", "/api/v1/account/recovery-codes", map[string]string{}, 403, &e)
+		c.JSON("POST", "/api/v1/account/recovery-codes", map[string]string{}, 400, &e)
 		if e.Error != "reauth_required" {
 			t.Errorf("without a current factor: %+v", e)
 		}
@@ -49,7 +49,7 @@ func TestFactorChangeAsksCurrentFactor(t *testing.T) {
 		confirm := func(current string) map[string]string {
 			return map[string]string{"pending": setup.Pending, "code": e2e.TOTPCode(t, setup.Secret, now), "current": current}
 		}
-		c.JSON("POST", "/api/v1/account/2fa/confirm", confirm(""), 403, &e)
+		c.JSON("POST", "/api/v1/account/2fa/confirm", confirm(""), 400, &e)
 		if e.Error != "reauth_required" {
 			t.Errorf("without a current factor: %+v", e)
 		}
@@ -64,11 +64,11 @@ func TestFactorChangeAsksCurrentFactor(t *testing.T) {
 
 	t.Run("pages", func(t *testing.T) {
 		st, _, b := c.Do("POST", "/account/recovery-codes", "current=", nil)
-		if st != 403 || !strings.Contains(string(b), "confirm it is you") {
+		if st != 400 || !strings.Contains(string(b), "confirm it is you") {
 			t.Errorf("recovery codes page without a current factor: %d %.300s", st, b)
 		}
 		st, _, b = c.Do("POST", "/account/recovery-codes", "current=not-a-code", nil)
-		if st != 403 || !strings.Contains(string(b), "not right") {
+		if st != 401 || !strings.Contains(string(b), "not right") {
 			t.Errorf("recovery codes page with a wrong factor: %d", st)
 		}
 		st, _, b = c.Do("POST", "/account/recovery-codes", "current="+url.QueryEscape(codes[0]), nil)
@@ -83,7 +83,7 @@ func TestFactorChangeAsksCurrentFactor(t *testing.T) {
 		newSecret := regexpFind(t, page, `<code class="secret">([A-Z2-7]+)</code>`)
 		form := url.Values{"pending": {pending}, "code": {e2e.TOTPCode(t, newSecret, now)}}
 		st, _, b = c.Do("POST", "/account/2fa", form.Encode(), nil)
-		if st != 403 || !strings.Contains(string(b), "confirm it is you") {
+		if st != 400 || !strings.Contains(string(b), "confirm it is you") {
 			t.Errorf("re-enrolment without a current factor: %d", st)
 		}
 		form.Set("current", e2e.TOTPCode(t, secret, now.Add(30*time.Second))) // the API re-enrolment used step(now)
@@ -99,7 +99,7 @@ func TestFactorChangeAsksCurrentFactor(t *testing.T) {
 		var setup struct{ Secret, Pending string }
 		p.JSON("POST", "/api/v1/account/2fa/setup", nil, 200, &setup)
 		body := map[string]string{"pending": setup.Pending, "code": e2e.TOTPCode(t, setup.Secret, now)}
-		p.JSON("POST", "/api/v1/account/2fa/confirm", body, 403, &e)
+		p.JSON("POST", "/api/v1/account/2fa/confirm", body, 400, &e)
 		body["current"] = "not the password"
 		p.JSON("POST", "/api/v1/account/2fa/confirm", body, 401, &e)
 		body["current"] = patientPW

@@ -98,12 +98,14 @@ type backend interface {
 	success(ctx context.Context, account string) error
 	unlock(ctx context.Context, account string) error
 	status(ctx context.Context, account string) (int, time.Time, error)
-	// reserve is check and failure in one atomic step (see Reserve).
-	reserve(ctx context.Context, account, ip string) (reserved, error)
-	// release gives one reserved attempt back to the account and the
-	// address, lifts the lock ending at lockUntil (if not zero and still
-	// the one in force), and with reset clears the account's failures.
-	release(ctx context.Context, account, ip string, lockUntil time.Time, reset bool) error
+	// reserve is Reserve's one atomic step: it refuses (*LockedError,
+	// *ThrottledError, errFull) or admits the attempt, counting it as
+	// pending for the account and as a failure for the address, and
+	// returns the address's count.
+	reserve(ctx context.Context, account, ip string) (int, error)
+	// settle ends a reservation (settleFailed, settleSucceeded or
+	// settleReleased); for a failure it reports as Failure does.
+	settle(ctx context.Context, account, ip, outcome string) (bool, time.Time, error)
 }
 
 // Limiter counts failed sign-ins per account and per address. It is safe

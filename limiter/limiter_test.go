@@ -385,10 +385,8 @@ func runSuite(t *testing.T, newEnv func(t *testing.T) *env) {
 		var granted, lockedNow, wrongErr atomic.Int32
 		var wg sync.WaitGroup
 		start := make(chan struct{})
-		for i := 0; i < 500; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
+		for i := range 500 {
+			wg.Go(func() {
 				<-start
 				// One account from many addresses; a /24 per 250 attempts
 				// keeps the address budget out of the way.
@@ -398,13 +396,18 @@ func runSuite(t *testing.T, newEnv func(t *testing.T) *env) {
 				case errors.As(err, &le):
 				case err != nil:
 					wrongErr.Add(1)
+					t.Error(err)
 				default:
-					granted.Add(1)
-					if locked, _ := res.Failed(); locked {
+					granted.Add(1) // the others wait while this one is evaluated
+					locked, _, err := res.Failed(ctx)
+					if err != nil {
+						t.Error(err)
+					}
+					if locked {
 						lockedNow.Add(1)
 					}
 				}
-			}(i)
+			})
 		}
 		close(start)
 		wg.Wait()
@@ -429,10 +432,8 @@ func runSuite(t *testing.T, newEnv func(t *testing.T) *env) {
 		var granted atomic.Int32
 		var wg sync.WaitGroup
 		start := make(chan struct{})
-		for i := 0; i < 500; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
+		for i := range 500 {
+			wg.Go(func() {
 				<-start
 				_, err := nodes[i%2].Reserve(ctx, acct(fmt.Sprint("spray", i)), "203.0.113.50")
 				var te *ThrottledError
@@ -441,7 +442,7 @@ func runSuite(t *testing.T, newEnv func(t *testing.T) *env) {
 				} else if !errors.As(err, &te) {
 					t.Errorf("refusal %v, want *ThrottledError", err)
 				}
-			}(i)
+			})
 		}
 		close(start)
 		wg.Wait()
@@ -450,72 +451,106 @@ func runSuite(t *testing.T, newEnv func(t *testing.T) *env) {
 		}
 	})
 
-	t.Run("reservations given back", func(t *testing.T) {
+	t.Run("concurrent right attempts are all admitted", func(t *testing.T) {
+		t.Parallel()
+		e := newEnv(t)
+		cfg := Config{MaxFailures: 3, Lockout: time.Minute, IPMaxFailures: 1000, IPWindow: time.Minute}
+		l := e.nodes(cfg)()
+		a := acct("many-devices")
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for range 20 {
+			wg.Go(func() {
+				<-start
+				res, err := l.Reserve(ctx, a, "192.0.2.60")
+				if err != nil {
+					t.Errorf("a right attempt was refused: %v", err)
+					return
+				}
+				if err := res.Succeeded(ctx); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		close(start)
+		wg.Wait()
+		if err := l.Check(ctx, a, "192.0.2.60"); err != nil {
+			t.Errorf("after the right attempts: %v", err)
+		}
+	})
+
+	t.Run("reservations settled", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t)
 		l := e.nodes(Config{MaxFailures: 3, Lockout: time.Minute, IPMaxFailures: 3, IPWindow: time.Minute})()
 		a, ip := acct("henry"), "192.0.2.77"
-		reserve := func() *Reservation {
+		reserve := func(account string) *Reservation {
 			t.Helper()
-			r, err := l.Reserve(ctx, a, ip)
+			r, err := l.Reserve(ctx, account, ip)
 			if err != nil {
 				t.Fatal(err)
 			}
 			return r
 		}
-		// A reservation counts at once, before its outcome.
-		r1 := reserve()
-		if n, _, _ := l.Status(ctx, a); n != 1 {
-			t.Fatalf("failures while reserved: %d, want 1", n)
+		// In progress is not a failure, but it holds its place: with 3
+		// in progress a fourth waits, and gives up when its ctx ends.
+		r1, r2, r3 := reserve(a), reserve(a), reserve(a)
+		if n, _, _ := l.Status(ctx, a); n != 0 {
+			t.Errorf("failures while in progress: %d, want 0", n)
 		}
-		if n := r1.AddressAttempts(); n != 1 {
-			t.Errorf("AddressAttempts %d, want 1", n)
+		if n := r3.AddressAttempts(); n != 3 {
+			t.Errorf("AddressAttempts %d, want 3", n)
 		}
-		// Release: as if it never happened.
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		if _, err := l.Reserve(short, acct("another"), ip); err == nil {
+			t.Error("fourth attempt from an address with 3 in progress admitted")
+		}
+		cancel()
+		// Released: given back to the account and the address.
 		if err := r1.Release(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if n, _, _ := l.Status(ctx, a); n != 0 {
-			t.Errorf("failures after release: %d, want 0", n)
+		r1 = reserve(a)
+		// Two wrong, then the right one: no lock, count reset, the
+		// address gets the right one's attempt back.
+		for _, r := range []*Reservation{r1, r2} {
+			if locked, _, err := r.Failed(ctx); err != nil || locked {
+				t.Fatalf("failure: locked=%v %v", locked, err)
+			}
 		}
-		// The reservation that locks, then turns out right: lock lifted,
-		// count reset, the address gets its attempt back.
-		reserve().Failed()
-		if n := reserve().AddressAttempts(); n != 2 {
-			t.Errorf("AddressAttempts %d, want 2", n)
+		if n, _, _ := l.Status(ctx, a); n != 2 {
+			t.Errorf("failures: %d, want 2", n)
 		}
-		r3 := reserve()
-		locked, until := r3.Failed()
-		if !locked || until.IsZero() {
-			t.Fatalf("third reservation: locked=%v until=%v", locked, until)
-		}
-		wantLocked(t, l.Check(ctx, a, ip))
-		wantThrottled(t, l.Check(ctx, acct("other"), ip))
 		if err := r3.Succeeded(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if n, u, err := l.Status(ctx, a); err != nil || n != 0 || !u.IsZero() {
 			t.Errorf("status after success: %d %v %v", n, u, err)
 		}
-		if err := l.Check(ctx, acct("other"), ip); err != nil {
-			t.Errorf("address not given its attempt back: %v", err)
-		}
-		// A success does not lift a lock that another attempt set.
+		// The address has 2 failures of 3: one more is admitted, then it
+		// is throttled.
 		b := acct("ivy")
-		var held *Reservation
-		for i := 0; i < 3; i++ {
-			r, err := l.Reserve(ctx, b, "")
+		if locked, _, err := reserve(b).Failed(ctx); err != nil || locked {
+			t.Fatalf("failure: locked=%v %v", locked, err)
+		}
+		wantThrottled(t, l.Check(ctx, b, ip))
+		// Three wrong in a row lock the account; the third says so.
+		c := acct("jack")
+		for i := 1; i <= 3; i++ {
+			r, err := l.Reserve(ctx, c, "")
 			if err != nil {
 				t.Fatal(err)
 			}
-			if i == 0 {
-				held = r
+			locked, until, err := r.Failed(ctx)
+			if err != nil || locked != (i == 3) || (i == 3) == until.IsZero() {
+				t.Fatalf("failure %d: locked=%v until=%v %v", i, locked, until, err)
 			}
 		}
-		if err := held.Succeeded(ctx); err != nil {
-			t.Fatal(err)
+		if _, err := l.Reserve(ctx, c, ""); err == nil {
+			t.Error("reservation on a locked account")
+		} else {
+			wantLocked(t, err)
 		}
-		wantLocked(t, l.Check(ctx, b, ""))
 		if _, err := l.Reserve(ctx, "", ip); !errors.Is(err, ErrEmptyAccount) {
 			t.Errorf("empty account: %v", err)
 		}

@@ -14,6 +14,7 @@ const DefaultMaxEntries = 1 << 18
 
 type account struct {
 	failures    int
+	pending     int       // reservations not yet settled
 	expires     time.Time // the count is forgotten then (Lockout after the last failure)
 	lockedUntil time.Time
 }
@@ -93,49 +94,60 @@ func (m *memory) failure(_ context.Context, id, ip string) (bool, time.Time, err
 	return locked, until, nil
 }
 
-// reserve refuses or counts under one hold of the lock, so that concurrent
-// attempts cannot all pass the check before any of them is counted.
-func (m *memory) reserve(_ context.Context, id, ip string) (reserved, error) {
+// reserve refuses or admits under one hold of the lock, so that
+// concurrent attempts cannot all pass the check before any is counted.
+func (m *memory) reserve(_ context.Context, id, ip string) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
 	m.maybeSweep(now)
 	if err := m.refusal(id, ip, now); err != nil {
-		return reserved{}, err
+		return 0, err
 	}
-	var got reserved
-	if got.lockedNow, got.until = m.count(id, ip, now); !got.lockedNow {
-		got.until = time.Time{}
+	a := m.liveAccount(id, now)
+	if a != nil && a.failures+a.pending >= m.cfg.MaxFailures {
+		return 0, errFull
 	}
-	if a := m.addrs[ip]; ip != "" && a != nil {
-		got.addrAttempts = a.failures
+	if a == nil {
+		m.makeRoom(len(m.accounts), now)
+		a = &account{expires: now.Add(m.cfg.Lockout)}
+		m.accounts[id] = a
 	}
-	return got, nil
+	a.pending++
+	if ip == "" {
+		return 0, nil
+	}
+	ad := m.liveAddr(ip, now)
+	if ad == nil {
+		m.makeRoom(len(m.addrs), now)
+		ad = &address{resets: now.Add(m.cfg.IPWindow)}
+		m.addrs[ip] = ad
+	}
+	ad.failures++
+	return ad.failures, nil
 }
 
-func (m *memory) release(_ context.Context, id, ip string, lockUntil time.Time, reset bool) error {
+func (m *memory) settle(_ context.Context, id, ip, outcome string) (bool, time.Time, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	if a := m.liveAddr(ip, now); ip != "" && a != nil && a.failures > 0 {
-		a.failures--
-	}
 	a := m.liveAccount(id, now)
-	if a == nil {
-		return nil
+	if a != nil && a.pending > 0 {
+		a.pending--
 	}
-	if !lockUntil.IsZero() && a.lockedUntil.Equal(lockUntil) {
-		a.lockedUntil = time.Time{}
+	switch outcome {
+	case settleFailed:
+		locked, until := m.count(id, "", now) // the address counted it at reserve
+		return locked, until, nil
+	case settleSucceeded:
+		if a != nil {
+			a.failures = 0 // a lock in force stays
+		}
 	}
-	switch {
-	case reset && !a.lockedUntil.After(now):
-		delete(m.accounts, id)
-	case reset:
-		a.failures = 0 // a lock set by another attempt stays
-	case a.failures > 0:
-		a.failures--
+	if ad := m.liveAddr(ip, now); ip != "" && ad != nil && ad.failures > 0 {
+		ad.failures--
 	}
-	return nil
+	return false, time.Time{}, nil
 }
 
 // refusal is the Check rule at now: a locked account, then a throttled

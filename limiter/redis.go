@@ -15,6 +15,7 @@ import (
 //
 //	prefix+"af:"+account  consecutive failures        TTL Lockout after the last failure
 //	prefix+"al:"+account  lock; value = end, Unix ms  TTL Lockout from the locking failure
+//	prefix+"ap:"+account  attempts in progress        TTL pendingTTL after the last Reserve
 //	prefix+"ip:"+address  failures in the window      TTL the rest of the window
 //
 // The scripts touch several keys at once: on Redis Cluster give the prefix
@@ -85,57 +86,72 @@ end
 return {0, 0}
 `)
 
-// reserveScript is checkScript and failureScript in one script (Redis runs
-// a script atomically), so that no attempt passes the check while another
-// is between its check and its count.
-// KEYS: af, al, [ip]; ARGV: MaxFailures, Lockout ms, IPWindow ms, IPMaxFailures.
-// Returns {0, 0, address count} (counted), {3, lock end ms, address count}
-// (counted, and locked the account), {1, lock end ms} (refused: locked) or
-// {2, retry after ms} (refused: throttled). The address count is 0 without
-// an address.
+// reserveScript is Reserve's atomic step (Redis runs a script
+// atomically), so no attempt passes the checks while another is between
+// its check and its count.
+// KEYS: af, al, ap, [ip]; ARGV: MaxFailures, IPWindow ms, IPMaxFailures,
+// pending TTL ms. Returns {0, 0, address count} (admitted; 0 without an
+// address), {1, lock end ms} (locked), {2, retry after ms} (throttled) or
+// {4, 0} (the account's failures and attempts in progress are full).
 var reserveScript = redis.NewScript(`
-local addr = 0
 local untilms = redis.call('GET', KEYS[2])
 if untilms and redis.call('PTTL', KEYS[2]) > 0 then
   return {1, untilms}
 end
-if KEYS[3] then
-  local n = tonumber(redis.call('GET', KEYS[3]) or '0')
-  if n >= tonumber(ARGV[4]) then
-    local ttl = redis.call('PTTL', KEYS[3])
+if KEYS[4] then
+  local n = tonumber(redis.call('GET', KEYS[4]) or '0')
+  if n >= tonumber(ARGV[3]) then
+    local ttl = redis.call('PTTL', KEYS[4])
     if ttl > 0 then return {2, ttl} end
   end
-  addr = redis.call('INCR', KEYS[3])
-  if addr == 1 or redis.call('PTTL', KEYS[3]) < 0 then
-    redis.call('PEXPIRE', KEYS[3], ARGV[3])
-  end
 end
-local c = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if c >= tonumber(ARGV[1]) then
-  local t = redis.call('TIME')
-  local u = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]))
-  redis.call('SET', KEYS[2], u, 'PX', ARGV[2])
-  return {3, u, addr}
+local f = tonumber(redis.call('GET', KEYS[1]) or '0')
+local p = tonumber(redis.call('GET', KEYS[3]) or '0')
+if f + p >= tonumber(ARGV[1]) then
+  return {4, 0}
+end
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+local addr = 0
+if KEYS[4] then
+  addr = redis.call('INCR', KEYS[4])
+  if addr == 1 or redis.call('PTTL', KEYS[4]) < 0 then
+    redis.call('PEXPIRE', KEYS[4], ARGV[2])
+  end
 end
 return {0, 0, addr}
 `)
 
-// KEYS: af, al, [ip]; ARGV: lock end ms set by the reservation (or 0),
-// reset (1) or give back one failure (0). DECR keeps a key's TTL.
-var releaseScript = redis.NewScript(`
-if KEYS[3] and tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
+// settleScript ends a reservation. DECR keeps a key's TTL.
+// KEYS: af, al, ap, [ip]; ARGV: outcome (f, s or r), MaxFailures,
+// Lockout ms. Returns {locked now (0/1), lock end ms or 0}, as
+// failureScript for a failure (whose address was counted at reserve).
+var settleScript = redis.NewScript(`
+if tonumber(redis.call('GET', KEYS[3]) or '0') > 0 then
   redis.call('DECR', KEYS[3])
 end
-if ARGV[1] ~= '0' and redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('DEL', KEYS[2])
+if ARGV[1] ~= 'f' then
+  if KEYS[4] and tonumber(redis.call('GET', KEYS[4]) or '0') > 0 then
+    redis.call('DECR', KEYS[4])
+  end
+  if ARGV[1] == 's' then
+    redis.call('DEL', KEYS[1])
+  end
+  return {0, 0}
 end
-if ARGV[2] == '1' then
-  redis.call('DEL', KEYS[1])
-elseif tonumber(redis.call('GET', KEYS[1]) or '0') > 0 then
-  redis.call('DECR', KEYS[1])
+local untilms = redis.call('GET', KEYS[2])
+if untilms then
+  return {0, untilms}
 end
-return 0
+local c = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if c >= tonumber(ARGV[2]) then
+  local t = redis.call('TIME')
+  local u = string.format('%.0f', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3]))
+  redis.call('SET', KEYS[2], u, 'PX', ARGV[3])
+  return {1, u}
+end
+return {0, 0}
 `)
 
 // KEYS: af, al. Returns {failures, lock end ms or 0}.
@@ -208,33 +224,42 @@ func (r *redisBackend) failure(ctx context.Context, account, ip string) (bool, t
 	return res[0] == 1, unixMS(res[1]), nil
 }
 
-func (r *redisBackend) reserve(ctx context.Context, account, ip string) (reserved, error) {
-	res, err := r.reply(ctx, reserveScript, r.keys(account, ip),
-		r.cfg.MaxFailures, ms(r.cfg.Lockout), ms(r.cfg.IPWindow), r.cfg.IPMaxFailures)
-	switch {
-	case err != nil:
-		return reserved{}, err
-	case len(res) == 2 && res[0] == 1:
-		return reserved{}, &LockedError{Until: unixMS(res[1])}
-	case len(res) == 2 && res[0] == 2:
-		return reserved{}, &ThrottledError{RetryAfter: time.Duration(res[1]) * time.Millisecond}
-	case len(res) == 3 && res[0] == 0:
-		return reserved{addrAttempts: int(res[2])}, nil
-	case len(res) == 3 && res[0] == 3:
-		return reserved{lockedNow: true, until: unixMS(res[1]), addrAttempts: int(res[2])}, nil
+// reserveKeys are af, al, ap and, with an address, ip.
+func (r *redisBackend) reserveKeys(account, ip string) []string {
+	k := []string{r.prefix + "af:" + account, r.prefix + "al:" + account, r.prefix + "ap:" + account}
+	if ip != "" {
+		k = append(k, r.prefix+"ip:"+ip)
 	}
-	return reserved{}, errors.New("limiter: unexpected reply")
+	return k
 }
 
-func (r *redisBackend) release(ctx context.Context, account, ip string, lockUntil time.Time, reset bool) error {
-	lock, rst := "0", "0"
-	if !lockUntil.IsZero() {
-		lock = strconv.FormatInt(lockUntil.UnixMilli(), 10)
+func (r *redisBackend) reserve(ctx context.Context, account, ip string) (int, error) {
+	res, err := r.reply(ctx, reserveScript, r.reserveKeys(account, ip),
+		r.cfg.MaxFailures, ms(r.cfg.IPWindow), r.cfg.IPMaxFailures, ms(pendingTTL))
+	switch {
+	case err != nil:
+		return 0, err
+	case len(res) == 2 && res[0] == 1:
+		return 0, &LockedError{Until: unixMS(res[1])}
+	case len(res) == 2 && res[0] == 2:
+		return 0, &ThrottledError{RetryAfter: time.Duration(res[1]) * time.Millisecond}
+	case len(res) == 2 && res[0] == 4:
+		return 0, errFull
+	case len(res) == 3 && res[0] == 0:
+		return int(res[2]), nil
 	}
-	if reset {
-		rst = "1"
+	return 0, errors.New("limiter: unexpected reply")
+}
+
+func (r *redisBackend) settle(ctx context.Context, account, ip, outcome string) (bool, time.Time, error) {
+	res, err := r.reply(ctx, settleScript, r.reserveKeys(account, ip), outcome, r.cfg.MaxFailures, ms(r.cfg.Lockout))
+	if err != nil {
+		return false, time.Time{}, err
 	}
-	return releaseScript.Run(ctx, r.rdb, r.keys(account, ip), lock, rst).Err()
+	if len(res) != 2 {
+		return false, time.Time{}, errors.New("limiter: unexpected reply")
+	}
+	return res[0] == 1, unixMS(res[1]), nil
 }
 
 func (r *redisBackend) success(ctx context.Context, account string) error {

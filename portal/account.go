@@ -89,7 +89,7 @@ func (s *Server) enrolRefused(w http.ResponseWriter, r *http.Request, v *viewer,
 		return
 	}
 	d.Error = msg
-	s.render(w, r, http.StatusForbidden, "enrol.html", d)
+	s.render(w, r, reauthStatus(err), "enrol.html", d)
 }
 
 // finishEnrol stores the new factor, marks this session's second factor
@@ -120,17 +120,6 @@ func (s *Server) accountData(r *http.Request, v *viewer) pageData {
 	d.SignedIn, d.Current = true, reauthKind(v)
 	d.Enrolled = len(v.user.TOTPSecretEnc) > 0
 	d.CodesLeft, _ = s.Store.CountRecoveryCodes(r.Context(), v.user.ID)
-	if pv, err := s.pushData(r, v); err != nil {
-		s.Log.ErrorContext(r.Context(), "push devices", "err", err)
-	} else {
-		d.Push = pv
-	}
-	switch r.URL.Query().Get("push") {
-	case "on":
-		d.Notice = "Notifications are on for this device."
-	case "removed":
-		d.Notice = "The device no longer gets notifications."
-	}
 	return d
 }
 
@@ -143,7 +132,7 @@ func (s *Server) recoveryCodesSubmit(w http.ResponseWriter, r *http.Request, v *
 		}
 		d := s.accountData(r, v)
 		d.Error = msg
-		s.render(w, r, http.StatusForbidden, "account.html", d)
+		s.render(w, r, reauthStatus(err), "account.html", d)
 		return
 	}
 	codes, err := s.Identity.NewRecoveryCodes(r.Context(), v.user)

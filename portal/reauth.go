@@ -73,7 +73,7 @@ func (s *Server) confirmCurrent(r *http.Request, v *viewer, current string) erro
 		return err
 	}
 	ctx, acct := r.Context(), indexKey(v.user.EmailIndex)
-	res, err := s.Limiter.Reserve(ctx, acct, ipKey(info(r).ip))
+	res, err := s.reserve(ctx, acct, ipKey(info(r).ip))
 	if err != nil {
 		return err
 	}
@@ -113,12 +113,22 @@ func (s *Server) reauthRefusal(v *viewer, err error) (string, bool) {
 	return s.signInRefusal(err)
 }
 
+// reauthStatus is the HTTP status of a refused confirmation: 400 when the
+// factor is missing (a field the request needs), 401 when it is wrong or
+// the account is locked.
+func reauthStatus(err error) int {
+	if errors.Is(err, errCurrentMissing) {
+		return http.StatusBadRequest
+	}
+	return http.StatusUnauthorized
+}
+
 // apiReauthRefuse answers a refused confirmation in JSON, or a fault.
 func (s *Server) apiReauthRefuse(w http.ResponseWriter, r *http.Request, v *viewer, err error) {
 	msg, _ := s.reauthRefusal(v, err)
 	switch {
 	case errors.Is(err, errCurrentMissing):
-		writeJSONError(w, http.StatusForbidden, "reauth_required", msg+` Send it as "current".`)
+		writeJSONError(w, http.StatusBadRequest, "reauth_required", msg+` Send it as "current".`)
 	case errors.Is(err, identity.ErrBadCode), errors.Is(err, identity.ErrBadCredentials):
 		writeJSONError(w, http.StatusUnauthorized, "bad_current_factor", msg)
 	default:

@@ -31,7 +31,7 @@ func indexKey(emailIndex []byte) string { return hex.EncodeToString(emailIndex)[
 // (HIPAA 164.308(a)(5)(ii)(C), log-in monitoring).
 func (s *Server) checkPassword(r *http.Request, email, pw string) (*store.User, []byte, error) {
 	ctx, ip, acct := r.Context(), ipKey(info(r).ip), s.accountKey(email)
-	res, err := s.Limiter.Reserve(ctx, acct, ip)
+	res, err := s.reserve(ctx, acct, ip)
 	if err != nil {
 		if reason := refusalReason(err); reason != "bad-credentials" {
 			s.Log.DebugContext(ctx, "sign-in refused", "reason", reason, "ip", ip)
@@ -87,13 +87,32 @@ func (s *Server) auditRefusal(r *http.Request, acct, ipk, reason, email string) 
 	}
 }
 
-// countFailure reports a wrong guess whose reservation res already counted
-// it, and records the lock if this guess was the one that set it.
+// reserveWait bounds how long an attempt waits for the account's other
+// attempts in progress to be settled (limiter.Reserve) before it is
+// answered 429.
+const reserveWait = 10 * time.Second
+
+// reserve takes the attempt's place in the lock-out counters before it is
+// evaluated (limiter.Reserve, issue 8.1).
+func (s *Server) reserve(ctx context.Context, acct, ip string) (*limiter.Reservation, error) {
+	wait, cancel := context.WithTimeout(ctx, reserveWait)
+	defer cancel()
+	return s.Limiter.Reserve(wait, acct, ip)
+}
+
+// countFailure settles res as a wrong guess and records the lock if this
+// guess was the one that set it.
 func (s *Server) countFailure(r *http.Request, acct, what string, res *limiter.Reservation) {
 	ctx, ip := r.Context(), info(r).ip
 	s.Log.WarnContext(ctx, "sign-in failed", "factor", what, "ip", ip)
 	s.Metrics.SignInFailure(what)
-	if locked, until := res.Failed(); locked {
+	// The client may have gone; the counters must still be settled.
+	locked, until, err := res.Failed(context.WithoutCancel(ctx))
+	if err != nil {
+		s.Log.ErrorContext(ctx, "lock-out counter", "err", err)
+		return
+	}
+	if locked {
 		s.audit(r, "auth.lockout", "account", acct, "ok", map[string]string{"until": until.UTC().Format(time.RFC3339)})
 		s.Metrics.Lockout()
 		s.Log.WarnContext(ctx, "account locked", "account", acct[:12], "until", until, "ip", ip)
@@ -155,7 +174,7 @@ func (s *Server) signInRefusal(err error) (string, bool) {
 // the session a new id with the second factor marked done.
 func (s *Server) checkSecondFactor(w http.ResponseWriter, r *http.Request, v *viewer, code string) error {
 	ctx, acct := r.Context(), indexKey(v.user.EmailIndex)
-	res, err := s.Limiter.Reserve(ctx, acct, ipKey(info(r).ip))
+	res, err := s.reserve(ctx, acct, ipKey(info(r).ip))
 	if err != nil {
 		return err
 	}
