@@ -120,6 +120,17 @@ func (s *Server) accountData(r *http.Request, v *viewer) pageData {
 	d.SignedIn, d.Current = true, reauthKind(v)
 	d.Enrolled = len(v.user.TOTPSecretEnc) > 0
 	d.CodesLeft, _ = s.Store.CountRecoveryCodes(r.Context(), v.user.ID)
+	if pv, err := s.pushData(r, v); err != nil {
+		s.Log.ErrorContext(r.Context(), "push devices", "err", err)
+	} else {
+		d.Push = pv
+	}
+	switch r.URL.Query().Get("push") {
+	case "on":
+		d.Notice = "Notifications are on for this device."
+	case "removed":
+		d.Notice = "The device no longer gets notifications."
+	}
 	return d
 }
 
