@@ -36,6 +36,7 @@ type Config struct {
 	TLS       TLS       `toml:"tls"`
 	Keys      Keys      `toml:"keys"`
 	Database  Database  `toml:"database"`
+	Store     Store     `toml:"store"`
 	SMTP      SMTP      `toml:"smtp"`
 	Smarthost Smarthost `toml:"smarthost"`
 	Portal    Portal    `toml:"portal"`
@@ -116,6 +117,13 @@ type Keys struct {
 type Database struct {
 	Driver string `toml:"driver"`
 	DSN    string `toml:"dsn"`
+}
+
+// Store selects a server database for several nodes (issue 11).
+type Store struct {
+	// URL is postgres://... (PostgreSQL); empty: the embedded SQLite file
+	// at database.dsn.
+	URL string `toml:"url"`
 }
 
 type SMTP struct {
@@ -549,6 +557,10 @@ func (c *Config) Validate() error {
 	}
 	if s := c.Security; s.LockoutFailures < 1 || s.LockoutDuration.Duration <= 0 || s.IPMaxFailures < 1 || s.IPWindow.Duration <= 0 || s.ResetTTL.Duration <= 0 {
 		errs = append(errs, errors.New("security: lockout_failures and ip_max_failures must be at least 1; lockout_duration, ip_window and reset_ttl positive"))
+	}
+	if u := c.Store.URL; u != "" && !strings.HasPrefix(u, "postgres://") && !strings.HasPrefix(u, "postgresql://") {
+		// Not quoted: the URL may hold a password.
+		errs = append(errs, errors.New("store.url: use postgres:// or postgresql:// (empty: the embedded SQLite database)"))
 	}
 	if c.Redis.URL != "" && !strings.HasPrefix(c.Redis.URL, "redis://") && !strings.HasPrefix(c.Redis.URL, "rediss://") && !strings.HasPrefix(c.Redis.URL, "unix://") {
 		errs = append(errs, fmt.Errorf("redis.url %q: use redis://, rediss:// or unix://", c.Redis.URL))

@@ -160,6 +160,7 @@ func TestEnvOverrides(t *testing.T) {
 		"PHIGATE_ORG_DOMAINS= lakeside.example, ,lab.example ,x.example", // list
 		"PHIGATE_KEYS_MASTER_KEY=c2VjcmV0",                               // value containing '='-free base64
 		"PHIGATE_SERVER_PUBLIC_URL=https://a.example/x?y=z",              // value containing '='
+		"PHIGATE_STORE_URL=postgres://phigate@db.example/phigate",        // issue 11: the server database
 	}
 	c, err := Load("", env)
 	if err != nil {
@@ -169,6 +170,9 @@ func TestEnvOverrides(t *testing.T) {
 		c.Keys.PasswordThreads != 3 || c.Keys.PasswordMemoryKiB != 32768 || !c.Smarthost.ImplicitTLS ||
 		c.Session.IdleTimeout.Duration != 20*time.Minute || c.Keys.MasterKey != "c2VjcmV0" || c.Server.PublicURL != "https://a.example/x?y=z" {
 		t.Errorf("env not applied: %+v", c)
+	}
+	if c.Store.URL != "postgres://phigate@db.example/phigate" {
+		t.Errorf("store.url %q", c.Store.URL)
 	}
 	if !reflect.DeepEqual(c.Org.Domains, []string{"lakeside.example", "lab.example", "x.example"}) {
 		t.Errorf("domains %q", c.Org.Domains)
@@ -259,6 +263,9 @@ func TestValidate(t *testing.T) {
 		{"negative per-address cap", func(c *Config) { c.Portal.MaxConnsPerIP = -1 }, "portal.max_conns_per_ip"},
 		{"no redis timeout", func(c *Config) { c.Redis.Timeout.Duration = 0 }, "redis.timeout"},
 		{"no redis probe interval", func(c *Config) { c.Redis.ProbeInterval.Duration = -time.Second }, "redis.probe_interval"},
+		{"postgres store", func(c *Config) { c.Store.URL = "postgres://phigate@db.example/phigate?sslmode=verify-full" }, ""},
+		{"postgresql store", func(c *Config) { c.Store.URL = "postgresql://db.example/phigate" }, ""},
+		{"other store", func(c *Config) { c.Store.URL = "mysql://u:hunter2@db.example/p" }, "store.url"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -275,6 +282,12 @@ func TestValidate(t *testing.T) {
 				t.Errorf("error %v, want one naming %s", err, c.want)
 			}
 		})
+	}
+	// A store URL may hold a password: never in the error.
+	bad := ok()
+	bad.Store.URL = "mysql://u:hunter2@db.example/p"
+	if err := bad.Validate(); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("store.url error: %v", err)
 	}
 	// The file route: idle_timeout > 30m loads but does not validate.
 	c, err := Load(writeTOML(t, "[session]\nidle_timeout = \"45m\"\n"), nil)

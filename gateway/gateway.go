@@ -116,7 +116,8 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Gateway, e
 		return nil, err
 	}
 	logx.SetPseudonymKey(ring.PseudonymKey())
-	st, err := store.OpenSQLite(ctx, cfg.Database.DSN)
+	// store.url (PostgreSQL) when set, else the embedded SQLite file.
+	st, err := store.Open(ctx, cfg.Store.URL, cfg.Database.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}

@@ -67,6 +67,9 @@ func Start(t testing.TB, cfg config.Config) *Harness {
 // it starts (fields its services read from their own goroutines).
 func StartWith(t testing.TB, cfg config.Config, before func(*gateway.Gateway)) *Harness {
 	t.Helper()
+	if cfg.Store.URL == "" {
+		cfg.Store.URL = storeURL(t, cfg.Server.DataDir)
+	}
 	cfg.Fill()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
