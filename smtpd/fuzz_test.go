@@ -24,9 +24,10 @@ const fuzzUser = "dr.fuzz@clinic.example"
 // STARTTLS port (the stream is sent before any TLS), else the implicit-TLS
 // port. In the stream, {USER} {PASS} {B64USER} {B64PASS} and {PLAIN} become a
 // real account's app password credentials, so the fuzzer reaches the
-// authenticated states. Whatever the stream, the server does not crash,
-// answers or closes once the client has finished sending, and then still
-// serves a new client (greeting, EHLO, NOOP). Seeds below and in
+// authenticated states. Whatever the stream, the server does not crash or
+// panic (go-smtp would recover a panic and answer 421 "Internal server
+// error"), answers or closes once the client has finished sending, and then
+// still serves a new client (greeting, EHLO, NOOP). Seeds below and in
 // testdata/fuzz/FuzzSMTPSession.
 func FuzzSMTPSession(f *testing.F) {
 	msg := "From: <{USER}>\r\nTo: <p@example.net>\r\nSubject: s\r\n\r\nbody\r\n..dot-stuffed\r\n.\r\n"
@@ -62,7 +63,10 @@ func FuzzSMTPSession(f *testing.F) {
 		if plain {
 			addr = h.SMTP
 		}
-		playScript(t, addr, !plain, script)
+		replies := playScript(t, addr, !plain, script)
+		if bytes.Contains(replies, []byte("Internal server error")) {
+			t.Fatalf("the server panicked (go-smtp recovered it)\nscript: %q\nreplies:\n%s", script, replies)
+		}
 		checkServes(t, h.SMTPS)
 	})
 }
@@ -74,8 +78,9 @@ func FuzzSMTPSession(f *testing.F) {
 const sessionBound = 20 * time.Second
 
 // playScript sends script in one write (reading the replies meanwhile),
-// half-closes, and requires the server to end the session.
-func playScript(t *testing.T, addr string, implicit bool, script []byte) {
+// half-closes, requires the server to end the session, and returns the
+// replies.
+func playScript(t *testing.T, addr string, implicit bool, script []byte) []byte {
 	t.Helper()
 	var conn net.Conn
 	var err error
@@ -90,8 +95,9 @@ func playScript(t *testing.T, addr string, implicit bool, script []byte) {
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(sessionBound))
 	read := make(chan error, 1)
+	var replies bytes.Buffer
 	go func() {
-		_, err := io.Copy(io.Discard, conn)
+		_, err := io.Copy(&replies, conn)
 		read <- err
 	}()
 	// The server may close early (e.g. after a failed STARTTLS): a write
@@ -106,6 +112,7 @@ func playScript(t *testing.T, addr string, implicit bool, script []byte) {
 	if err := <-read; errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("session still open %s after the client finished sending\nscript: %q", sessionBound, script)
 	}
+	return replies.Bytes()
 }
 
 // checkServes requires a new client to be greeted and answered.
