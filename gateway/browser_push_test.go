@@ -90,7 +90,6 @@ func TestBrowserPush(t *testing.T) {
 		t.Errorf("worker script %q", scope)
 	}
 	tb.eval(`window.pushSeen = []; navigator.serviceWorker.addEventListener('message', (e) => window.pushSeen.push(e.data.title)); 'ok'`)
-	tb.shot("account-notifications.png")
 
 	regID, err := chromedp.Run(tb.ctx, func(ctx context.Context, tg *chromedp.Target) (serviceworker.RegistrationID, error) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -151,4 +150,12 @@ func TestBrowserPush(t *testing.T) {
 	if want := pl.Title + "|" + pl.Body + "|" + h.BaseURL + "/inbox"; shown != want {
 		t.Errorf("notifications shown: %q, want %q", shown, want)
 	}
+	// The account page lists the device with its last notification.
+	// (A new document: the tab is on /account already.)
+	tb.navigate(h.BaseURL + "/account?push=on")
+	tb.waitFor("device list", `document.querySelector('table.devices') !== null`, 10*time.Second)
+	if row := tb.eval(`document.querySelector('table.devices tbody tr').innerText`); !strings.Contains(row, "Phone") || strings.Contains(row, "none yet") {
+		t.Errorf("device row %q: want the device with its last notification", row)
+	}
+	tb.shot("account-notifications.png")
 }
