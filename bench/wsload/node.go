@@ -35,9 +35,12 @@ func patientAddr(i int) string { return fmt.Sprintf("p%05d@bench.example", i) }
 // runNode runs one gateway node (a child process of the load generator) on
 // the shared data folder and Redis until stdin closes. The first node
 // creates the accounts.
-func runNode(data, redisURL string, users int) error {
+func runNode(data, redisURL string, users int, redisTimeout time.Duration) error {
 	cfg := e2e.Config(data)
 	cfg.Redis.URL = redisURL
+	if redisTimeout > 0 {
+		cfg.Redis.Timeout.Duration = redisTimeout
+	}
 	cfg.Redis.Prefix = "wsload:"
 	cfg.Log.Level = "warn"
 	cfg.Metrics.Addr = ""
