@@ -43,7 +43,7 @@ var (
 	// smtpStages are the stages SMTPDuration times.
 	smtpStages = []string{"data", "rcpt", "auth", "session"}
 	// noticeKinds are the kinds of notification the dispatcher sends.
-	noticeKinds = []string{"new-message", "password-reset", "security-alert"}
+	noticeKinds = []string{"new-message", "password-reset", "security-alert", "push"}
 	// signInFactors are the factors a sign-in can fail on.
 	signInFactors = []string{"password", "second-factor"}
 )
