@@ -63,6 +63,10 @@ type Server struct {
 	// ShutdownGrace bounds a stop (SIGTERM): SMTP transactions in DATA,
 	// notice sends and HTTPS requests under way get this long to finish.
 	ShutdownGrace Duration `toml:"shutdown_grace"`
+	// DrainDelay: at a stop, /readyz answers 503 for this long while
+	// everything still serves, so a load balancer stops sending first
+	// (issue 11.5); then the stop proceeds. 0: none.
+	DrainDelay Duration `toml:"drain_delay"`
 }
 
 type Org struct {
@@ -567,6 +571,9 @@ func (c *Config) Validate() error {
 	}
 	if g := c.Server.ShutdownGrace.Duration; g <= 0 || g > 10*time.Minute {
 		errs = append(errs, fmt.Errorf("server.shutdown_grace %s: must be positive and at most 10m", g))
+	}
+	if d := c.Server.DrainDelay.Duration; d < 0 || d > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("server.drain_delay %s: must be 0 to 5m", d))
 	}
 	if c.Smarthost.Connections < 1 || c.Smarthost.Connections > 64 || c.Smarthost.ProbeInterval.Duration <= 0 {
 		errs = append(errs, errors.New("smarthost.connections must be 1 to 64 and smarthost.probe_interval positive"))

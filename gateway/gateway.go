@@ -74,6 +74,7 @@ type Gateway struct {
 	smtpSrv           *smtpd.Server
 	smtpServers       []*smtp.Server
 	drain             *smtpDrain
+	health            *readiness    // /healthz and /readyz (health.go)
 	dispatched        chan struct{} // closed when the dispatcher has stopped
 	cancel            context.CancelFunc
 	wg                sync.WaitGroup
@@ -221,7 +222,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.Portal = ps
 	ps.Limits = portal.Limits{Body: cfg.Portal.MaxBodyBytes, Reply: cfg.Portal.MaxReplyBodyBytes, Upload: cfg.Portal.MaxUploadBytes}
-	g.httpSrv = g.httpsServer(ps.Handler(), tlsCfg)
+	g.health = g.newReadiness(ctx)
+	g.httpSrv = g.httpsServer(g.withHealth(ps.Handler()), tlsCfg)
 
 	if err := g.serveMetrics(ctx); err != nil {
 		g.closeListeners()
@@ -457,6 +459,7 @@ func (g *Gateway) Close() error {
 }
 
 func (g *Gateway) close() error {
+	g.drainFirst()
 	start := time.Now()
 	grace, cancel := context.WithTimeout(context.Background(), cmp.Or(g.Cfg.Server.ShutdownGrace.Duration, 30*time.Second))
 	defer cancel()
