@@ -307,4 +307,8 @@ type Store interface {
 	// OutboxSent marks notices sent (one transaction for all ids).
 	OutboxSent(ctx context.Context, at time.Time, ids ...string) error
 	OutboxRetry(ctx context.Context, id string, attempts int, next time.Time, lastErr string) error
+	// FailedOutbox and RequeueOutbox are the admin's view and retry of
+	// failed notices (outbox_admin.go).
+	FailedOutbox(ctx context.Context, limit int) ([]OutboxItem, error)
+	RequeueOutbox(ctx context.Context, id string, now time.Time) error
 }
