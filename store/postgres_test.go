@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	neturl "net/url"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/phigate/phigate/internal/pgtest"
 )
@@ -188,4 +190,44 @@ func TestPostgresTwoNodes(t *testing.T) {
 		t.Errorf("%d message.accept entries for %d messages", len(accepts), total)
 	}
 	checkChain(t, nodes[1])
+}
+
+// TestPostgresLeaseSkipsLocked: a node leasing notices passes over rows
+// another node's lease transaction holds instead of waiting for it (SELECT
+// ... FOR UPDATE SKIP LOCKED). lock_timeout turns a wait into an error
+// rather than a hang.
+func TestPostgresLeaseSkipsLocked(t *testing.T) {
+	ctx := context.Background()
+	dbURL, err := neturl.Parse(pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := dbURL.Query()
+	q.Set("lock_timeout", "5000") // pgx passes unknown parameters to the server
+	dbURL.RawQuery = q.Encode()
+	s := closing(t, mustOpenPostgres(t, dbURL.String()))
+	u := mkUser(t, s, RolePatient, StatusPending)
+	var items []OutboxItem
+	for i := 0; i < 6; i++ {
+		items = append(items, mkOutbox(u.ID, "", t0.Add(time.Duration(i)*time.Millisecond)))
+	}
+	deliver(t, s, Delivery{Outbox: items})
+	// The other node, mid-lease: the three oldest rows locked, not committed.
+	other, err := s.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Rollback()
+	held, err := other.QueryContext(ctx, `SELECT id FROM outbox ORDER BY next_attempt_at LIMIT 3 FOR UPDATE`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for held.Next() {
+	}
+	held.Close()
+	got, err := s.LeaseOutbox(ctx, t0.Add(time.Second), t0.Add(time.Hour), 64)
+	if err != nil {
+		t.Fatalf("LeaseOutbox beside a lease in progress: %v", err)
+	}
+	sameIDs(t, "leased beside the held rows", outboxIDs(got), outboxIDs(items[3:]))
 }
