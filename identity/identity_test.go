@@ -615,3 +615,21 @@ func TestClaimRace(t *testing.T) {
 		t.Errorf("%d claims succeeded, want 1", wins)
 	}
 }
+
+// TestLoginUnknownTakesTheHashQueue (issue 8.1): an unknown address takes
+// the same queued hash as a real account, so when no hash can be had
+// (here: the caller has gone) both answer the same, and neither reports
+// bad credentials for an attempt that was never evaluated.
+func TestLoginUnknownTakesTheHashQueue(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.svc.AddUser(ctx, "lee@clinic.example", "staff", goodPassword); err != nil {
+		t.Fatal(err)
+	}
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, email := range []string{"lee@clinic.example", "nobody@clinic.example"} {
+		if _, _, err := f.svc.Login(gone, email, goodPassword); !errors.Is(err, context.Canceled) {
+			t.Errorf("Login(%s) without a hash slot: %v, want context.Canceled", email, err)
+		}
+	}
+}
