@@ -31,7 +31,7 @@ var (
 	ringErr  error
 )
 
-func newRing(t *testing.T) *keys.Ring {
+func newRing(t testing.TB) *keys.Ring {
 	t.Helper()
 	ringOnce.Do(func() {
 		for i := range ringKeys {
@@ -61,7 +61,7 @@ type fixture struct {
 
 const patient = "pat.canary-91@example.net"
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	st, err := store.OpenSQLite(context.Background(), filepath.Join(dir, "phigate.db"))

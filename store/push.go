@@ -37,8 +37,9 @@ type PushStore interface {
 	// DeletePushSubscription removes one of userID's devices; ErrNotFound
 	// if it is not theirs (or already gone).
 	DeletePushSubscription(ctx context.Context, userID, id string) error
-	// PushDelivered records a push the push service accepted.
-	PushDelivered(ctx context.Context, id string, at time.Time) error
+	// PushDelivered records pushes their push services accepted (one
+	// transaction for all ids).
+	PushDelivered(ctx context.Context, at time.Time, ids ...string) error
 }
 
 const pushCols = `id, user_id, endpoint_mac, host, label, sub_enc, created_at, last_success_at`
@@ -118,7 +119,13 @@ func (s *SQL) DeletePushSubscription(ctx context.Context, userID, id string) err
 	return nil
 }
 
-func (s *SQL) PushDelivered(ctx context.Context, id string, at time.Time) error {
-	_, err := s.exec(ctx, `UPDATE push_subscriptions SET last_success_at = $1 WHERE id = $2`, unix(at), id)
-	return err
+func (s *SQL) PushDelivered(ctx context.Context, at time.Time, ids ...string) error {
+	return s.tx(ctx, func(tx *sql.Tx) error {
+		for _, id := range ids {
+			if _, err := tx.ExecContext(ctx, `UPDATE push_subscriptions SET last_success_at = $1 WHERE id = $2`, unix(at), id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }

@@ -68,14 +68,16 @@ func testPushSubscriptions(t *testing.T, s Store) {
 	sameIDs(t, "a after b took e1", pushIDs(got), []string{again.ID})
 
 	at := t0.Add(time.Hour)
-	if err := s.PushDelivered(ctx, again.ID, at); err != nil {
+	if err := s.PushDelivered(ctx, at, again.ID, taken.ID, "gone-meanwhile"); err != nil {
 		t.Fatal(err)
 	}
-	one, err := s.PushSubscriptionByID(ctx, again.ID)
-	if err != nil {
-		t.Fatal(err)
+	for _, id := range []string{again.ID, taken.ID} {
+		one, err := s.PushSubscriptionByID(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		eqTimePtr(t, "last success", one.LastSuccess, &at)
 	}
-	eqTimePtr(t, "last success", one.LastSuccess, &at)
 
 	// Only the owner deletes a device.
 	wantErr(t, "b deletes a's device", s.DeletePushSubscription(ctx, b.ID, again.ID), ErrNotFound)

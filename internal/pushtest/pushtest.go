@@ -111,6 +111,7 @@ func (s *Service) Wait(ctx context.Context, t testing.TB, n int) []Push {
 func (s *Service) Client() *http.Client {
 	c := s.srv.Client()
 	tr := c.Transport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
 	addr := s.srv.Listener.Addr().String()
 	tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
