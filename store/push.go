@@ -60,7 +60,9 @@ func scanPush(row interface{ Scan(...any) error }) (*PushSubscription, error) {
 }
 
 func (s *SQL) AddPushSubscription(ctx context.Context, p PushSubscription, max int) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	// Serializable on PostgreSQL (as UpdateUser): two subscriptions at once
+	// would otherwise both count below max and both insert.
+	return s.txWith(ctx, s.userTx, func(tx *sql.Tx) error {
 		// Lock the account row first: on PostgreSQL (read committed)
 		// concurrent subscriptions would otherwise each count the rows
 		// before the others' inserts and all pass the bound. SQLite holds
