@@ -40,7 +40,9 @@ func (l *Limiter) Reserve(ctx context.Context, account, ip string) (*Reservation
 		return nil, ErrEmptyAccount
 	}
 	ip = ipKey(ip)
-	for {
+	// Poll with jittered exponential back-off (20 ms doubling to 500 ms),
+	// so that many waiting attempts cost Redis a few calls each.
+	for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, 500*time.Millisecond) {
 		addr, err := l.b.reserve(ctx, account, ip)
 		if err == nil {
 			return &Reservation{l: l, account: account, ip: ip, addrAttempts: addr}, nil
@@ -48,7 +50,7 @@ func (l *Limiter) Reserve(ctx context.Context, account, ip string) (*Reservation
 		if !errors.Is(err, errFull) {
 			return nil, err
 		}
-		wait := time.NewTimer(20*time.Millisecond + rand.N(80*time.Millisecond))
+		wait := time.NewTimer(backoff/2 + rand.N(backoff))
 		select {
 		case <-ctx.Done():
 			wait.Stop()
