@@ -137,14 +137,14 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 		token = c.Value
 	}
 	rec, err := s.Sessions.Peek(r.Context(), token)
-	if storeUnavailable(err) {
-		tryLater(conn)
-		return
-	}
 	if err != nil {
-		reason := session.Reason(err)
+		reason := endedReason(err)
 		if reason == "" {
-			reason = "user"
+			if !storeUnavailable(err) {
+				s.Log.WarnContext(r.Context(), "websocket: session not read", "err", err)
+			}
+			tryLater(conn)
+			return
 		}
 		conn.SetWriteDeadline(time.Now().Add(s.Live.writeWait()))
 		conn.WriteJSON(wsMsg{Type: "ended", Reason: reason})
@@ -236,9 +236,23 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 }
 
 // reasonUnavailable is sessionState's answer while the session store does
-// not answer: the session is not known to have ended, so the page must not
-// be wiped.
+// not answer, or fails: the session is not known to have ended, so the
+// page must not be wiped.
 const reasonUnavailable = "unavailable"
+
+// endedReason says why err means that the session is over: its end
+// reason, or "user" for no such session. "" for a fault (Redis down or
+// overloaded, say): the session is not known to have ended, and the page
+// must not be wiped for it; it is told to try again later.
+func endedReason(err error) string {
+	if reason := session.Reason(err); reason != "" {
+		return reason
+	}
+	if errors.Is(err, session.ErrNoSession) {
+		return "user"
+	}
+	return ""
+}
 
 // tryLater closes a page's websocket without ending its session (1013 Try
 // Again Later): the page reconnects by itself, with back-off, and hears its
@@ -255,15 +269,14 @@ type watch struct{ id, user, token string }
 
 func (s *Server) sessionState(ctx context.Context, v *watch) (time.Duration, string) {
 	rec, err := s.Sessions.Store.Get(ctx, v.id)
-	if storeUnavailable(err) {
-		return 0, reasonUnavailable
-	}
 	if err != nil {
-		var ee *session.EndedError
-		if errors.As(err, &ee) {
-			return 0, ee.Reason
+		if reason := endedReason(err); reason != "" {
+			return 0, reason
 		}
-		return 0, "user"
+		if !storeUnavailable(err) {
+			s.Log.WarnContext(ctx, "websocket: session not read", "err", err)
+		}
+		return 0, reasonUnavailable
 	}
 	// An account disabled elsewhere (another node, the CLI) ends here too.
 	if u, err := s.Store.UserByID(ctx, rec.UserID); err == nil && u.Status != store.StatusActive {
