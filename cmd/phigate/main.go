@@ -23,6 +23,7 @@ Usage:
   phigate recipient-key add --email ADDR --file KEY.asc | remove --email ADDR
   phigate dkim show                         (the DNS TXT records for the notices' DKIM keys)
   phigate notices check-templates [--dir DIR]
+  phigate healthcheck [--timeout 5s] [--ca FILE] URL   (exit 0 on a 2xx answer: container health checks)
   phigate audit verify | export [--format csv|json] [--user ID] [--action A] [--message ID] [--from D] [--to D]
 
 Run "phigate COMMAND -h" for the flags of one command.
@@ -52,6 +53,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return dkimCmd(args[1:], stdout, stderr)
 	case "notices":
 		return noticesCmd(args[1:], stdout, stderr)
+	case "healthcheck":
+		return healthcheck(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
