@@ -24,6 +24,8 @@ Usage:
   phigate dkim show                         (the DNS TXT records for the notices' DKIM keys)
   phigate notices check-templates [--dir DIR]
   phigate healthcheck [--timeout 5s] [--ca FILE] URL   (exit 0 on a 2xx answer: container health checks)
+  phigate store upgrade [--url URL]        (run the schema migrations; URL default $PHIGATE_STORE_URL)
+  phigate store migrate --from sqlite:PATH --to postgres://...   (copy an SQLite store into an empty PostgreSQL one)
   phigate audit verify | export [--format csv|json] [--user ID] [--action A] [--message ID] [--from D] [--to D]
 
 Run "phigate COMMAND -h" for the flags of one command.
@@ -51,6 +53,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return auditCmd(args[1:], stdout, stderr)
 	case "dkim":
 		return dkimCmd(args[1:], stdout, stderr)
+	case "store":
+		return storeCmd(args[1:], stdout, stderr)
 	case "notices":
 		return noticesCmd(args[1:], stdout, stderr)
 	case "healthcheck":
