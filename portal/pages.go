@@ -56,6 +56,8 @@ type pageData struct {
 
 	// Push is the account page's notifications section (push.go).
 	Push *pushView
+	// Notices are the failed notices an admin sees (notices.go).
+	Notices []failedNotice
 }
 
 func (s *Server) data(title string) pageData {

@@ -1,0 +1,182 @@
+package portal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/phigate/phigate/notify"
+	"github.com/phigate/phigate/store"
+)
+
+// Failed notices (issue 10.6): admins see the notices and pushes whose
+// last attempt failed (to whom, when, why; never what the message is) and
+// retry them. One operation behind the page and the API.
+
+// failedNotice is one row of the list. To is the address the notice goes
+// to (the recipient account's, for a push the device owner's): admins see
+// addresses elsewhere too; nothing of any message is shown.
+type failedNotice struct {
+	ID        string    `json:"id"`
+	Kind      string    `json:"kind"`
+	Channel   string    `json:"channel"`
+	To        string    `json:"to"`
+	MessageID string    `json:"message_id,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Attempts  int       `json:"attempts"`
+	GivenUp   bool      `json:"given_up"`
+	NextTry   time.Time `json:"next_attempt_at,omitzero"`
+	Error     string    `json:"error"`
+}
+
+// failedNoticesShown bounds the list (the newest first).
+const failedNoticesShown = 500
+
+func (s *Server) noticeRoutes(h func(pattern string, p Perm, fn handler)) {
+	h("GET /admin/notices", PermAdmin, s.noticesPage)
+	h("POST /admin/notices/{id}/retry", PermAdmin, s.noticeRetrySubmit)
+	h("GET /api/v1/admin/notices", PermAdmin, s.apiNotices)
+	h("POST /api/v1/admin/notices/{id}/retry", PermAdmin, s.apiNoticeRetry)
+}
+
+// failedNotices lists the failed rows of every notice channel. Onward
+// mail (relay) is not a notice: its failure reaches its sender as a
+// delivery-failure report, which is listed if it fails in turn.
+func (s *Server) failedNotices(ctx context.Context) ([]failedNotice, error) {
+	items, err := s.Store.FailedOutbox(ctx, failedNoticesShown)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]failedNotice, 0, len(items))
+	for _, it := range items {
+		if it.Kind == notify.KindRelay {
+			continue
+		}
+		f := failedNotice{ID: it.ID, Kind: it.Kind, Channel: string(notify.ChannelOf(it.Kind)), MessageID: it.MessageID,
+			CreatedAt: it.CreatedAt, Attempts: it.Attempts, GivenUp: notify.GivenUp(it), Error: it.LastError}
+		if !f.GivenUp {
+			f.NextTry = it.NextAttemptAt
+		}
+		if f.To, err = s.noticeAddress(ctx, it); err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// noticeAddress is the account's address, or for a notice to no account
+// (an alert, a report to an internal sender) the address in its sealed
+// payload.
+func (s *Server) noticeAddress(ctx context.Context, it store.OutboxItem) (string, error) {
+	if it.UserID != "" {
+		u, err := s.Store.UserByID(ctx, it.UserID)
+		if errors.Is(err, store.ErrNotFound) {
+			return "(account deleted)", nil
+		}
+		if err != nil {
+			return "", err
+		}
+		return s.Identity.Email(u)
+	}
+	plain, err := s.Identity.Keys.OpenField(notify.PayloadPurpose(it.ID), it.Payload)
+	if err != nil {
+		return "", err
+	}
+	var n notify.Notice
+	if err := json.Unmarshal(plain, &n); err != nil {
+		return "", err
+	}
+	return n.To, nil
+}
+
+// errNotFailed: the row is not among the failed ones (sent meanwhile, or
+// never failed, or onward mail).
+var errNotFailed = errors.New("not a failed notice")
+
+// retryNotice makes a failed notice due now with fresh attempts, audited
+// as notice.retry (object the outbox row, the message id beside it).
+func (s *Server) retryNotice(r *http.Request, id string) error {
+	ctx := r.Context()
+	failed, err := s.failedNotices(ctx)
+	if err != nil {
+		return err
+	}
+	var f *failedNotice
+	for i := range failed {
+		if failed[i].ID == id {
+			f = &failed[i]
+		}
+	}
+	if f == nil {
+		return errNotFailed
+	}
+	err = s.Store.RequeueOutbox(ctx, id, time.Now())
+	if errors.Is(err, store.ErrNotFound) {
+		return errNotFailed
+	}
+	if err != nil {
+		return err
+	}
+	// The dispatcher intake wakes after a commit sends it at once (it
+	// would otherwise find it at its next poll, within seconds).
+	if s.Intake != nil && s.Intake.Notifier != nil {
+		s.Intake.Notifier.Kick()
+	}
+	details := map[string]string{"kind": f.Kind, "attempts": strconv.Itoa(f.Attempts), "error": f.Error}
+	if f.MessageID != "" {
+		details["message"] = f.MessageID
+	}
+	return s.audit(r, "notice.retry", "outbox", id, "ok", details)
+}
+
+func (s *Server) noticesPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.renderNotices(w, r, s.data("Failed notices"))
+}
+
+func (s *Server) renderNotices(w http.ResponseWriter, r *http.Request, d pageData) {
+	failed, err := s.failedNotices(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d.Notices = failed
+	s.render(w, r, http.StatusOK, "admin_notices.html", d)
+}
+
+func (s *Server) noticeRetrySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Failed notices")
+	switch err := s.retryNotice(r, r.PathValue("id")); {
+	case errors.Is(err, errNotFailed):
+		d.Error = "That notice is no longer failed (sent or retried meanwhile)."
+	case err != nil:
+		s.fail(w, r, err)
+		return
+	default:
+		d.Notice = "Notice " + r.PathValue("id") + " will be sent again within a few seconds."
+	}
+	s.renderNotices(w, r, d)
+}
+
+func (s *Server) apiNotices(w http.ResponseWriter, r *http.Request, v *viewer) {
+	failed, err := s.failedNotices(r.Context())
+	if err != nil {
+		s.apiFail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"notices": failed})
+}
+
+func (s *Server) apiNoticeRetry(w http.ResponseWriter, r *http.Request, v *viewer) {
+	switch err := s.retryNotice(r, r.PathValue("id")); {
+	case errors.Is(err, errNotFailed):
+		writeJSONError(w, http.StatusNotFound, "not_found", "no failed notice with this id")
+	case err != nil:
+		s.apiFail(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"notice": r.PathValue("id"), "status": "queued"})
+	}
+}
