@@ -140,8 +140,10 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	if err != nil {
 		reason := endedReason(err)
 		if reason == "" {
+			// Debug: in an outage every open page lands here; the
+			// Redis guard logs the outage once.
 			if !storeUnavailable(err) {
-				s.Log.WarnContext(r.Context(), "websocket: session not read", "err", err)
+				s.Log.DebugContext(r.Context(), "websocket: session not read", "err", err)
 			}
 			tryLater(conn)
 			return
@@ -274,7 +276,7 @@ func (s *Server) sessionState(ctx context.Context, v *watch) (time.Duration, str
 			return 0, reason
 		}
 		if !storeUnavailable(err) {
-			s.Log.WarnContext(ctx, "websocket: session not read", "err", err)
+			s.Log.DebugContext(ctx, "websocket: session not read", "err", err)
 		}
 		return 0, reasonUnavailable
 	}
