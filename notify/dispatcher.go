@@ -347,9 +347,10 @@ func (d *Dispatcher) deliver(ctx context.Context, conn outbound.Conn, it store.O
 		d.forget(it.ID)
 		d.Metrics.NoticeSent(it.Kind)
 		d.Log.InfoContext(ctx, "notice sent", "outbox", it.ID, "kind", it.Kind, "message", it.MessageID)
-		if d.hasWaiting() {
+		if ChannelOf(it.Kind) == ChannelEmail && d.hasWaiting() {
 			// The next hop works again: what waits for it need not wait
-			// for its back-off slot.
+			// for its back-off slot. (A push went elsewhere: it says
+			// nothing of the smarthost.)
 			select {
 			case d.wake <- struct{}{}:
 			default:

@@ -68,7 +68,9 @@ type PushPayload struct {
 // Subscription is a browser's PushSubscription as its toJSON() gives it.
 type Subscription struct {
 	Endpoint string `json:"endpoint"`
-	Keys     struct {
+	// ExpirationTime is part of toJSON() (mostly null); not used.
+	ExpirationTime *int64 `json:"expirationTime,omitempty"`
+	Keys           struct {
 		P256dh string `json:"p256dh"`
 		Auth   string `json:"auth"`
 	} `json:"keys"`

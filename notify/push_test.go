@@ -364,3 +364,25 @@ func BenchmarkPushDispatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/el.Seconds(), "pushes/s")
 }
+
+// A push that goes out says nothing of the smarthost: email notices
+// waiting for it keep their back-off slot (a successful email send would
+// release them).
+func TestPushSuccessLeavesSmarthostWaitAlone(t *testing.T) {
+	pf := newPushFixture(t)
+	ctx := context.Background()
+	pf.enqueue(t, "mail1", Notice{To: patient, Link: "https://portal.riverside.example/login", ExpiresAt: pf.clock.Now().Add(time.Hour)})
+	pf.clock.Add(time.Second)
+	pf.subscribe(t, pushtest.NewDevice(t), "Phone")
+	pf.queue(t, "m1")
+	d := pf.dispatcher()
+	d.Sender = &scriptedSender{errs: []error{errors.New("dial tcp 192.0.2.1:587: connect: connection refused")}}
+	d.Workers = 1 // the email (due first) fails before the push goes out
+	n, err := d.RunOnce(ctx)
+	if err != nil || n != 1 || len(pf.svc.Pushes()) != 1 {
+		t.Fatalf("sent %d (%d pushes): %v", n, len(pf.svc.Pushes()), err)
+	}
+	if r := pf.row(t, "mail1"); r.sent || r.attempts != 1 || !r.next.Equal(pf.clock.Now().Add(backoff(1))) {
+		t.Errorf("waiting email row %+v: want one attempt and its back-off slot kept", r)
+	}
+}

@@ -156,7 +156,8 @@ func (d *Device) Auth() string { return base64.RawURLEncoding.EncodeToString(d.a
 
 // JSON is the subscription as PushSubscription.toJSON() gives it.
 func (d *Device) JSON() map[string]any {
-	return map[string]any{"endpoint": d.Endpoint(), "keys": map[string]string{"p256dh": d.P256dh(), "auth": d.Auth()}}
+	return map[string]any{"endpoint": d.Endpoint(), "expirationTime": nil,
+		"keys": map[string]string{"p256dh": d.P256dh(), "auth": d.Auth()}}
 }
 
 // Decrypt opens an aes128gcm body (RFC 8188 2.1 header, RFC 8291 3.3/3.4
