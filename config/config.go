@@ -226,6 +226,11 @@ type Redis struct {
 	Timeout Duration `toml:"timeout"`
 	// ProbeInterval is how often a Redis counted as down is pinged.
 	ProbeInterval Duration `toml:"probe_interval"`
+	// PasswordFile holds the Redis password (overrides one in the URL);
+	// CAFile the CA that signed a rediss:// server's certificate (else
+	// the system roots). Both for container secrets (docs/deploy.md).
+	PasswordFile string `toml:"password_file"`
+	CAFile       string `toml:"ca_file"`
 }
 
 // Alerts are the security officer's alert thresholds (issue #5).

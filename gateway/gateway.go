@@ -341,6 +341,9 @@ func (g *Gateway) shared(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("redis.url: %w", err)
 		}
+		if err := redisFiles(opt, cfg.Redis); err != nil {
+			return err
+		}
 		g.openRedis(opt)
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
