@@ -80,9 +80,9 @@ var _ AuditStore = (*SQL)(nil)
 
 // headQuery reads the chain head. SQLite write transactions hold the
 // database's write lock from BEGIN (_txlock=immediate), so the head cannot
-// move before commit; a server backend must read it with the row locked
-// (PostgreSQL: append " FOR UPDATE") and still sees a unique(seq) conflict
-// when two writers read the same head, which appendAudit reports as
+// move before commit; PostgreSQL takes SQL.auditLock (an advisory lock held
+// to commit) before reading it. A unique(seq) conflict that still happens
+// (another writer without the lock) is reported by appendAudit as
 // errAuditConflict for the caller to retry.
 const headQuery = `SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1`
 

@@ -4,14 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 )
 
-// copyOrder lists every table in an order that satisfies the foreign keys.
-// CopyAll refuses a source with a table not listed here, so a table added
-// by a later migration cannot be left behind silently.
-var copyOrder = []string{"users", "app_passwords", "messages", "claim_tokens", "outbox",
+// copyFirst orders the tables the foreign keys constrain: parents first.
+// Tables not listed (added by later migrations, referring to these) are
+// copied after them, by name.
+var copyFirst = []string{"users", "app_passwords", "messages", "claim_tokens", "outbox",
 	"recovery_codes", "policy_versions", "recipient_keys", "break_glass", "audit_log", "push_subscriptions"}
 
 // CopyAll copies every row of src (an SQLite store) into dst (a freshly
@@ -20,12 +20,13 @@ var copyOrder = []string{"users", "app_passwords", "messages", "claim_tokens", "
 // rows keep their sequence numbers and MACs. It returns the rows copied
 // per table after checking dst has as many.
 func CopyAll(ctx context.Context, src, dst *SQL) (map[string]int, error) {
-	if err := sameTables(ctx, src); err != nil {
+	order, err := copyOrder(ctx, src)
+	if err != nil {
 		return nil, err
 	}
 	counts := map[string]int{}
-	err := dst.tx(ctx, func(tx *sql.Tx) error {
-		for _, table := range copyOrder {
+	err = dst.tx(ctx, func(tx *sql.Tx) error {
+		for _, table := range order {
 			var n int
 			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table).Scan(&n); err != nil {
 				return err
@@ -44,7 +45,7 @@ func CopyAll(ctx context.Context, src, dst *SQL) (map[string]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, table := range copyOrder {
+	for _, table := range order {
 		var n int
 		if err := dst.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+table).Scan(&n); err != nil {
 			return nil, err
@@ -56,32 +57,38 @@ func CopyAll(ctx context.Context, src, dst *SQL) (map[string]int, error) {
 	return counts, nil
 }
 
-// sameTables checks src's tables are exactly copyOrder (goose's own aside).
-func sameTables(ctx context.Context, src *SQL) error {
+// copyOrder lists src's tables (goose's own aside) in copy order. Every
+// one is copied: a table the target lacks fails the copy.
+func copyOrder(ctx context.Context, src *SQL) ([]string, error) {
 	rows, err := src.db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table'
-		AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name <> 'goose_db_version'`)
+		AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name <> 'goose_db_version' ORDER BY name`)
 	if err != nil {
-		return fmt.Errorf("store: the source must be an SQLite store: %w", err)
+		return nil, fmt.Errorf("store: the source must be an SQLite store: %w", err)
 	}
 	defer rows.Close()
-	var got []string
+	have := map[string]bool{}
+	var rest []string
 	for rows.Next() {
 		var n string
 		if err := rows.Scan(&n); err != nil {
-			return err
+			return nil, err
 		}
-		got = append(got, n)
+		have[n] = true
+		if !slices.Contains(copyFirst, n) {
+			rest = append(rest, n)
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return err
+		return nil, err
 	}
-	want := append([]string{}, copyOrder...)
-	sort.Strings(got)
-	sort.Strings(want)
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		return fmt.Errorf("store: source tables %v, this version copies %v", got, want)
+	var order []string
+	for _, n := range copyFirst {
+		if !have[n] {
+			return nil, fmt.Errorf("store: the source has no table %s: not a phigate store of this version", n)
+		}
+		order = append(order, n)
 	}
-	return nil
+	return append(order, rest...), nil
 }
 
 // copyTable inserts every row of table from src into tx, column by name.

@@ -77,8 +77,11 @@ func OpenPostgres(ctx context.Context, url string) (*SQL, error) {
 		return nil, err
 	}
 	s := &SQL{
-		db:        db,
-		headLock:  " FOR UPDATE",
+		db: db,
+		// No FOR UPDATE on the head row: auditLock already orders the
+		// appends, and FOR UPDATE would need the UPDATE privilege on
+		// audit_log that the nodes' role must not have (docs/deploy.md).
+		headLock:  "",
 		auditLock: fmt.Sprintf("SELECT pg_advisory_xact_lock(%d)", int64(auditLockKey)),
 		leaseLock: " FOR UPDATE SKIP LOCKED",
 		retryable: pgRetryable,

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -230,4 +231,89 @@ func TestPostgresLeaseSkipsLocked(t *testing.T) {
 		t.Fatalf("LeaseOutbox beside a lease in progress: %v", err)
 	}
 	sameIDs(t, "leased beside the held rows", outboxIDs(got), outboxIDs(items[3:]))
+}
+
+// TestPostgresAppRole: the grants docs/deploy.md gives the nodes' role are
+// enough to run phigate (migrations already current, deliveries, audit,
+// leases, purge), and that role cannot touch audit rows even with the
+// triggers out of the way: the privilege is missing.
+func TestPostgresAppRole(t *testing.T) {
+	ctx := context.Background()
+	role := "phigate_app_" + strings.ToLower(uid("r")[2:])
+	role = strings.ReplaceAll(role, "-", "_")
+	// Registered before the database exists, so it runs after it is
+	// dropped: a role with grants in a database cannot be dropped.
+	var maintURL string
+	t.Cleanup(func() {
+		if maintURL == "" {
+			return
+		}
+		db, err := sql.Open("pgx", maintURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.ExecContext(ctx, `DROP ROLE IF EXISTS `+role); err != nil {
+			t.Errorf("DROP ROLE: %v", err)
+		}
+	})
+	srv := pgtest.Start(t)
+	maintURL = srv.AdminURL()
+	ownerURL := srv.NewDB(t)
+	closing(t, mustOpenPostgres(t, ownerURL)) // migrates, as the owner
+	admin, err := sql.Open("pgx", ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for _, stmt := range []string{
+		`CREATE ROLE ` + role + ` LOGIN`,
+		`GRANT USAGE ON SCHEMA public TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ` + role,
+		`REVOKE UPDATE, DELETE, TRUNCATE ON audit_log FROM ` + role,
+		`REVOKE INSERT, UPDATE, DELETE ON goose_db_version FROM ` + role,
+	} {
+		if _, err := admin.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	appURL, err := neturl.Parse(ownerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appURL.User = neturl.User(role)
+	s := closing(t, mustOpenPostgres(t, appURL.String()))
+
+	sender, rcpt := mkUser(t, s, RoleStaff, StatusActive), mkUser(t, s, RolePatient, StatusPending)
+	m := mkMsg(rcpt, sender, t0)
+	c := &chained{action: "message.accept", ids: []string{m.ID}}
+	deliver(t, s, Delivery{Messages: []Message{m}, Outbox: []OutboxItem{mkOutbox(rcpt.ID, m.ID, t0)}, Audit: c.fn})
+	leased, err := s.LeaseOutbox(ctx, t0.Add(time.Second), t0.Add(time.Hour), 10)
+	if err != nil || len(leased) != 1 {
+		t.Fatalf("LeaseOutbox: %d, %v", len(leased), err)
+	}
+	if err := s.OutboxSent(ctx, t0, leased[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	r := &chained{action: "message.recall", ids: []string{m.ID}}
+	if err := s.Recall(ctx, m.ID, sender.ID, r.fn); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.PurgeCiphertext(ctx, t0.Add(time.Minute), nil); err != nil || n != 1 {
+		t.Fatalf("PurgeCiphertext: %d, %v", n, err)
+	}
+	if n := checkChain(t, s); n != 2 {
+		t.Errorf("%d audit entries, want 2", n)
+	}
+	// With the triggers dropped (by the owner), the role still cannot.
+	for _, stmt := range []string{`DROP TRIGGER audit_log_no_update ON audit_log`, `DROP TRIGGER audit_log_no_delete ON audit_log`} {
+		if _, err := admin.ExecContext(ctx, stmt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, stmt := range []string{`UPDATE audit_log SET outcome = 'x'`, `DELETE FROM audit_log`, `TRUNCATE audit_log`} {
+		if _, err := s.DB().ExecContext(ctx, stmt); err == nil || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("%s as the app role: %v, want permission denied", stmt, err)
+		}
+	}
 }

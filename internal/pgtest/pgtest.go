@@ -90,6 +90,10 @@ func ping(u string) error {
 	return db.PingContext(ctx)
 }
 
+// AdminURL is the URL of the server's maintenance database, for what a
+// test does outside its own database (roles are server-wide).
+func (s *Server) AdminURL() string { return s.admin }
+
 // NewDB creates an empty database and returns its URL; it is dropped
 // (with any connection still open to it) when t ends.
 func (s *Server) NewDB(t testing.TB) string {
