@@ -532,6 +532,9 @@ func insertNotices(ctx context.Context, tx *sql.Tx, d Delivery) error {
 }
 
 func insertOutbox(ctx context.Context, tx *sql.Tx, o OutboxItem) error {
+	if o.Batch != "" && o.Window > 0 {
+		return insertBatched(ctx, tx, o)
+	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, kind, user_id, message_id, payload,
 		created_at, next_attempt_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
 		o.ID, o.Kind, nullStr(o.UserID), nullStr(o.MessageID), o.Payload, unix(o.CreatedAt), unix(o.NextAttemptAt))

@@ -166,6 +166,11 @@ type OutboxItem struct {
 	Attempts      int
 	SentAt        *time.Time
 	LastError     string
+	// Batch (recipient and channel, opaque ids) and Window make a notice
+	// that covers the recipient's later messages (issue 10.4, prefs.go):
+	// written by Deliver only, not read back.
+	Batch  string
+	Window time.Duration
 }
 
 // Delivery is everything one accepted SMTP transaction commits at once.
@@ -215,6 +220,8 @@ type Store interface {
 
 	// Issue 10.3: Web Push subscriptions (push.go).
 	PushStore
+	// Issue 10.4: notification preferences (prefs.go).
+	PrefsStore
 
 	CreateUser(ctx context.Context, u *User) error
 	UserByID(ctx context.Context, id string) (*User, error)
@@ -311,4 +318,5 @@ type Store interface {
 	// failed notices (outbox_admin.go).
 	FailedOutbox(ctx context.Context, limit int) ([]OutboxItem, error)
 	RequeueOutbox(ctx context.Context, id string, now time.Time) error
+	LastOutboxFor(ctx context.Context, messageID, kind string) (time.Time, error)
 }

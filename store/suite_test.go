@@ -50,6 +50,9 @@ func runSuite(t *testing.T, open func(t *testing.T) Store) {
 		{"AuditConflictRetry", testAuditConflictRetry},
 		{"UserVersion", testUserVersion},
 		{"PushSubscriptions", testPushSubscriptions},
+		{"NotifyPrefs", testNotifyPrefs},
+		{"NoticeBatching", testNoticeBatching},
+		{"ConcurrentBatching", testConcurrentBatching},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
