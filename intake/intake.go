@@ -61,6 +61,9 @@ type Intake struct {
 	// Push queues the push channel's rows beside the email notice (issue
 	// 10.3); nil: email only.
 	Push *notify.Pusher
+	// Prefs applies the accounts' choice of channels and batches notices
+	// (issue 10.4); nil: email and push, each message its own notice.
+	Prefs *notify.Prefs
 }
 
 // Envelope is the SMTP envelope of one transaction, after AUTH.
@@ -425,7 +428,8 @@ func (in *Intake) expiry(d policy.Decision) time.Duration {
 
 // Notice builds the "you have a secure message" notice for m: a claim link
 // for a pending account, the sign-in link otherwise; and a push to each
-// device the account turned notifications on for.
+// device the account turned notifications on for; as the account chose
+// (Prefs).
 func (in *Intake) Notice(ctx context.Context, u *store.User, rcpt string, m store.Message, now time.Time) (store.Delivery, error) {
 	var d store.Delivery
 	n := notify.Notice{To: keys.NormalizeAddr(rcpt), ExpiresAt: m.ExpiresAt, Link: in.Opts.PublicURL + "/login"}
@@ -438,15 +442,15 @@ func (in *Intake) Notice(ctx context.Context, u *store.User, rcpt string, m stor
 	if err != nil {
 		return d, err
 	}
-	d.Outbox = append(d.Outbox, item)
+	var pushes []store.OutboxItem
 	if in.Push != nil && u.Status == store.StatusActive {
-		pushes, err := in.Push.Items(ctx, u.ID, m.ID, now)
-		if err != nil {
+		if pushes, err = in.Push.Items(ctx, u.ID, m.ID, now); err != nil {
 			return d, err
 		}
-		d.Outbox = append(d.Outbox, pushes...)
 	}
-	return d, nil
+	// The account's choice of channels, and batching (issue 10.4).
+	d.Outbox, err = in.Prefs.MessageNotices(ctx, in.Keys, u.ID, item, pushes)
+	return d, err
 }
 
 // Decider is who decides on a quarantined message, for the trail.
