@@ -48,6 +48,7 @@ type Config struct {
 	Push      Push      `toml:"push"`
 	DKIM      DKIM      `toml:"dkim"`
 	Log       Log       `toml:"log"`
+	Backup    Backup    `toml:"backup"`
 
 	// Dev is set by `serve --dev`, never from a file.
 	Dev bool `toml:"-"`
@@ -261,6 +262,20 @@ type Metrics struct {
 	AllowRemote bool   `toml:"allow_remote"`
 }
 
+// Backup is the periodic encrypted backup that serve takes (issue 14.1;
+// phigate backup create takes one on demand).
+type Backup struct {
+	// Interval between backups; 0 turns the periodic backup off.
+	Interval Duration `toml:"interval"`
+	// Dir receives the backup files (default DATA/backups).
+	Dir string `toml:"dir"`
+	// Keep is how many backups Dir keeps; older ones are removed.
+	Keep int `toml:"keep"`
+	// RecipientKey is an OpenPGP public key file the backups are encrypted
+	// to (default: the escrow public key).
+	RecipientKey string `toml:"recipient_key"`
+}
+
 type Log struct {
 	Level  string `toml:"level"`
 	Format string `toml:"format"`
@@ -346,7 +361,8 @@ func Default() Config {
 			MaxConnsPerIP:     256,
 		},
 		// Format "" picks json in production and text in --dev.
-		Log: Log{Level: "info"},
+		Log:    Log{Level: "info"},
+		Backup: Backup{Interval: Duration{24 * time.Hour}, Keep: 7},
 	}
 }
 
@@ -496,6 +512,9 @@ func (c *Config) Fill() {
 	if c.Keys.VAPIDKeyFile == "" {
 		c.Keys.VAPIDKeyFile = filepath.Join(c.Server.DataDir, "vapid-key.wrapped")
 	}
+	if c.Backup.Dir == "" {
+		c.Backup.Dir = filepath.Join(c.Server.DataDir, "backups")
+	}
 	if c.Keys.DKIMKeyFile == "" {
 		c.Keys.DKIMKeyFile = filepath.Join(c.Server.DataDir, "dkim-key.wrapped")
 	}
@@ -585,6 +604,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Redis.Timeout.Duration <= 0 || c.Redis.ProbeInterval.Duration <= 0 {
 		errs = append(errs, errors.New("redis.timeout and redis.probe_interval must be positive"))
+	}
+	if c.Backup.Interval.Duration < 0 || c.Backup.Keep < 1 {
+		errs = append(errs, errors.New("backup: interval must not be negative (0: off) and keep at least 1"))
 	}
 	if c.SMTP.MaxRecipients < 1 {
 		errs = append(errs, errors.New("smtp.max_recipients must be at least 1"))

@@ -236,6 +236,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.watchRedis(ctx, ps)
 	g.goRun(func() { g.purge(ctx) })
 	g.goRun(func() { g.verifyDaily(ctx) })
+	g.startBackups(ctx)
 	if mem, ok := g.Sessions.Store.(*session.Memory); ok {
 		g.goRun(func() { g.sweep(ctx, mem) })
 	}

@@ -26,6 +26,8 @@ Usage:
   phigate healthcheck [--timeout 5s] [--ca FILE] URL   (exit 0 on a 2xx answer: container health checks)
   phigate store upgrade [--url URL]        (run the schema migrations; URL default $PHIGATE_STORE_URL)
   phigate store migrate --from sqlite:PATH --to postgres://...   (copy an SQLite store into an empty PostgreSQL one)
+  phigate backup create [--out DIR] | list [--dir DIR] | verify FILE   (encrypted backups; see docs/operations.md)
+  phigate backup restore FILE --escrow-key FILE [--passphrase-file FILE]   (into an empty data folder; passphrase else on stdin)
   phigate audit verify | export [--format csv|json] [--user ID] [--action A] [--message ID] [--from D] [--to D]
 
 Run "phigate COMMAND -h" for the flags of one command.
@@ -59,6 +61,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return noticesCmd(args[1:], stdout, stderr)
 	case "healthcheck":
 		return healthcheck(args[1:], stdout, stderr)
+	case "backup":
+		return backupCmd(args[1:], stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
