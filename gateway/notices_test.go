@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/internal/testclock"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/store"
 )
@@ -120,4 +122,127 @@ func TestAdminFailedNotices(t *testing.T) {
 		t.Fatalf("page retry: %d\n%s", st, b)
 	}
 	h.WaitNotices(sent + 2)
+}
+
+// Issue 10.6: the sender of an unopened message has its notice sent again
+// (a fresh claim link for a pending recipient), from the Sent page and the
+// API, at most once per 15 minutes per message, audited; nobody else can,
+// and not after the message was opened. The portal runs on a test clock,
+// so the re-sent rows are due at that clock's time: the test reads them
+// from the outbox rather than wait for the real-time dispatcher.
+func TestStaffResendNotice(t *testing.T) {
+	h := e2e.Start(t, e2e.Config(t.TempDir()))
+	clock := testclock.New(time.Now())
+	h.G.Portal.Now = clock.Now // before any request
+	ctx := context.Background()
+	pass := h.AddStaff(staff)
+	const other = "dr.other@clinic.example"
+	h.AddStaff(other)
+	const rcpt = "resend.patient@example.net"
+	msg := e2e.Multipart(staff, "Dr Lee", rcpt, "Results", "body", "<p>body</p>", "r.txt", []byte("data"))
+	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{rcpt}, Msg: msg}); err != nil {
+		t.Fatal(err)
+	}
+	links := map[string]bool{"/claim/" + e2e.ClaimToken(t, h.WaitNotices(1)[0]): true}
+	sender, _ := signInStaff(t, h, staff, "staff portal password 123", time.Now())
+	var sent struct{ Messages []struct{ ID string } }
+	sender.JSON("GET", "/api/v1/sent", nil, 200, &sent)
+	if len(sent.Messages) != 1 {
+		t.Fatalf("sent list %+v", sent)
+	}
+	id := sent.Messages[0].ID
+	resend := "/api/v1/sent/" + id + "/resend"
+	// newNotice returns the claim link of the one new notice row of the
+	// message (sealed in the outbox, due at the test clock's time).
+	newNotice := func() string {
+		t.Helper()
+		due, err := h.G.Store.DueOutbox(ctx, clock.Now(), 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fresh []string
+		for _, it := range due {
+			if it.Kind != notify.KindNewMessage || it.MessageID != id {
+				continue
+			}
+			plain, err := h.G.Keys.OpenField(notify.PayloadPurpose(it.ID), it.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var n notify.Notice
+			if err := json.Unmarshal(plain, &n); err != nil {
+				t.Fatal(err)
+			}
+			if n.To != rcpt || !n.Claim {
+				t.Errorf("re-sent notice %+v", n)
+			}
+			_, link, _ := strings.Cut(n.Link, "://")
+			if link = link[strings.Index(link, "/"):]; !links[link] {
+				links[link] = true
+				fresh = append(fresh, link)
+			}
+		}
+		if len(fresh) != 1 {
+			t.Fatalf("%d new notice rows for the message, want 1", len(fresh))
+		}
+		return fresh[0]
+	}
+
+	// Right after the first notice: too soon.
+	st, hdr, b := sender.Do("POST", resend, nil, nil)
+	if st != 429 || hdr.Get("Retry-After") == "" || !strings.Contains(string(b), "too_soon") {
+		t.Fatalf("resend at once: %d %s %s", st, hdr.Get("Retry-After"), b)
+	}
+	// Not the sender: as if there were no such message.
+	stranger, _ := signInStaff(t, h, other, "staff portal password 123", time.Now())
+	clock.Add(16 * time.Minute)
+	if st, _, _ := stranger.Do("POST", resend, nil, nil); st != 404 {
+		t.Errorf("another staff member's resend: %d, want 404", st)
+	}
+
+	sender.JSON("POST", resend, nil, 200, nil)
+	newNotice()
+	if st, _, _ := sender.Do("POST", resend, nil, nil); st != 429 {
+		t.Errorf("second resend at once: %d, want 429", st)
+	}
+	// From the Sent page (a form), 16 minutes later.
+	clock.Add(16 * time.Minute)
+	if page := string(mustGet(t, sender, "/sent")); !strings.Contains(page, "/sent/"+id+"/resend") {
+		t.Fatalf("the Sent page offers no resend:\n%s", page)
+	}
+	if st, _, b := sender.Do("POST", "/sent/"+id+"/resend", "", nil); st != 200 || !strings.Contains(string(b), "will get the notice again") {
+		t.Fatalf("page resend: %d\n%s", st, b)
+	}
+	latest := newNotice()
+
+	staffUser, err := h.G.Identity.UserByEmail(ctx, staff)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := h.G.Trail.Search(ctx, audit.Query{Action: "notice.resend", ObjectType: "message", ObjectID: id})
+	if err != nil || len(es) != 2 || es[0].Actor != staffUser.ID || es[1].Actor != staffUser.ID {
+		t.Fatalf("notice.resend entries: %+v %v", es, err)
+	}
+
+	// The re-sent link works; once the recipient opened the message there
+	// is nothing to re-send.
+	c := h.Client()
+	c.JSON("POST", "/api/v1/claim", map[string]string{"token": strings.TrimPrefix(latest, "/claim/"), "password": patientPW}, 200, nil)
+	c.JSON("GET", "/api/v1/messages/"+id, nil, 200, nil)
+	clock.Add(16 * time.Minute)
+	if st, _, _ := sender.Do("POST", resend, nil, nil); st != 404 {
+		t.Errorf("resend after the message was opened: %d, want 404", st)
+	}
+	if page := string(mustGet(t, sender, "/sent")); strings.Contains(page, "/sent/"+id+"/resend") {
+		t.Error("the Sent page still offers a resend for an opened message")
+	}
+}
+
+func mustGet(t *testing.T, c *e2e.Client, path string) []byte {
+	t.Helper()
+	st, _, b := c.Do("GET", path, nil, nil)
+	if st != 200 {
+		t.Fatalf("GET %s: %d", path, st)
+	}
+	return b
 }

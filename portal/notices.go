@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/store"
 )
@@ -40,6 +41,8 @@ func (s *Server) noticeRoutes(h func(pattern string, p Perm, fn handler)) {
 	h("POST /admin/notices/{id}/retry", PermAdmin, s.noticeRetrySubmit)
 	h("GET /api/v1/admin/notices", PermAdmin, s.apiNotices)
 	h("POST /api/v1/admin/notices/{id}/retry", PermAdmin, s.apiNoticeRetry)
+	h("POST /sent/{id}/resend", PermOwn, s.resendSubmit)
+	h("POST /api/v1/sent/{id}/resend", PermOwn, s.apiResend)
 }
 
 // failedNotices lists the failed rows of every notice channel. Onward
@@ -114,7 +117,7 @@ func (s *Server) retryNotice(r *http.Request, id string) error {
 	if f == nil {
 		return errNotFailed
 	}
-	err = s.Store.RequeueOutbox(ctx, id, time.Now())
+	err = s.Store.RequeueOutbox(ctx, id, s.now())
 	if errors.Is(err, store.ErrNotFound) {
 		return errNotFailed
 	}
@@ -178,5 +181,100 @@ func (s *Server) apiNoticeRetry(w http.ResponseWriter, r *http.Request, v *viewe
 		s.apiFail(w, r, err)
 	default:
 		writeJSON(w, http.StatusOK, map[string]string{"notice": r.PathValue("id"), "status": "queued"})
+	}
+}
+
+// Re-sending a notice (issue 10.6): the sender of a message whose
+// recipient has not opened it may have its notice sent again (a new claim
+// link for a pending account, the sign-in link and pushes for an active
+// one), at most once per resendInterval per message, counted from the
+// message's latest notice row in the outbox (so the bound holds across
+// nodes; two re-sends in the same instant may both pass).
+
+// resendInterval spaces the notices of one message.
+const resendInterval = 15 * time.Minute
+
+// tooSoon says how long to wait before the next re-send.
+type tooSoon struct{ wait time.Duration }
+
+func (e *tooSoon) Error() string {
+	return "a notice for this message went out less than 15 minutes ago"
+}
+
+// resendNotice queues the notice of message id again and records
+// notice.resend in the same transaction. store.ErrNotFound: not the
+// viewer's, or not a delivered, unexpired, unopened message.
+func (s *Server) resendNotice(r *http.Request, v *viewer, id string) error {
+	ctx, now := r.Context(), s.now()
+	m, err := s.Store.GetMessage(ctx, id)
+	if err != nil {
+		return err
+	}
+	if m.SenderID != v.user.ID || m.State != store.StateDelivered || m.ReadAt != nil || !now.Before(m.ExpiresAt) {
+		return store.ErrNotFound
+	}
+	last, err := s.Store.LastOutboxFor(ctx, m.ID, notify.KindNewMessage)
+	if err != nil {
+		return err
+	}
+	if wait := last.Add(resendInterval).Sub(now); wait > 0 {
+		return &tooSoon{wait}
+	}
+	u, err := s.Store.UserByID(ctx, m.RecipientID)
+	if err != nil {
+		return err
+	}
+	rcpt, err := s.Identity.Email(u)
+	if err != nil {
+		return err
+	}
+	d, err := s.Intake.Notice(ctx, u, rcpt, *m, now)
+	if err != nil {
+		return err
+	}
+	b, err := audit.Prepare(ctx, s.Audit, audit.Entry{Actor: v.user.ID, IP: info(r).ip, Action: "notice.resend",
+		ObjectType: "message", ObjectID: m.ID, Outcome: audit.OK, Details: map[string]string{"notices": strconv.Itoa(len(d.Outbox))}})
+	if err != nil {
+		return err
+	}
+	d.Audit = b.Func()
+	if err := s.Store.Deliver(ctx, d); err != nil {
+		return err
+	}
+	if s.Intake.Notifier != nil {
+		s.Intake.Notifier.Kick()
+	}
+	return b.Committed(ctx)
+}
+
+func (s *Server) resendSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Sent messages")
+	var soon *tooSoon
+	switch err := s.resendNotice(r, v, r.PathValue("id")); {
+	case errors.As(err, &soon):
+		d.Error = "A notice for this message went out less than 15 minutes ago; try again later."
+	case errors.Is(err, store.ErrNotFound):
+		d.Error = "That message's notice can't be sent again (it is not yours, or it was opened, recalled or has expired)."
+	case err != nil:
+		s.fail(w, r, err)
+		return
+	default:
+		d.Notice = "The recipient will get the notice again shortly."
+	}
+	s.renderSent(w, r, d)
+}
+
+func (s *Server) apiResend(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var soon *tooSoon
+	switch err := s.resendNotice(r, v, r.PathValue("id")); {
+	case errors.As(err, &soon):
+		w.Header().Set("Retry-After", strconv.Itoa(int(soon.wait.Seconds())+1))
+		writeJSONError(w, http.StatusTooManyRequests, "too_soon", soon.Error())
+	case errors.Is(err, store.ErrNotFound):
+		writeJSONError(w, http.StatusNotFound, "not_found", "no delivered, unopened, unexpired message of yours with that id")
+	case err != nil:
+		s.apiFail(w, r, err)
+	default:
+		writeJSON(w, http.StatusOK, map[string]string{"message": r.PathValue("id"), "status": "queued"})
 	}
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"time"
 )
 
@@ -44,4 +45,17 @@ func (s *SQL) RequeueOutbox(ctx context.Context, id string, now time.Time) error
 		return err
 	}
 	return nil
+}
+
+// LastOutboxFor is when the latest outbox row of the kind was made for
+// the message (zero if none): a sender's re-sends of a notice are spaced
+// from it (issue 10.6).
+func (s *SQL) LastOutboxFor(ctx context.Context, messageID, kind string) (time.Time, error) {
+	var last sql.NullInt64
+	err := s.db.QueryRowContext(ctx, `SELECT MAX(created_at) FROM outbox WHERE message_id = $1 AND kind = $2`,
+		messageID, kind).Scan(&last)
+	if err != nil || !last.Valid {
+		return time.Time{}, err
+	}
+	return fromUnix(last.Int64), nil
 }

@@ -81,6 +81,17 @@
       act.appendChild(document.createTextNode("\n"));
       act.appendChild(f);
     }
+    if (m.state === "delivered" && !m.opened_at) {
+      // As sent.html: the sender may have the notice sent again (issue 10.6).
+      var rf = el("form");
+      rf.method = "post";
+      rf.action = "/sent/" + encodeURIComponent(m.id) + "/resend";
+      var rb = el("button", "", "Send notice again");
+      rb.type = "submit";
+      rf.appendChild(rb);
+      act.appendChild(document.createTextNode("\n"));
+      act.appendChild(rf);
+    }
     tr.appendChild(act);
     return tr;
   }
