@@ -46,6 +46,7 @@ type Config struct {
 	Metrics   Metrics   `toml:"metrics"`
 	Alerts    Alerts    `toml:"alerts"`
 	Push      Push      `toml:"push"`
+	Notify    Notify    `toml:"notify"`
 	DKIM      DKIM      `toml:"dkim"`
 	Log       Log       `toml:"log"`
 	Backup    Backup    `toml:"backup"`
@@ -255,6 +256,20 @@ type Push struct {
 	TTL Duration `toml:"ttl"`
 }
 
+// Notify is how accounts hear of new messages (issue 10.4,
+// docs/notifications.md).
+type Notify struct {
+	// DefaultChannels is the choice of accounts that made none: "email",
+	// "push" or "both".
+	DefaultChannels string `toml:"default_channels"`
+	// RequireEmail keeps email notices on whatever an account chooses.
+	RequireEmail bool `toml:"require_email"`
+	// BatchWindow: after a notice, a recipient's further messages within
+	// this long are announced by one more notice at its end (0: every
+	// message its own notice).
+	BatchWindow Duration `toml:"batch_window"`
+}
+
 // Metrics is the Prometheus listener (plain HTTP, loopback unless
 // allow_remote: put a TLS proxy in front to expose it).
 type Metrics struct {
@@ -345,6 +360,7 @@ func Default() Config {
 		Alerts:  Alerts{IPFailures: 20, OpensPerUser: 100, Window: Duration{15 * time.Minute}, MaxPerWindow: 10},
 		Push: Push{AllowedHosts: []string{"fcm.googleapis.com", "updates.push.services.mozilla.com", "*.push.apple.com", "*.notify.windows.com"},
 			MaxDevices: 10, TTL: Duration{24 * time.Hour}},
+		Notify: Notify{DefaultChannels: "both", BatchWindow: Duration{10 * time.Minute}},
 		Portal: Portal{
 			ClaimTTL:      Duration{7 * 24 * time.Hour},
 			MessageExpiry: Duration{30 * 24 * time.Hour},
@@ -573,6 +589,12 @@ func (c *Config) Validate() error {
 	}
 	if c.DKIM.Selector == "" || strings.ContainsAny(c.DKIM.Selector, "; \t") {
 		errs = append(errs, errors.New("dkim.selector: a DNS label is needed (default phigate)"))
+	}
+	if ch := c.Notify.DefaultChannels; ch != "email" && ch != "push" && ch != "both" {
+		errs = append(errs, fmt.Errorf("notify.default_channels %q: must be email, push or both", ch))
+	}
+	if c.Notify.BatchWindow.Duration < 0 {
+		errs = append(errs, errors.New("notify.batch_window must not be negative"))
 	}
 	if c.Push.MaxDevices < 1 || c.Push.TTL.Duration < 0 {
 		errs = append(errs, errors.New("push: max_devices must be at least 1 and ttl not negative"))

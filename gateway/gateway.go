@@ -194,6 +194,8 @@ func (g *Gateway) Start(ctx context.Context) error {
 	if err := g.senderLimits(ctx); err != nil {
 		return err
 	}
+	g.Intake.Prefs = &notify.Prefs{Store: g.Store, Default: cfg.Notify.DefaultChannels,
+		RequireEmail: cfg.Notify.RequireEmail, Window: cfg.Notify.BatchWindow.Duration}
 	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Log: g.Log, Metrics: g.Metrics, Audit: g.Audit, Opts: smtpd.Options{
 		Hostname: cfg.Server.Hostname, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxLineLength: cfg.SMTP.MaxLineLength, ReadTimeout: cfg.SMTP.ReadTimeout.Duration,

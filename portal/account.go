@@ -125,6 +125,7 @@ func (s *Server) accountData(r *http.Request, v *viewer) pageData {
 	} else {
 		d.Push = pv
 	}
+	s.prefsData(r, v, &d)
 	switch r.URL.Query().Get("push") {
 	case "on":
 		d.Notice = "Notifications are on for this device."

@@ -12,6 +12,7 @@ import (
 	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
+	"github.com/phigate/phigate/notify"
 )
 
 // pageData is what every template sees.
@@ -58,6 +59,8 @@ type pageData struct {
 	Push *pushView
 	// Notices are the failed notices an admin sees (notices.go).
 	Notices []failedNotice
+	// Prefs is the account's choice of notice channels (prefs.go).
+	Prefs *notify.PrefsView
 }
 
 func (s *Server) data(title string) pageData {
