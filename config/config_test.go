@@ -183,6 +183,21 @@ func TestEnvOverrides(t *testing.T) {
 	}
 }
 
+// Issue 10.4: the [notify] defaults and their environment names.
+func TestNotifySettings(t *testing.T) {
+	d := Default().Notify
+	if d.DefaultChannels != "both" || d.RequireEmail || d.BatchWindow.Duration != 10*time.Minute {
+		t.Errorf("defaults: %+v", d)
+	}
+	c, err := Load("", []string{"PHIGATE_NOTIFY_DEFAULT_CHANNELS=push", "PHIGATE_NOTIFY_REQUIRE_EMAIL=true", "PHIGATE_NOTIFY_BATCH_WINDOW=90s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Notify; n.DefaultChannels != "push" || !n.RequireEmail || n.BatchWindow.Duration != 90*time.Second {
+		t.Errorf("env not applied: %+v", n)
+	}
+}
+
 func TestEnvBeatsFile(t *testing.T) {
 	p := writeTOML(t, "[smtp]\nmax_recipients = 50\nmax_line_length = 2000\n[org]\nname = \"File Clinic\"\ndomains = [\"file.example\"]\n[session]\nidle_timeout = \"5m\"\n")
 	c, err := Load(p, []string{"PHIGATE_SMTP_MAX_RECIPIENTS=9", "PHIGATE_ORG_DOMAINS=env.example", "PHIGATE_SESSION_IDLE_TIMEOUT=25m"})
@@ -269,6 +284,10 @@ func TestValidate(t *testing.T) {
 		{"postgres store", func(c *Config) { c.Store.URL = "postgres://phigate@db.example/phigate?sslmode=verify-full" }, ""},
 		{"postgresql store", func(c *Config) { c.Store.URL = "postgresql://db.example/phigate" }, ""},
 		{"other store", func(c *Config) { c.Store.URL = "mysql://u:hunter2@db.example/p" }, "store.url"},
+		{"notify email only", func(c *Config) { c.Notify.DefaultChannels = "email" }, ""},
+		{"notify sms", func(c *Config) { c.Notify.DefaultChannels = "sms" }, "notify.default_channels"},
+		{"no batching", func(c *Config) { c.Notify.BatchWindow.Duration = 0 }, ""},
+		{"negative batch window", func(c *Config) { c.Notify.BatchWindow.Duration = -time.Minute }, "notify.batch_window"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
