@@ -62,6 +62,9 @@ func TestFailedOutboxAndRequeue(t *testing.T) {
 		if !found {
 			t.Fatalf("the retried row is not due now with 0 attempts: %+v", due)
 		}
+		if last, err := s.LastOutboxFor(ctx, "no-such-message", "new-message"); err != nil || !last.IsZero() {
+			t.Errorf("LastOutboxFor a message without notices: %v %v", last, err)
+		}
 		for _, id := range []string{"sent-later", "no-such-row"} {
 			if err := s.RequeueOutbox(ctx, id, now); !errors.Is(err, ErrNotFound) {
 				t.Errorf("requeue %s: %v, want ErrNotFound", id, err)
