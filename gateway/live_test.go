@@ -355,3 +355,26 @@ func TestLiveFetchIsNotActivity(t *testing.T) {
 		t.Errorf("an ordinary request left the idle clock at %v", got)
 	}
 }
+
+// TestLiveWebsocketReadLimit: a page sends nothing but control frames; a
+// data frame over the read limit (512 bytes) ends the connection with 1009.
+func TestLiveWebsocketReadLimit(t *testing.T) {
+	h := e2e.Start(t, nodeConfig(t.TempDir()))
+	pass := h.AddStaff(staff)
+	alice, _ := claimNew(t, h, pass, "alice@example.net", patientPW)
+	ws := dialLive(t, h, "alice", nodeCookie(t, alice))
+	if err := ws.conn.WriteMessage(websocket.TextMessage, bytes.Repeat([]byte("x"), 4096)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ws.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		_, _, err := ws.conn.ReadMessage()
+		if err == nil {
+			continue // a state report written before the server read the frame
+		}
+		if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+			t.Fatalf("after an oversized frame: %v, want close 1009", err)
+		}
+		break
+	}
+}
