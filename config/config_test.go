@@ -198,6 +198,37 @@ func TestNotifySettings(t *testing.T) {
 	}
 }
 
+func TestBackupSettings(t *testing.T) {
+	d := Default()
+	if b := d.Backup; b.Interval.Duration != 24*time.Hour || b.Keep != 7 || b.Dir != "" || b.RecipientKey != "" {
+		t.Errorf("defaults: %+v", b)
+	}
+	d.Server.DataDir = "/var/lib/phigate"
+	d.Fill()
+	if d.Backup.Dir != filepath.Join("/var/lib/phigate", "backups") {
+		t.Errorf("backup.dir filled as %q, want DATA/backups", d.Backup.Dir)
+	}
+	c, err := Load("", []string{"PHIGATE_BACKUP_INTERVAL=6h", "PHIGATE_BACKUP_KEEP=30", "PHIGATE_BACKUP_DIR=/mnt/b", "PHIGATE_BACKUP_RECIPIENT_KEY=/etc/b.asc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := c.Backup; b.Interval.Duration != 6*time.Hour || b.Keep != 30 || b.Dir != "/mnt/b" || b.RecipientKey != "/etc/b.asc" {
+		t.Errorf("env not applied: %+v", b)
+	}
+	for _, tc := range []struct {
+		interval time.Duration
+		keep     int
+		bad      bool
+	}{{0, 1, false}, {time.Hour, 7, false}, {-time.Second, 7, true}, {time.Hour, 0, true}} {
+		c := Default()
+		c.Backup.Interval.Duration, c.Backup.Keep = tc.interval, tc.keep
+		err := c.Validate()
+		if got := err != nil && strings.Contains(err.Error(), "backup:"); got != tc.bad {
+			t.Errorf("interval %s keep %d: error %v, want refused=%v", tc.interval, tc.keep, err, tc.bad)
+		}
+	}
+}
+
 func TestEnvBeatsFile(t *testing.T) {
 	p := writeTOML(t, "[smtp]\nmax_recipients = 50\nmax_line_length = 2000\n[org]\nname = \"File Clinic\"\ndomains = [\"file.example\"]\n[session]\nidle_timeout = \"5m\"\n")
 	c, err := Load(p, []string{"PHIGATE_SMTP_MAX_RECIPIENTS=9", "PHIGATE_ORG_DOMAINS=env.example", "PHIGATE_SESSION_IDLE_TIMEOUT=25m"})
