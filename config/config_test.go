@@ -229,6 +229,39 @@ func TestBackupSettings(t *testing.T) {
 	}
 }
 
+// Issue 10.3: the push channel's allowlist, device bound and TTL.
+func TestPushSettings(t *testing.T) {
+	d := Default()
+	want := []string{"fcm.googleapis.com", "updates.push.services.mozilla.com", "*.push.apple.com", "*.notify.windows.com"}
+	if p := d.Push; strings.Join(p.AllowedHosts, " ") != strings.Join(want, " ") || p.MaxDevices != 10 || p.TTL.Duration != 24*time.Hour {
+		t.Errorf("defaults: %+v", p)
+	}
+	d.Server.DataDir = "/var/lib/phigate"
+	d.Fill()
+	if d.Keys.VAPIDKeyFile != filepath.Join("/var/lib/phigate", "vapid-key.wrapped") {
+		t.Errorf("keys.vapid_key_file filled as %q", d.Keys.VAPIDKeyFile)
+	}
+	c, err := Load("", []string{"PHIGATE_PUSH_ALLOWED_HOSTS=push.example.net, *.push.example.org", "PHIGATE_PUSH_MAX_DEVICES=3", "PHIGATE_PUSH_TTL=1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Push; strings.Join(p.AllowedHosts, " ") != "push.example.net *.push.example.org" || p.MaxDevices != 3 || p.TTL.Duration != time.Hour {
+		t.Errorf("env not applied: %+v", p)
+	}
+	for _, tc := range []struct {
+		max int
+		ttl time.Duration
+		bad bool
+	}{{1, 0, false}, {0, time.Hour, true}, {5, -time.Second, true}} {
+		c := Default()
+		c.Push.MaxDevices, c.Push.TTL.Duration = tc.max, tc.ttl
+		err := c.Validate()
+		if got := err != nil && strings.Contains(err.Error(), "push:"); got != tc.bad {
+			t.Errorf("max %d ttl %s: error %v, want refused=%v", tc.max, tc.ttl, err, tc.bad)
+		}
+	}
+}
+
 func TestEnvBeatsFile(t *testing.T) {
 	p := writeTOML(t, "[smtp]\nmax_recipients = 50\nmax_line_length = 2000\n[org]\nname = \"File Clinic\"\ndomains = [\"file.example\"]\n[session]\nidle_timeout = \"5m\"\n")
 	c, err := Load(p, []string{"PHIGATE_SMTP_MAX_RECIPIENTS=9", "PHIGATE_ORG_DOMAINS=env.example", "PHIGATE_SESSION_IDLE_TIMEOUT=25m"})
