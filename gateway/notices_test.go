@@ -64,21 +64,30 @@ func TestAdminFailedNotices(t *testing.T) {
 		Link: h.Cfg.Server.PublicURL + "/inbox", ExpiresAt: time.Now().Add(24 * time.Hour)}, patient.ID, true)
 	retrying := failNotice(t, h, notify.KindSecurityAlert, notify.Notice{To: "security@clinic.example",
 		Link: h.Cfg.Server.PublicURL + "/admin/alerts", Alert: "Lock-out of account 42"}, "", false)
+	// A push row names its device owner's account (its payload is a device
+	// reference, never opened for the list).
+	push := failNotice(t, h, notify.KindPush, notify.Notice{}, patient.ID, true)
 
 	admin, _ := signInStaff(t, h, "admin@clinic.example", adminPW, time.Now())
 	var list failedJSON
 	admin.JSON("GET", "/api/v1/admin/notices", nil, 200, &list)
-	if len(list.Notices) != 2 {
-		t.Fatalf("%d failed notices listed, want 2: %+v", len(list.Notices), list)
+	if len(list.Notices) != 3 {
+		t.Fatalf("%d failed notices listed, want 3: %+v", len(list.Notices), list)
 	}
-	byID := map[string]int{list.Notices[0].ID: 0, list.Notices[1].ID: 1}
-	g, r := list.Notices[byID[givenUp]], list.Notices[byID[retrying]]
+	byID := map[string]int{}
+	for i, n := range list.Notices {
+		byID[n.ID] = i
+	}
+	g, r, p := list.Notices[byID[givenUp]], list.Notices[byID[retrying]], list.Notices[byID[push]]
 	if g.To != "failing.patient@example.net" || !g.GivenUp || g.Attempts != 40 || g.Kind != notify.KindNewMessage ||
 		g.Channel != "email" || g.Error != "550 5.1.1 mailbox unavailable" {
 		t.Errorf("given-up notice: %+v", g)
 	}
 	if r.To != "security@clinic.example" || r.GivenUp || r.Attempts != 3 {
 		t.Errorf("retrying notice: %+v", r)
+	}
+	if p.To != "failing.patient@example.net" || p.Channel != "push" || p.Kind != notify.KindPush || !p.GivenUp {
+		t.Errorf("push: %+v", p)
 	}
 	st, _, page := admin.Do("GET", "/admin/notices", nil, nil)
 	if st != 200 || !strings.Contains(string(page), "failing.patient@example.net") || !strings.Contains(string(page), "given up") ||
@@ -102,7 +111,7 @@ func TestAdminFailedNotices(t *testing.T) {
 		t.Errorf("the retried notice is not the failed one:\n%s", raw)
 	}
 	admin.JSON("GET", "/api/v1/admin/notices", nil, 200, &list)
-	if len(list.Notices) != 1 || list.Notices[0].ID != retrying {
+	if len(list.Notices) != 2 || list.Notices[0].ID == givenUp || list.Notices[1].ID == givenUp {
 		t.Errorf("after the retry: %+v", list)
 	}
 	if st, _, _ := admin.Do("POST", "/api/v1/admin/notices/"+givenUp+"/retry", nil, nil); st != 404 {
