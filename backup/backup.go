@@ -30,6 +30,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	pcrypto "github.com/phigate/phigate/crypto"
@@ -139,6 +140,24 @@ func scrubDir(dir string) {
 		return nil
 	})
 	os.RemoveAll(dir)
+}
+
+// staleTemp is the age past which a temporary folder in the backup folder
+// is taken for one a crash left behind (no backup or restore runs that long
+// on the stores phigate is sized for; see docs/perf.md).
+const staleTemp = 6 * time.Hour
+
+// scrubStale scrubs temporary folders in dir last changed before cutoff.
+func scrubStale(dir string, cutoff time.Time) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), ".tmp-") {
+			continue
+		}
+		if st, err := e.Info(); err == nil && st.ModTime().Before(cutoff) {
+			scrubDir(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // readManifest parses and checks the outer manifest and its signature.

@@ -167,6 +167,30 @@ func TestTamperedBackupRefused(t *testing.T) {
 	}
 }
 
+// TestStaleTempScrubbed: a temporary folder a crashed backup left behind
+// (with its database snapshot) goes at the next backup; a fresh one, which
+// may be another backup under way, stays.
+func TestStaleTempScrubbed(t *testing.T) {
+	f := newFixture(t)
+	dir := filepath.Join(f.dir, "backups")
+	old, fresh := filepath.Join(dir, ".tmp-crashed"), filepath.Join(dir, ".tmp-running")
+	for _, d := range []string{old, fresh} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(d, "snapshot.db"), []byte("snapshot"), 0o600)
+	}
+	long := time.Now().Add(-2 * staleTemp)
+	os.Chtimes(old, long, long)
+	f.create(t)
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("stale temporary folder still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(fresh, "snapshot.db")); err != nil {
+		t.Errorf("a recent temporary folder was removed: %v", err)
+	}
+}
+
 func TestListAndPrune(t *testing.T) {
 	f := newFixture(t)
 	dir := filepath.Join(f.dir, "backups")

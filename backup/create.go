@@ -59,6 +59,7 @@ func Create(ctx context.Context, dir string, src Source) (Info, error) {
 		return Info{}, fmt.Errorf("backup: %w", err)
 	}
 	defer scrubDir(tmp)
+	scrubStale(dir, now().Add(-staleTemp))
 	gwPub, err := src.Signer.Public().PublicArmored()
 	if err != nil {
 		return Info{}, err
