@@ -217,6 +217,9 @@ func TestListAndPrune(t *testing.T) {
 	if ls[3].Err == nil {
 		t.Error("junk file listed as verified")
 	}
+	if ls, err := List(filepath.Join(f.dir, "none yet"), nil); err != nil || len(ls) != 0 {
+		t.Errorf("list of a missing folder: %v, %v; want empty", ls, err)
+	}
 	removed, err := Prune(dir, 2)
 	if err != nil || len(removed) != 2 || !strings.Contains(removed[0], made[0].ID) || !strings.Contains(removed[1], made[1].ID) {
 		t.Fatalf("prune removed %v (%v), want the two oldest", removed, err)

@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"sort"
@@ -57,6 +58,9 @@ func List(dir string, trusted *pcrypto.Key) ([]Listed, error) {
 // the UTC time they were taken).
 func files(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // no backup taken yet
+	}
 	if err != nil {
 		return nil, err
 	}
