@@ -90,6 +90,7 @@ func (s *Memory) Put(_ context.Context, r Record, idle time.Duration) ([]string,
 	c := r
 	c.WrappedKey = append([]byte(nil), r.WrappedKey...)
 	c.SecretHash = append([]byte(nil), r.SecretHash...)
+	c.Seal = append([]byte(nil), r.Seal...)
 	s.byID[r.ID] = &c
 	if s.byUser[r.UserID] == nil {
 		s.byUser[r.UserID] = map[string]struct{}{}
@@ -108,10 +109,11 @@ func (s *Memory) Get(_ context.Context, id string) (*Record, error) {
 	c := *r
 	c.WrappedKey = append([]byte(nil), r.WrappedKey...)
 	c.SecretHash = append([]byte(nil), r.SecretHash...)
+	c.Seal = append([]byte(nil), r.Seal...)
 	return &c, nil
 }
 
-func (s *Memory) Touch(_ context.Context, id string, at time.Time, idle time.Duration) error {
+func (s *Memory) Touch(_ context.Context, id string, at time.Time, seal []byte, idle time.Duration) error {
 	if idle <= 0 {
 		return errIdle
 	}
@@ -121,7 +123,7 @@ func (s *Memory) Touch(_ context.Context, id string, at time.Time, idle time.Dur
 	if !ok {
 		return s.errFor(id)
 	}
-	r.LastSeen = at
+	r.LastSeen, r.Seal = at, append([]byte(nil), seal...)
 	return nil
 }
 

@@ -18,7 +18,8 @@ import (
 // every key has a TTL, none is ever written without one:
 //
 //	prefix+"s:"+id      hash: u user id, r role, k wrapped key, h secret MAC,
-//	                    c created, l last seen (Unix ns), m "1" if MFA done
+//	                    c created, l last seen (Unix ns), m "1" if MFA done,
+//	                    v SealVersion, a the seal (Record.Seal)
 //	                    TTL idle, slid by Touch
 //	prefix+"u:"+userID  set of the user's session ids (one, but for races)
 //	                    TTL idle, slid by Touch
@@ -27,7 +28,9 @@ import (
 //	                    already says "idle" with TTL idle+1h, so a session
 //	                    that Redis expires is remembered as timed out
 //
-// Nothing in it is PHI: ids, the role, times, ciphertext and a MAC.
+// Nothing in it is PHI: ids, the role, times, ciphertext and MACs. A record
+// without v = SealVersion (written by an older phigate) reads as
+// ErrNoSession.
 // Every change is one Lua script, so it is atomic across nodes. The scripts
 // name keys they compute: on Redis Cluster give the prefix a hash tag
 // ("{phigate}:sess:") so that all of them share one slot.
@@ -56,7 +59,7 @@ func boolFlag(b bool) string {
 
 // KEYS: s:id, u:uid, e:id. ARGV: prefix, id, idle ms, tombstone ms,
 // idle+tombstone ms, uid, role, wrapped key, secret hash, created, last
-// seen, mfa. Returns the ids it ended.
+// seen, mfa, seal version, seal. Returns the ids it ended.
 var putScript = redis.NewScript(`
 local replaced = {}
 if ARGV[12] == '1' then
@@ -72,7 +75,7 @@ if ARGV[12] == '1' then
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'u', ARGV[6], 'r', ARGV[7], 'k', ARGV[8], 'h', ARGV[9],
-  'c', ARGV[10], 'l', ARGV[11], 'm', ARGV[12])
+  'c', ARGV[10], 'l', ARGV[11], 'm', ARGV[12], 'v', ARGV[13], 'a', ARGV[14])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[3], 'idle', 'PX', ARGV[5])
 redis.call('SADD', KEYS[2], ARGV[2])
@@ -80,13 +83,13 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return replaced
 `)
 
-// KEYS: s:id, e:id. ARGV: prefix, last seen, idle ms, idle+tombstone ms.
-// Returns {1, ""} or, if not live, {0, tombstone or ""}.
+// KEYS: s:id, e:id. ARGV: prefix, last seen, idle ms, idle+tombstone ms,
+// seal. Returns {1, ""} or, if not live, {0, tombstone or ""}.
 var touchScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0, redis.call('GET', KEYS[2]) or ''}
 end
-redis.call('HSET', KEYS[1], 'l', ARGV[2])
+redis.call('HSET', KEYS[1], 'l', ARGV[2], 'a', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('SET', KEYS[2], 'idle', 'PX', ARGV[4])
 local uid = redis.call('HGET', KEYS[1], 'u')
@@ -133,6 +136,7 @@ func (s *Redis) Put(ctx context.Context, r Record, idle time.Duration) ([]string
 	return putScript.Run(ctx, s.rdb, []string{s.sKey(r.ID), s.uKey(r.UserID), s.eKey(r.ID)},
 		s.prefix, r.ID, ms(idle), ms(TombstoneTTL), ms(idle+TombstoneTTL),
 		r.UserID, r.Role, r.WrappedKey, r.SecretHash, nanos(r.Created), nanos(r.LastSeen), boolFlag(r.MFA),
+		sealVersion, r.Seal,
 	).StringSlice()
 }
 
@@ -161,7 +165,13 @@ func notLive(reason string) error {
 	return &EndedError{Reason: reason}
 }
 
+var sealVersion = strconv.Itoa(SealVersion)
+
 func decode(id string, m map[string]string) (*Record, error) {
+	if m["v"] != sealVersion {
+		// Written under an older rule (no seal): see SealVersion.
+		return nil, fmt.Errorf("%w (record from an older version in Redis)", ErrNoSession)
+	}
 	c, err1 := strconv.ParseInt(m["c"], 10, 64)
 	l, err2 := strconv.ParseInt(m["l"], 10, 64)
 	if err1 != nil || err2 != nil || m["u"] == "" || m["h"] == "" || m["k"] == "" {
@@ -169,7 +179,8 @@ func decode(id string, m map[string]string) (*Record, error) {
 		return nil, fmt.Errorf("%w (damaged record in Redis)", ErrNoSession)
 	}
 	return &Record{ID: id, UserID: m["u"], Role: m["r"], WrappedKey: []byte(m["k"]),
-		SecretHash: []byte(m["h"]), Created: time.Unix(0, c), LastSeen: time.Unix(0, l), MFA: m["m"] == "1"}, nil
+		SecretHash: []byte(m["h"]), Created: time.Unix(0, c), LastSeen: time.Unix(0, l), MFA: m["m"] == "1",
+		Seal: []byte(m["a"])}, nil
 }
 
 // flagged runs a touch/end script and turns {0, tombstone} into an error.
@@ -188,12 +199,12 @@ func (s *Redis) flagged(ctx context.Context, sc *redis.Script, keys []string, ar
 	return notLive(reason)
 }
 
-func (s *Redis) Touch(ctx context.Context, id string, at time.Time, idle time.Duration) error {
+func (s *Redis) Touch(ctx context.Context, id string, at time.Time, seal []byte, idle time.Duration) error {
 	if idle <= 0 {
 		return errIdle
 	}
 	return s.flagged(ctx, touchScript, []string{s.sKey(id), s.eKey(id)},
-		s.prefix, nanos(at), ms(idle), ms(idle+TombstoneTTL))
+		s.prefix, nanos(at), ms(idle), ms(idle+TombstoneTTL), seal)
 }
 
 func (s *Redis) End(ctx context.Context, id, reason string) error {

@@ -9,14 +9,23 @@
 // ends the older one; an ended session's id is remembered for an hour with
 // the reason, so its browser can be told why. Records live in Redis when
 // configured (shared by every node) or in process; either way nothing in a
-// record is PHI: ids, the role, times, the wrapped key (ciphertext) and a
-// MAC of the cookie secret.
+// record is PHI: ids, the role, times, the wrapped key (ciphertext), a
+// MAC of the cookie secret and the record's seal.
+//
+// Whoever can write to the store (Redis) must not be able to turn a session
+// of their own into someone else's: every record carries a seal, an HMAC
+// under the key derived from the master key over every field that
+// authorises anything (see sealInput). A record whose seal does not verify
+// is "no session"; it is ended at once and reported to OnTamper, so each
+// tampered record is reported once.
 package session
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"time"
@@ -34,6 +43,10 @@ const (
 	ReasonDisabled   = "disabled"   // the account was disabled
 	ReasonEverywhere = "everywhere" // "sign out everywhere"
 	ReasonPrivilege  = "privilege"  // replaced by a new id at a privilege change (Rotate)
+	// ReasonTampered ends a record whose seal failed. Its id then reads as
+	// ErrNoSession, never as this reason: nothing in a tampered record is
+	// trusted, so its holder is simply not signed in.
+	ReasonTampered = "tampered"
 )
 
 // Limits on the idle timeout and the default lifetimes.
@@ -78,6 +91,38 @@ type Record struct {
 	Created    time.Time
 	LastSeen   time.Time
 	MFA        bool // the second factor is done
+	// Seal is the Manager's HMAC of every field above (sealInput); stores
+	// keep it as given and never compute it.
+	Seal []byte
+}
+
+// SealVersion names the rule the seal is computed under; it is the first
+// thing the seal covers, and the Redis store keeps it in the record ("v"),
+// so a record written under an older rule (none, before version 2: the
+// MAC covered the cookie secret alone) is told apart from a tampered one.
+// Such records are "no session", not upgraded: accepting one even once
+// would accept exactly the forgery the seal exists to stop. Their holders
+// sign in again once.
+const SealVersion = 2
+
+const sealLabel = "phigate-session-record-v2"
+
+// sealInput is the unambiguous encoding (length-prefixed fields) of every
+// field of r that authorises anything: the id, the user, the role, the
+// second-factor mark, the sign-in and last-activity times (the absolute and
+// idle limits are counted from them), the wrapped key and the secret's MAC.
+func sealInput(r *Record) []byte {
+	b := append([]byte(nil), sealLabel...)
+	for _, f := range [][]byte{[]byte(r.ID), []byte(r.UserID), []byte(r.Role), r.WrappedKey, r.SecretHash} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Created.UnixNano()))
+	b = binary.BigEndian.AppendUint64(b, uint64(r.LastSeen.UnixNano()))
+	if r.MFA {
+		return append(b, 1)
+	}
+	return append(b, 0)
 }
 
 // Store keeps records, in process (Memory) or in Redis (Redis).
@@ -92,9 +137,10 @@ type Store interface {
 	// Get returns the live record, an *EndedError for a remembered ended
 	// id, or ErrNoSession.
 	Get(ctx context.Context, id string) (*Record, error)
-	// Touch records activity at `at` and slides the idle window; for a
-	// session that is not live it returns what Get would.
-	Touch(ctx context.Context, id string, at time.Time, idle time.Duration) error
+	// Touch records activity at `at` with the record's new seal (it covers
+	// the last-activity time) and slides the idle window; for a session
+	// that is not live it returns what Get would.
+	Touch(ctx context.Context, id string, at time.Time, seal []byte, idle time.Duration) error
 	// End deletes the live session id and remembers it ended for reason.
 	// If id is not live it changes nothing (an earlier reason is kept) and
 	// returns what Get would: ErrNoSession or the *EndedError.
@@ -118,13 +164,18 @@ type Manager struct {
 	// on every node can be told at once. Publishing is best effort: the
 	// tombstone tells the browser on its next request anyway.
 	Bus events.Bus
-	// MACKey keys the stored check value of a session's secret. Derived
-	// from the master key, it keeps someone who can write to the session
-	// store (Redis) from planting a session they hold the secret of.
+	// MACKey keys the stored check value of a session's secret and the
+	// record's seal. Derived from the master key, it keeps someone who can
+	// write to the session store (Redis) from planting a session they hold
+	// the secret of, or changing who a session is.
 	MACKey []byte
 	// OnEnd, if set, hears every session this Manager ends, with the
 	// reason (for the log and the audit trail).
 	OnEnd func(ctx context.Context, userID, sessionID, reason string)
+	// OnTamper, if set, hears of every record whose seal failed, once
+	// (the record is ended on the spot), with the user id the record
+	// claims, which is not to be trusted (for the log and the audit trail).
+	OnTamper func(ctx context.Context, sessionID, claimedUserID string)
 }
 
 func (m *Manager) now() time.Time {
@@ -149,12 +200,29 @@ var b64 = base64.RawURLEncoding
 
 func keyAAD(id string) []byte { return []byte("session-key:" + id) }
 
-func (m *Manager) secretHash(secret []byte) []byte {
-	key := m.MACKey
-	if len(key) == 0 {
-		key = []byte("session") // tests; gateway always sets a derived key
+func (m *Manager) macKey() []byte {
+	if len(m.MACKey) == 0 {
+		return []byte("session") // tests; gateway always sets a derived key
 	}
-	return pcrypto.MAC(key, secret)
+	return m.MACKey
+}
+
+func (m *Manager) secretHash(secret []byte) []byte { return pcrypto.MAC(m.macKey(), secret) }
+
+func (m *Manager) seal(r *Record) []byte { return pcrypto.MAC(m.macKey(), sealInput(r)) }
+
+func (m *Manager) sealed(r *Record) bool { return hmac.Equal(r.Seal, m.seal(r)) }
+
+// tampered ends a record whose seal failed and reports it, once: only the
+// node whose End removes the record reports (or any, if the store failed).
+func (m *Manager) tampered(ctx context.Context, r *Record) {
+	err := m.Store.End(ctx, r.ID, ReasonTampered)
+	if err != nil && (errors.Is(err, ErrNoSession) || Reason(err) != "") {
+		return // another request got there first
+	}
+	if m.OnTamper != nil {
+		m.OnTamper(ctx, r.ID, r.UserID)
+	}
 }
 
 // Announce tells OnEnd and the bus about sessions a store ended by itself
@@ -191,6 +259,7 @@ func (m *Manager) newRecord(userID, role string, priv []byte, mfa bool, created,
 	}
 	r := &Record{ID: id, UserID: userID, Role: role, WrappedKey: wrapped,
 		SecretHash: m.secretHash(secret), Created: created, LastSeen: now, MFA: mfa}
+	r.Seal = m.seal(r)
 	return id + "." + b64.EncodeToString(secret), r, nil
 }
 
@@ -226,15 +295,24 @@ func split(token string) (id string, secret []byte, ok bool) {
 	return id, secret, true
 }
 
-// load returns the live record for token if its secret matches.
+// load returns the live record for token if its seal verifies and its
+// secret matches. The seal is checked first, whoever asks: a tampered
+// record is ended even when the asker's secret is wrong.
 func (m *Manager) load(ctx context.Context, token string) (*Record, []byte, error) {
 	id, secret, ok := split(token)
 	if !ok {
 		return nil, nil, ErrNoSession
 	}
 	r, err := m.Store.Get(ctx, id)
+	if Reason(err) == ReasonTampered {
+		return nil, nil, ErrNoSession
+	}
 	if err != nil {
 		return nil, nil, err
+	}
+	if !m.sealed(r) {
+		m.tampered(ctx, r)
+		return nil, nil, ErrNoSession
 	}
 	if subtle.ConstantTimeCompare(r.SecretHash, m.secretHash(secret)) != 1 {
 		return nil, nil, ErrNoSession
@@ -293,11 +371,13 @@ func (m *Manager) resume(ctx context.Context, token string, touch bool) (*Record
 	if !touch {
 		return r, priv, nil
 	}
-	if err := m.Store.Touch(ctx, r.ID, now, m.IdleTimeout()); err != nil {
+	touched := *r
+	touched.LastSeen = now
+	touched.Seal = m.seal(&touched)
+	if err := m.Store.Touch(ctx, r.ID, now, touched.Seal, m.IdleTimeout()); err != nil {
 		return nil, nil, err
 	}
-	r.LastSeen = now
-	return r, priv, nil
+	return &touched, priv, nil
 }
 
 // Peek checks the token like Resume (secret, idle and absolute limits,

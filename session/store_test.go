@@ -79,7 +79,7 @@ func TestStore(t *testing.T) {
 
 func record(id, user string, at time.Time) Record {
 	return Record{ID: id, UserID: user, Role: "patient", WrappedKey: pcrypto.RandomBytes(60),
-		SecretHash: pcrypto.RandomBytes(32), Created: at, LastSeen: at, MFA: true}
+		SecretHash: pcrypto.RandomBytes(32), Created: at, LastSeen: at, MFA: true, Seal: pcrypto.RandomBytes(32)}
 }
 
 func wantEnded(t *testing.T, err error, reason string) {
@@ -117,7 +117,7 @@ func runStoreSuite(t *testing.T, newStores func(t *testing.T, n int) []Store) {
 		}
 		if got.ID != r.ID || got.UserID != r.UserID || got.Role != "staff" || !got.MFA ||
 			!bytes.Equal(got.WrappedKey, r.WrappedKey) || !bytes.Equal(got.SecretHash, r.SecretHash) ||
-			!got.Created.Equal(r.Created) || !got.LastSeen.Equal(r.LastSeen) {
+			!got.Created.Equal(r.Created) || !got.LastSeen.Equal(r.LastSeen) || !bytes.Equal(got.Seal, r.Seal) {
 			t.Errorf("got %+v\nwant %+v", got, r)
 		}
 		// The copy handed out does not alias the stored record.
@@ -143,7 +143,7 @@ func runStoreSuite(t *testing.T, newStores func(t *testing.T, n int) []Store) {
 		if _, err := s.Put(ctx, record("x", "u", t0), idle); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Touch(ctx, "x", t0, 0); err == nil {
+		if err := s.Touch(ctx, "x", t0, nil, 0); err == nil {
 			t.Error("Touch with idle 0 accepted")
 		}
 	})
@@ -167,7 +167,7 @@ func runStoreSuite(t *testing.T, newStores func(t *testing.T, n int) []Store) {
 			t.Errorf("count %d, want 2", n)
 		}
 		// Touching or ending the replaced session changes nothing.
-		wantEnded(t, s.Touch(ctx, "a1", t0, idle), ReasonReplaced)
+		wantEnded(t, s.Touch(ctx, "a1", t0, nil, idle), ReasonReplaced)
 		wantEnded(t, s.End(ctx, "a1", ReasonUser), ReasonReplaced)
 		_, err = s.Get(ctx, "a1")
 		wantEnded(t, err, ReasonReplaced)
@@ -177,13 +177,14 @@ func runStoreSuite(t *testing.T, newStores func(t *testing.T, n int) []Store) {
 		s := newStores(t, 1)[0]
 		s.Put(ctx, record("t1", "u", t0), idle)
 		later := t0.Add(7 * time.Minute)
-		if err := s.Touch(ctx, "t1", later, idle); err != nil {
+		seal := pcrypto.RandomBytes(32)
+		if err := s.Touch(ctx, "t1", later, seal, idle); err != nil {
 			t.Fatal(err)
 		}
-		if r, _ := s.Get(ctx, "t1"); r == nil || !r.LastSeen.Equal(later) || !r.Created.Equal(t0) {
+		if r, _ := s.Get(ctx, "t1"); r == nil || !r.LastSeen.Equal(later) || !r.Created.Equal(t0) || !bytes.Equal(r.Seal, seal) {
 			t.Errorf("after touch: %+v", r)
 		}
-		wantNoSession(t, s.Touch(ctx, "unknown", later, idle))
+		wantNoSession(t, s.Touch(ctx, "unknown", later, nil, idle))
 		// Touch never brings a record into being.
 		_, err := s.Get(ctx, "unknown")
 		wantNoSession(t, err)
@@ -313,7 +314,7 @@ func runStoreSuite(t *testing.T, newStores func(t *testing.T, n int) []Store) {
 				if _, err := s.Put(ctx, record(id, user, t0), idle); err != nil {
 					t.Error(err)
 				}
-				_ = s.Touch(ctx, id, t0.Add(time.Minute), idle)
+				_ = s.Touch(ctx, id, t0.Add(time.Minute), nil, idle)
 				_, _ = s.Get(ctx, id)
 				if i%5 == 0 {
 					_ = s.End(ctx, id, ReasonUser)
@@ -373,7 +374,7 @@ func TestRedisTTL(t *testing.T) {
 		t.Errorf("pre-written tombstone TTL %v", d)
 	}
 	// Touch with a longer idle window moves the expiry out.
-	if err := s.Touch(ctx, "ttl1", now, 20*time.Minute); err != nil {
+	if err := s.Touch(ctx, "ttl1", now, nil, 20*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []string{testPrefix + "s:ttl1", testPrefix + "u:u1"} {
@@ -389,7 +390,7 @@ func TestRedisTTL(t *testing.T) {
 	if d := pttl(testPrefix + "s:ttl2"); d <= 0 || d > 600*time.Millisecond {
 		t.Errorf("TTL after 500ms: %v", d)
 	}
-	if err := s.Touch(ctx, "ttl2", time.Now(), short); err != nil {
+	if err := s.Touch(ctx, "ttl2", time.Now(), nil, short); err != nil {
 		t.Fatal(err)
 	}
 	if d := pttl(testPrefix + "s:ttl2"); d <= 800*time.Millisecond || d > short {
@@ -401,7 +402,7 @@ func TestRedisTTL(t *testing.T) {
 	time.Sleep(400 * time.Millisecond)
 	_, err := s.Get(ctx, "ttl3")
 	wantEnded(t, err, ReasonIdle)
-	wantEnded(t, s.Touch(ctx, "ttl3", time.Now(), time.Minute), ReasonIdle)
+	wantEnded(t, s.Touch(ctx, "ttl3", time.Now(), nil, time.Minute), ReasonIdle)
 	if n, err := rdb.Exists(ctx, testPrefix+"s:ttl3").Result(); err != nil || n != 0 {
 		t.Errorf("expired record still there: %d %v", n, err)
 	}
