@@ -366,6 +366,16 @@ func (g *Gateway) shared(ctx context.Context) error {
 				g.Audit.Record(ctx, audit.Entry{Actor: userID, Action: "auth.logoff", ObjectType: "session",
 					ObjectID: id[:min(8, len(id))], Outcome: "ok", Details: map[string]string{"reason": reason}})
 			}
+		},
+		// Someone who can write to the session store changed a record
+		// (session.Record.Seal); the user id it claims is not trusted.
+		OnTamper: func(ctx context.Context, id, claimedUserID string) {
+			g.Log.WarnContext(ctx, "session record tampered with: refused", "session", id[:min(8, len(id))],
+				"claimed_user", claimedUserID)
+			if g.Audit != nil {
+				g.Audit.Record(ctx, audit.Entry{Actor: "system", Action: "session.tampered", ObjectType: "session",
+					ObjectID: id[:min(8, len(id))], Outcome: "failed", Details: map[string]string{"claimed_user": claimedUserID}})
+			}
 		}}
 	return nil
 }
