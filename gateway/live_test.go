@@ -378,3 +378,34 @@ func TestLiveWebsocketReadLimit(t *testing.T) {
 		break
 	}
 }
+
+// TestLiveNeedsSecondFactor: a page whose session still waits for its
+// second factor hears no message events: the sender's message event comes
+// before the session's end (the factor done, a new session id) and yet is
+// not among its frames.
+func TestLiveNeedsSecondFactor(t *testing.T) {
+	h := e2e.Start(t, nodeConfig(t.TempDir()))
+	pass := h.AddStaff(staff)
+	_, secret := signInStaff(t, h, staff, staffPortalPW, time.Now())
+	pending := h.Client()
+	var in struct{ Next string }
+	pending.JSON("POST", "/api/v1/login", map[string]string{"email": staff, "password": staffPortalPW}, 200, &in)
+	if in.Next != "2fa" {
+		t.Fatalf("next=%q, want 2fa", in.Next)
+	}
+	ws := dialLive(t, h, "pending", nodeCookie(t, pending))
+	sendLive(t, h, pass, "alice@example.net", "hello", "hello", "a.txt")
+	pending.JSON("POST", "/api/v1/login/2fa", map[string]string{"code": e2e.TOTPCode(t, secret, time.Now().Add(30*time.Second))}, 200, nil)
+	for {
+		f := ws.read(t)
+		if f.Type == "ended" {
+			if f.Reason != "privilege" {
+				t.Errorf("ended %q, want privilege", f.Reason)
+			}
+			return
+		}
+		if f.Type == "message" {
+			t.Fatalf("a session waiting for its second factor heard %+v", f)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/phigate/phigate/events"
+	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/session"
 	"github.com/phigate/phigate/store"
 )
@@ -159,7 +160,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 		return
 	}
 	defer s.ws.release(rec.UserID)
-	v := &watch{id: rec.ID, user: rec.UserID, token: token}
+	v := &watch{id: rec.ID, user: rec.UserID, token: token, full: s.fullSession(r.Context(), rec)}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Only this account's events reach this connection (events.Bus).
@@ -227,7 +228,7 @@ func (s *Server) websocket(w http.ResponseWriter, r *http.Request, _ *viewer) {
 				ended(e.Reason)
 				return
 			}
-			for _, m := range s.messageFrames(ctx, v.user, e) {
+			for _, m := range s.messageFrames(ctx, v, e) {
 				if !send(m) {
 					return // a slow or gone page: dropped
 				}
@@ -267,7 +268,22 @@ func tryLater(conn *websocket.Conn) {
 // sessionState reads the session without touching it (watching must not
 // keep a session alive) and returns the time left, or why it ended.
 // watch is the session one websocket reports on.
-type watch struct{ id, user, token string }
+type watch struct {
+	id, user, token string
+	full            bool // may read messages: only then does it hear message events
+}
+
+// fullSession reports whether rec may read messages: second factor done,
+// or not needed for the account. A session waiting for its second factor
+// hears no message events (it gets a new id, and its page a new
+// websocket, once the factor is done).
+func (s *Server) fullSession(ctx context.Context, rec *session.Record) bool {
+	if rec.MFA {
+		return true
+	}
+	u, err := s.Store.UserByID(ctx, rec.UserID)
+	return err == nil && !identity.NeedsMFA(u, s.RequirePatient2FA)
+}
 
 func (s *Server) sessionState(ctx context.Context, v *watch) (time.Duration, string) {
 	rec, err := s.Sessions.Store.Get(ctx, v.id)
@@ -305,14 +321,16 @@ func (s *Server) sessionState(ctx context.Context, v *watch) (time.Duration, str
 var messageKinds = map[string]bool{events.NewMessage: true, events.MessageHeld: true, events.MessageDenied: true,
 	events.MessageRead: true, events.MessageRecalled: true, events.MessagePurged: true}
 
-// messageFrames turns a message event into the frames for the pages of
-// user: "inbox" if user received the message, "sent" if user sent it.
+// messageFrames turns a message event into the frames for a page of
+// v's account (none before its second factor): "inbox" if the account
+// received the message, "sent" if it sent it.
 // The event only says whom it is for; the database decides (DESIGN.md
 // invariant 2): a frame is written only for a message whose row names
 // user as its recipient (and shows it to them) or its sender. A forged or
 // misrouted event therefore reaches nobody.
-func (s *Server) messageFrames(ctx context.Context, user string, e events.Event) []wsMsg {
-	if !messageKinds[e.Kind] || e.MessageID == "" || (e.UserID != user && e.SenderID != user) {
+func (s *Server) messageFrames(ctx context.Context, v *watch, e events.Event) []wsMsg {
+	user := v.user
+	if !v.full || !messageKinds[e.Kind] || e.MessageID == "" || (e.UserID != user && e.SenderID != user) {
 		return nil
 	}
 	m, err := s.Store.MessageMeta(ctx, e.MessageID)
