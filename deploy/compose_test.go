@@ -242,7 +242,7 @@ func TestComposeConfigIsAccepted(t *testing.T) {
 	if err := cfg.ValidateProduction(exists); err != nil {
 		t.Fatalf("deploy/phigate.toml in production: %v", err)
 	}
-	if !store.IsPostgresURL(cfg.Store.URL) || !strings.HasPrefix(cfg.Redis.URL, "rediss://") || cfg.Smarthost.Addr != "mail:587" {
+	if !store.IsPostgresURL(cfg.Store.URL) || !strings.HasPrefix(cfg.Redis.URL, "rediss://") || cfg.Smarthost.Addr != "mail:1025" {
 		t.Errorf("store %q redis %q smarthost %q: PostgreSQL, Redis over TLS, the mail catcher", cfg.Store.URL, cfg.Redis.URL, cfg.Smarthost.Addr)
 	}
 	if cfg.Server.DrainDelay.Duration <= 0 {
