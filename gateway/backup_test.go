@@ -28,7 +28,7 @@ func backupEntries(t *testing.T, h *e2e.Harness) []audit.Entry {
 }
 
 // devEscrow unlocks the escrow key that --dev leaves in the data folder.
-func devEscrow(t *testing.T, cfg config.Config) *pcrypto.Key {
+func devEscrow(t testing.TB, cfg config.Config) *pcrypto.Key {
 	t.Helper()
 	armored, err := os.ReadFile(gateway.DataPath(cfg, "escrow-private.asc"))
 	if err != nil {
