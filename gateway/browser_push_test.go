@@ -158,4 +158,14 @@ func TestBrowserPush(t *testing.T) {
 		t.Errorf("device row %q: want the device with its last notification", row)
 	}
 	tb.shot("account-notifications.png")
+
+	// Signing out clears what the pages showed, not the device's push
+	// subscription the account holder chose to keep.
+	tb.do(chromedp.Click(chromedp.CSS(`form.signout button`)))
+	tb.waitFor("signed out", `location.pathname === '/login'`, 10*time.Second)
+	got, err := chromedp.Run(tb.ctx, chromedp.Evaluate[bool](
+		`navigator.serviceWorker.getRegistration('/').then((r) => r !== undefined && r.active !== null)`, chromedp.EvalAwaitPromise))
+	if err != nil || !got {
+		t.Errorf("after sign-out the service worker is gone (%v): the device would get no more pushes", err)
+	}
 }

@@ -260,8 +260,12 @@ func (s *Server) setSessionCookie(w http.ResponseWriter, token string) {
 func clearSessionCookie(w http.ResponseWriter) {
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", Secure: true,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
-	// Ask the browser to drop what it showed (DESIGN.md invariant 6).
-	w.Header().Set("Clear-Site-Data", `"cache", "storage"`)
+	// Ask the browser to drop what it showed (DESIGN.md invariant 6). Not
+	// "storage": the portal keeps nothing in web storage, and "storage"
+	// also unregisters the service worker (W3C Clear-Site-Data), which
+	// ends the push subscription the account holder turned on for this
+	// device (issue 10.3).
+	w.Header().Set("Clear-Site-Data", `"cache"`)
 }
 
 // startSession signs u in with their unlocked key and sets the cookie; mfa
