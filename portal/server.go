@@ -122,7 +122,7 @@ func (s *Server) Handler() http.Handler {
 	h("POST /account/2fa", PermSession, s.enrolSubmit)
 	h("POST /account/recovery-codes", PermOwn, s.recoveryCodesSubmit)
 	h("POST /account/signout-all", PermOwn, s.signoutAllSubmit)
-	s.pushRoutes(h) // service worker, manifest, push devices (issue 10.3)
+	s.pushRoutes(h)  // service worker, manifest, push devices (issue 10.3)
 	s.prefsRoutes(h) // email, push or both (issue 10.4)
 	// Failed notices: list and retry (issue 10.6).
 	s.noticeRoutes(h)
