@@ -267,7 +267,11 @@ func (c *checker) arg(n parse.Node) {
 		c.refuse(n, "uses field "+n.String())
 	case *parse.PipeNode:
 		c.pipe(n)
-	case *parse.StringNode, *parse.NumberNode, *parse.BoolNode, *parse.NilNode:
+	case *parse.StringNode:
+		// A literal lands in the page like text (an attribute, a style):
+		// it may not bring in what the text may not.
+		c.remote(n, n.Text)
+	case *parse.NumberNode, *parse.BoolNode, *parse.NilNode:
 	default:
 		c.refuse(n, "uses "+n.String())
 	}
@@ -284,6 +288,20 @@ func (c *checker) text(n *parse.TextNode) {
 	for _, m := range remoteMarkup {
 		if i := strings.Index(low, m); i >= 0 {
 			c.refuseAt(n, i, "contains "+m+" (no images or other remote content in notices)")
+		}
+	}
+}
+
+// remote refuses a string literal of an HTML template that holds what
+// text refuses.
+func (c *checker) remote(n parse.Node, s string) {
+	if !c.html {
+		return
+	}
+	low := strings.ToLower(s)
+	for _, m := range remoteMarkup {
+		if strings.Contains(low, m) {
+			c.refuse(n, "has a string with "+m+" (no images or other remote content in notices)")
 		}
 	}
 }

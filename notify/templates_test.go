@@ -62,6 +62,7 @@ func TestTemplateRefusesOtherData(t *testing.T) {
 		{"password-reset.subject.txt", "Reset {{.ExpiresAt.Year}}", []string{"password-reset.subject.txt:1:", "field ExpiresAt.Year"}},
 		{"new-message.html", "<p>{{.Org}}</p>\n\n<img src=\"https://cdn.example/logo.png\">\n", []string{"new-message.html:3:", "<img", "src="}},
 		{"new-message.html", "<p style=\"background:url(https://x.example/p.gif)\">{{.Org}}</p>", []string{"new-message.html:1:", "url("}},
+		{"new-message.html", "<p>{{.Org}}</p>\n<p style=\"{{print \"background:URL(https://x.example/p.gif)\"}}\">x</p>", []string{"new-message.html:2:", "string with url("}},
 	} {
 		dir := writeTemplates(t, map[string]string{c.file: c.text})
 		_, err := LoadTemplates(dir)
