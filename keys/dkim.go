@@ -35,7 +35,12 @@ type dkimFile struct {
 func LoadDKIM(path string, r *Ring, log *slog.Logger) (*DKIM, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return createDKIM(path, r, log)
+		k, err := createDKIM(path, r, log)
+		if !errors.Is(err, os.ErrExist) {
+			return k, err
+		}
+		// Another node sharing the folder made it first: use theirs.
+		b, err = os.ReadFile(path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("keys.dkim_key_file: %w", err)

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"errors"
 	"crypto/x509"
 	"os"
 	"testing"
@@ -35,6 +36,15 @@ func TestDKIMCreatedOnceAndWrapped(t *testing.T) {
 	k2, err := LoadDKIM(cfg.Keys.DKIMKeyFile, r, quiet)
 	if err != nil || !k2.RSA.Equal(k1.RSA) || !k2.Ed25519.Equal(k1.Ed25519) {
 		t.Fatalf("reload gave other keys: %v", err)
+	}
+	// Two nodes starting at once on a shared folder: the one that loses the
+	// race to create the file is told so (and LoadDKIM then reads the
+	// winner's keys) instead of replacing them.
+	if _, err := createDKIM(cfg.Keys.DKIMKeyFile, r, quiet); !errors.Is(err, os.ErrExist) {
+		t.Fatalf("creating over an existing key file: %v, want ErrExist", err)
+	}
+	if k3, err := LoadDKIM(cfg.Keys.DKIMKeyFile, r, quiet); err != nil || !k3.RSA.Equal(k1.RSA) {
+		t.Fatalf("the keys changed: %v", err)
 	}
 	other, err := NewRing(bytes.Repeat([]byte{7}, 32), r.Gateway, r.Escrow)
 	if err != nil {
