@@ -2,8 +2,8 @@ package keys
 
 import (
 	"bytes"
-	"errors"
 	"crypto/x509"
+	"errors"
 	"os"
 	"testing"
 )
