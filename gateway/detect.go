@@ -47,7 +47,7 @@ func (g *Gateway) detectorWith(e *policy.Engine) intake.Detector { return &polic
 // delivers: no sender, no notifier.
 func (g *Gateway) AdminIntake(e *policy.Engine) *intake.Intake {
 	return &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: e,
-		Keys2: g.recipientKeys(), Detector: g.detectorWith(e), Log: g.Log}
+		RecipientKeys: g.recipientKeys(), Detector: g.detectorWith(e), Log: g.Log}
 }
 
 func (g *Gateway) pgpBuilder() intake.PGPBuilder {

@@ -182,7 +182,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		return fmt.Errorf("policy: %w", err)
 	}
 	g.Intake = &intake.Intake{Store: g.Store, Keys: g.Keys, Identity: g.Identity, Policy: g.Policy,
-		Keys2: g.recipientKeys(), Detector: g.detector(), PGP: g.pgpBuilder(), Audit: g.Audit,
+		RecipientKeys: g.recipientKeys(), Detector: g.detector(), PGP: g.pgpBuilder(), Audit: g.Audit,
 		Notifier: g.Dispatcher, Log: g.Log, Opts: intake.Options{Expiry: cfg.Portal.MessageExpiry.Duration,
 			ClaimTTL: cfg.Portal.ClaimTTL.Duration, PublicURL: cfg.Server.PublicURL,
 			NotifyFrom: cfg.Org.NotifyFrom, Hostname: cfg.Server.Hostname}}

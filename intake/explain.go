@@ -46,8 +46,8 @@ func (in *Intake) Explain(ctx context.Context, from string, to []string, raw []b
 			return nil, err
 		}
 		has := false
-		if in.Keys2 != nil {
-			if has, err = in.Keys2.HasKey(ctx, addr); err != nil {
+		if in.RecipientKeys != nil {
+			if has, err = in.RecipientKeys.HasKey(ctx, addr); err != nil {
 				return nil, err
 			}
 		}

@@ -39,21 +39,21 @@ type Options struct {
 }
 
 type Intake struct {
-	Store    store.Store
-	Keys     *keys.Ring
-	Identity *identity.Service
-	Policy   policy.Decider
-	PGP      PGPBuilder     // nil: the pgp action fails temporarily
-	Keys2    KeyLookup      // registered recipient keys; nil: nobody has one
-	Detector Detector       // nil: no content detectors
-	Audit    audit.Recorder // nil: no trail (unit tests)
-	Notifier interface{ Kick() }
-	Quota    *quota.Limits // per-account counts (issue 8.5); nil: none
-	Stored   StoredBytes   // nil: no stored quota
-	Limits   Limits
-	Log      *slog.Logger
-	Opts     Options
-	Now      func() time.Time
+	Store         store.Store
+	Keys          *keys.Ring
+	Identity      *identity.Service
+	Policy        policy.Decider
+	PGP           PGPBuilder     // nil: the pgp action fails temporarily
+	RecipientKeys KeyLookup      // registered recipient keys; nil: nobody has one
+	Detector      Detector       // nil: no content detectors
+	Audit         audit.Recorder // nil: no trail (unit tests)
+	Notifier      interface{ Kick() }
+	Quota         *quota.Limits // per-account counts (issue 8.5); nil: none
+	Stored        StoredBytes   // nil: no stored quota
+	Limits        Limits
+	Log           *slog.Logger
+	Opts          Options
+	Now           func() time.Time
 
 	// Events hears each committed change, for open portal pages (issue
 	// 10.1); nil: none.
@@ -64,6 +64,8 @@ type Intake struct {
 	// Prefs applies the accounts' choice of channels and batches notices
 	// (issue 10.4); nil: email and push, each message its own notice.
 	Prefs *notify.Prefs
+
+	tally storedTally // stored bytes per sender between store reads
 }
 
 // Envelope is the SMTP envelope of one transaction, after AUTH.
@@ -121,9 +123,9 @@ func (in *Intake) now() time.Time {
 // *Rejected when the policy refuses it already on the envelope.
 func (in *Intake) CheckRecipient(ctx context.Context, sender *store.User, from, rcpt string) error {
 	hasKey := false
-	if in.Keys2 != nil {
+	if in.RecipientKeys != nil {
 		var err error
-		if hasKey, err = in.Keys2.HasKey(ctx, rcpt); err != nil {
+		if hasKey, err = in.RecipientKeys.HasKey(ctx, rcpt); err != nil {
 			return err
 		}
 	}
@@ -173,9 +175,9 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 	var pgpTo, stored []plan
 	for _, rcpt := range env.To {
 		hasKey := false
-		if in.Keys2 != nil {
+		if in.RecipientKeys != nil {
 			var err error
-			if hasKey, err = in.Keys2.HasKey(ctx, rcpt); err != nil {
+			if hasKey, err = in.RecipientKeys.HasKey(ctx, rcpt); err != nil {
 				return Result{}, err
 			}
 		}
@@ -252,6 +254,7 @@ func (in *Intake) Accept(ctx context.Context, env Envelope, raw []byte) (Result,
 	if err != nil {
 		return res, err
 	}
+	in.tally.add(env.Sender.ID, int64(len(raw))*int64(len(stored)))
 	res.MessageIDs = ids
 	for _, p := range stored {
 		if p.dec.Action == policy.Quarantine {

@@ -155,7 +155,7 @@ func (in *Intake) checkStored(ctx context.Context, sender *store.User, adding in
 	if lim <= 0 || in.Stored == nil {
 		return nil
 	}
-	n, err := in.Stored.StoredBytes(ctx, sender.ID)
+	n, err := in.tally.get(ctx, in.Stored, sender.ID, in.now())
 	if err != nil {
 		return fmt.Errorf("stored bytes: %w", err)
 	}
