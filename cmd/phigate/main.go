@@ -29,6 +29,7 @@ Usage:
   phigate backup create [--out DIR] | list [--dir DIR] | verify FILE   (encrypted backups; see docs/operations.md)
   phigate backup restore FILE --escrow-key FILE [--passphrase-file FILE]   (into an empty data folder; passphrase else on stdin)
   phigate audit verify | export [--format csv|json] [--user ID] [--action A] [--message ID] [--from D] [--to D]
+  phigate compliance report [--json]        (HIPAA safeguards, settings and live checks; exit 1 if a check fails)
 
 Run "phigate COMMAND -h" for the flags of one command.
 `
@@ -63,6 +64,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return healthcheck(args[1:], stdout, stderr)
 	case "backup":
 		return backupCmd(args[1:], stdin, stdout, stderr)
+	case "compliance":
+		return complianceCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
