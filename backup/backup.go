@@ -53,7 +53,8 @@ const (
 const (
 	payloadManifest = "manifest.json"
 	payloadConfig   = "config.sha256"
-	payloadDB       = "db/phigate.db"
+	payloadDB       = "db/phigate.db" // SQLite: the VACUUM INTO snapshot
+	payloadDump     = "db/dump.jsonl" // PostgreSQL: store.Dump's logical dump
 	payloadFiles    = "files/"
 )
 
@@ -70,7 +71,7 @@ type Manifest struct {
 	Format             string    `json:"format"`
 	ID                 string    `json:"id"`
 	Created            time.Time `json:"created"`
-	Store              string    `json:"store"` // "sqlite"
+	Store              string    `json:"store"` // "sqlite" or "postgres"
 	GatewayFingerprint string    `json:"gateway_fingerprint"`
 	GatewayKey         string    `json:"gateway_key"` // armored public key
 	RecipientFPR       string    `json:"recipient_fingerprint"`
@@ -96,7 +97,9 @@ func newID() string {
 
 // FileName is the name Create gives a backup taken at t.
 func FileName(t time.Time, id string) string {
-	return "phigate-" + t.UTC().Format("20060102T150405Z") + "-" + id + Ext
+	// Milliseconds: names sort in the order taken, which List and Prune
+	// rely on, even for backups taken within one second.
+	return "phigate-" + t.UTC().Format("20060102T150405.000Z") + "-" + id + Ext
 }
 
 // privateTemp makes an owner-only temporary folder inside dir (so a rename

@@ -24,6 +24,9 @@ type Source struct {
 	// DB is the SQLite store's database; it is copied with VACUUM INTO, a
 	// consistent snapshot taken while the gateway keeps writing.
 	DB *sql.DB
+	// Dump, instead of DB, writes a logical dump of a PostgreSQL store
+	// (store.Dump: one REPEATABLE READ transaction).
+	Dump func(ctx context.Context, w io.Writer) error
 	// Files maps a name in the backup to a file on disk (wrapped keys,
 	// the escrow public key, the audit checkpoints), copied as stored. A
 	// missing file is left out. They are read BEFORE the database, so a
@@ -47,8 +50,8 @@ type Info struct {
 // writes outside its owner-only temporary folder is plaintext, and that
 // folder is scrubbed before Create returns.
 func Create(ctx context.Context, dir string, src Source) (Info, error) {
-	if src.DB == nil || src.Signer == nil || !src.Signer.IsPrivate() || src.Recipient == nil {
-		return Info{}, errors.New("backup: database, signing key and recipient key are required")
+	if (src.DB == nil) == (src.Dump == nil) || src.Signer == nil || !src.Signer.IsPrivate() || src.Recipient == nil {
+		return Info{}, errors.New("backup: one database, the signing key and the recipient key are required")
 	}
 	now := time.Now
 	if src.Now != nil {
@@ -64,7 +67,11 @@ func Create(ctx context.Context, dir string, src Source) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	m := Manifest{Format: Format, ID: newID(), Created: now().UTC().Round(0), Store: "sqlite",
+	kind := "sqlite"
+	if src.Dump != nil {
+		kind = "postgres"
+	}
+	m := Manifest{Format: Format, ID: newID(), Created: now().UTC().Round(0), Store: kind,
 		GatewayFingerprint: src.Signer.Fingerprint(), GatewayKey: string(gwPub),
 		RecipientFPR: src.Recipient.Fingerprint()}
 	payload := filepath.Join(tmp, memberPayload)
@@ -111,13 +118,7 @@ func writePayload(ctx context.Context, path, tmp string, m Manifest, src Source)
 		}
 	}
 	// After the files: see Source.Files.
-	snap := filepath.Join(tmp, "snapshot.db")
-	if _, err := src.DB.ExecContext(ctx, `VACUUM INTO ?`, snap); err != nil {
-		return nil, 0, fmt.Errorf("backup: database snapshot: %w", err)
-	}
-	err = addFile(tw, payloadDB, snap)
-	scrub(snap)
-	if err != nil {
+	if err := addDatabase(ctx, tw, tmp, src); err != nil {
 		return nil, 0, fmt.Errorf("backup: database snapshot: %w", err)
 	}
 	if err := tw.Close(); err != nil {
@@ -130,6 +131,33 @@ func writePayload(ctx context.Context, path, tmp string, m Manifest, src Source)
 		return nil, 0, err
 	}
 	return cw.h.Sum(nil), cw.n, f.Close()
+}
+
+// addDatabase writes the database's snapshot (SQLite) or dump (PostgreSQL)
+// to a file in tmp, adds it to tw, and scrubs it.
+func addDatabase(ctx context.Context, tw *tar.Writer, tmp string, src Source) error {
+	if src.Dump == nil {
+		snap := filepath.Join(tmp, "snapshot.db")
+		defer scrub(snap)
+		if _, err := src.DB.ExecContext(ctx, `VACUUM INTO ?`, snap); err != nil {
+			return err
+		}
+		return addFile(tw, payloadDB, snap)
+	}
+	dump := filepath.Join(tmp, "dump.jsonl")
+	defer scrub(dump)
+	f, err := os.OpenFile(dump, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	err = src.Dump(ctx, f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return addFile(tw, payloadDump, dump)
 }
 
 // writeOuter assembles manifest, signature and payload into final, via a

@@ -20,6 +20,12 @@ var ErrNotEmpty = errors.New("backup: the target already holds phigate state")
 // Targets says where a restore puts each part.
 type Targets struct {
 	DB string // the SQLite database file
+	// Load, instead of DB, loads a PostgreSQL dump into the store (all or
+	// nothing); Empty says whether that store holds no rows yet.
+	Load  func(r io.Reader) error
+	Empty func() (bool, error)
+	// Temp is the folder for temporary files (default: DB's folder).
+	Temp string
 	// Files maps backup names to paths; each must not exist yet.
 	Files map[string]string
 	// IfAbsent maps backup names to paths written only when absent
@@ -30,8 +36,17 @@ type Targets struct {
 // CheckEmpty returns ErrNotEmpty when any state target exists (a database
 // file with content, or any state file).
 func (t Targets) CheckEmpty() error {
+	if t.Load != nil {
+		empty, err := t.Empty()
+		if err != nil {
+			return err
+		}
+		if !empty {
+			return fmt.Errorf("%w: the database holds rows", ErrNotEmpty)
+		}
+	}
 	for _, p := range []string{t.DB, t.DB + "-wal"} {
-		if st, err := os.Stat(p); err == nil && st.Size() > 0 {
+		if st, err := os.Stat(p); t.Load == nil && err == nil && st.Size() > 0 {
 			return fmt.Errorf("%w: %s exists", ErrNotEmpty, p)
 		}
 	}
@@ -56,13 +71,19 @@ type Restored struct {
 // signature and hash, the payload's own signature by the same gateway key,
 // and the inner manifest naming the same backup.
 func Restore(path string, key, trusted *pcrypto.Key, t Targets) (Restored, error) {
+	if (t.Load == nil) == (t.DB == "") || (t.Load != nil && t.Empty == nil) {
+		return Restored{}, errors.New("backup: restore needs one target database")
+	}
 	if err := t.CheckEmpty(); err != nil {
 		return Restored{}, err
 	}
-	if err := os.MkdirAll(filepath.Dir(t.DB), 0o700); err != nil {
+	if t.Temp == "" {
+		t.Temp = filepath.Dir(t.DB)
+	}
+	if err := os.MkdirAll(t.Temp, 0o700); err != nil {
 		return Restored{}, err
 	}
-	tmp, err := privateTemp(filepath.Dir(t.DB))
+	tmp, err := privateTemp(t.Temp)
 	if err != nil {
 		return Restored{}, err
 	}
@@ -71,8 +92,11 @@ func Restore(path string, key, trusted *pcrypto.Key, t Targets) (Restored, error
 	if err != nil {
 		return r, err
 	}
-	if !got[payloadDB] {
-		return r, invalid("the payload holds no database")
+	switch {
+	case t.Load == nil && !got[payloadDB]:
+		return r, errors.New("backup: this backup holds a PostgreSQL store: restore it with store.url set")
+	case t.Load != nil && !got[payloadDump]:
+		return r, errors.New("backup: this backup holds an SQLite store: restore it without store.url, then phigate store migrate")
 	}
 	return r, place(tmp, got, t, &r)
 }
@@ -143,7 +167,7 @@ func unpack(tr *tar.Reader, hd *tar.Header, tmp string, m Manifest, r *Restored)
 		b, err := io.ReadAll(io.LimitReader(tr, 1024))
 		r.ConfigDigest = strings.TrimSpace(string(b))
 		return err
-	case hd.Name == payloadDB:
+	case hd.Name == payloadDB, hd.Name == payloadDump:
 	case strings.HasPrefix(hd.Name, payloadFiles) && validName(strings.TrimPrefix(hd.Name, payloadFiles)):
 		if hd.Size > maxFile {
 			return invalid("payload member %q too large", hd.Name)
@@ -171,9 +195,22 @@ func validName(n string) bool {
 
 func flat(name string) string { return strings.ReplaceAll(name, "/", "__") }
 
-// place moves the extracted files to their targets, the database last:
-// its presence is what marks the target as no longer empty.
+// place moves the extracted files to their targets, the SQLite database
+// last: its presence is what marks the target as no longer empty. A
+// PostgreSQL dump loads first, in one transaction, so a failed load
+// leaves nothing behind.
 func place(tmp string, got map[string]bool, t Targets, r *Restored) error {
+	if t.Load != nil {
+		f, err := os.Open(filepath.Join(tmp, flat(payloadDump)))
+		if err != nil {
+			return err
+		}
+		err = t.Load(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("backup: loading the database: %w", err)
+		}
+	}
 	for _, name := range sortedKeys(t.IfAbsent) {
 		if _, err := os.Lstat(t.IfAbsent[name]); err == nil || !got[payloadFiles+name] {
 			continue
@@ -191,6 +228,9 @@ func place(tmp string, got map[string]bool, t Targets, r *Restored) error {
 			return err
 		}
 		r.Files = append(r.Files, name)
+	}
+	if t.Load != nil {
+		return nil
 	}
 	return move(filepath.Join(tmp, flat(payloadDB)), t.DB)
 }

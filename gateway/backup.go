@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/phigate/phigate/audit"
@@ -16,10 +19,6 @@ import (
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/store"
 )
-
-// ErrPostgresBackup: backups cover the embedded SQLite store only (issue
-// 14.1); a PostgreSQL store is backed up with the server's own tools.
-var ErrPostgresBackup = errors.New("backup of a PostgreSQL store is not supported yet: use pg_dump")
 
 // BackupFiles maps the names of the files a backup holds (besides the
 // database) to their paths under cfg: the key files as stored (wrapped
@@ -85,7 +84,9 @@ func (g *Gateway) BackupOnce(ctx context.Context, dir string) (backup.Info, erro
 	}
 	if aerr := rec.Record(ctx, audit.Entry{Actor: actorOf(ctx), Action: "backup.create", ObjectType: "backup",
 		ObjectID: info.ID, Outcome: outcome, Details: details}); aerr != nil && err == nil {
-		err = fmt.Errorf("backup written but its audit entry was not: %w", aerr)
+		// No backup without its entry: the file goes.
+		os.Remove(info.Path)
+		err = fmt.Errorf("backup not kept: its audit entry was not written: %w", aerr)
 	}
 	if err != nil {
 		return info, err
@@ -99,9 +100,6 @@ func (g *Gateway) BackupOnce(ctx context.Context, dir string) (backup.Info, erro
 }
 
 func (g *Gateway) backupTo(ctx context.Context, dir string) (backup.Info, error) {
-	if store.IsPostgresURL(g.Cfg.Store.URL) {
-		return backup.Info{}, ErrPostgresBackup
-	}
 	to, err := g.backupRecipient()
 	if err != nil {
 		return backup.Info{}, err
@@ -110,8 +108,13 @@ func (g *Gateway) backupTo(ctx context.Context, dir string) (backup.Info, error)
 	for k, v := range conf {
 		files[k] = v
 	}
-	return backup.Create(ctx, dir, backup.Source{DB: g.Store.DB(), Files: files, ConfigDigest: ConfigDigest(g.Cfg),
-		Signer: g.Keys.Gateway, Recipient: to})
+	src := backup.Source{Files: files, ConfigDigest: ConfigDigest(g.Cfg), Signer: g.Keys.Gateway, Recipient: to}
+	if store.IsPostgresURL(g.Cfg.Store.URL) {
+		src.Dump = func(ctx context.Context, w io.Writer) error { _, err := g.Store.Dump(ctx, w); return err }
+	} else {
+		src.DB = g.Store.DB()
+	}
+	return backup.Create(ctx, dir, src)
 }
 
 type actorKey struct{}
@@ -143,14 +146,52 @@ func (g *Gateway) backupPeriodic(ctx context.Context) {
 	})
 }
 
-// startBackups runs the periodic backup (backup.interval; 0: off). A
-// PostgreSQL store is said once at start instead of failing every day.
+// startBackups runs the periodic backup (backup.interval; 0: off).
 func (g *Gateway) startBackups(ctx context.Context) {
-	switch {
-	case g.Cfg.Backup.Interval.Duration <= 0:
-	case store.IsPostgresURL(g.Cfg.Store.URL):
-		g.Log.Warn("periodic backups are off: " + ErrPostgresBackup.Error())
-	default:
+	if g.Cfg.Backup.Interval.Duration > 0 {
 		g.goRun(func() { g.backupPeriodic(ctx) })
 	}
+}
+
+// RestoreTargets says where a restore into cfg puts each part: the SQLite
+// file, or the PostgreSQL store at store.url (opened here, migrated, and
+// closed by the returned func), and the key and checkpoint files.
+func RestoreTargets(ctx context.Context, cfg config.Config) (backup.Targets, func(), error) {
+	state, ifAbsent := BackupFiles(cfg)
+	t := backup.Targets{Files: state, IfAbsent: ifAbsent, Temp: cfg.Server.DataDir}
+	if !store.IsPostgresURL(cfg.Store.URL) {
+		t.DB = cfg.Database.DSN
+		return t, func() {}, nil
+	}
+	st, err := store.OpenPostgres(ctx, cfg.Store.URL)
+	if err != nil {
+		return t, nil, err
+	}
+	t.Load = func(r io.Reader) error { _, err := st.Load(ctx, r); return err }
+	t.Empty = func() (bool, error) { return st.Empty(ctx) }
+	var once sync.Once
+	return t, func() { once.Do(func() { st.Close() }) }, nil
+}
+
+// AuditRestore opens the gateway restored at cfg: the master key must
+// open the restored gateway key, which must be the key that signed the
+// backup; the audit chain must verify; then backup.restore (by actor) goes
+// into the restored trail. It returns the number of entries verified.
+func AuditRestore(ctx context.Context, cfg config.Config, r backup.Restored, actor string, log *slog.Logger) (int64, error) {
+	g, err := Open(ctx, cfg, log)
+	if err != nil {
+		return 0, err
+	}
+	defer g.Store.Close()
+	defer g.Trail.Close()
+	if fp := g.Keys.Gateway.Fingerprint(); fp != r.GatewayFingerprint {
+		return 0, fmt.Errorf("the restored gateway key is %s, the backup was signed by %s", fp, r.GatewayFingerprint)
+	}
+	n, err := g.Trail.Verify(ctx)
+	if err != nil {
+		return n, fmt.Errorf("audit verify: %w", err)
+	}
+	err = g.Trail.Record(ctx, audit.Entry{Actor: actor, Action: "backup.restore", ObjectType: "backup", ObjectID: r.ID,
+		Outcome: "ok", Details: map[string]string{"taken": r.Created.Format(time.RFC3339), "entries_verified": fmt.Sprint(n)}})
+	return n, err
 }

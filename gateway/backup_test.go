@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/gateway"
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/internal/pgtest"
 	"github.com/phigate/phigate/store"
 )
 
@@ -45,28 +47,35 @@ func devEscrow(t testing.TB, cfg config.Config) *pcrypto.Key {
 	return k
 }
 
-func restoreTargets(root string) backup.Targets {
-	return backup.Targets{DB: filepath.Join(root, "phigate.db"), Files: map[string]string{"gateway-key.wrapped": filepath.Join(root, "gw")}}
+// freshTargets is an empty database of h's kind (a new SQLite file, or a
+// new PostgreSQL database) to restore into.
+func freshTargets(t *testing.T, h *e2e.Harness) backup.Targets {
+	t.Helper()
+	root := t.TempDir()
+	tg := backup.Targets{Files: map[string]string{"gateway-key.wrapped": filepath.Join(root, "gw")}, Temp: root}
+	if !store.IsPostgresURL(h.Cfg.Store.URL) {
+		tg.DB = filepath.Join(root, "phigate.db")
+		return tg
+	}
+	st, err := store.OpenPostgres(context.Background(), pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	tg.Load = func(r io.Reader) error { _, err := st.Load(context.Background(), r); return err }
+	tg.Empty = func() (bool, error) { return st.Empty(context.Background()) }
+	return tg
 }
 
 // TestPeriodicBackup: serve takes a backup every backup.interval, audits
 // each, keeps backup.keep of them, and each is encrypted to the escrow key
-// and signed by the gateway key. On PostgreSQL it takes none and says so.
+// and signed by the gateway key. On both backends (PHIGATE_TEST_STORE).
 func TestPeriodicBackup(t *testing.T) {
 	cfg := e2e.Config(t.TempDir())
 	cfg.Backup.Interval = config.Duration{Duration: 100 * time.Millisecond}
 	cfg.Backup.Keep = 2
 	cfg.Backup.Dir = filepath.Join(t.TempDir(), "backups")
 	h := e2e.Start(t, cfg)
-	if store.IsPostgresURL(h.Cfg.Store.URL) {
-		if _, err := h.G.BackupOnce(context.Background(), ""); !errors.Is(err, gateway.ErrPostgresBackup) {
-			t.Fatalf("backup on PostgreSQL: %v, want ErrPostgresBackup", err)
-		}
-		if !strings.Contains(h.Logs.String(), "periodic backups are off") {
-			t.Error("no warning that periodic backups are off on PostgreSQL")
-		}
-		return
-	}
 	waitFor(t, "three periodic backups", func() bool { return len(backupEntries(t, h)) >= 3 })
 	h.Stop()
 	// The entries as committed, read again from the closed gateway's store.
@@ -106,7 +115,7 @@ func TestPeriodicBackup(t *testing.T) {
 			t.Errorf("%s does not verify: %v", l.Name, l.Err)
 		}
 	}
-	r, err := backup.Restore(ls[1].Path, devEscrow(t, h.Cfg), nil, restoreTargets(t.TempDir()))
+	r, err := backup.Restore(ls[1].Path, devEscrow(t, h.Cfg), nil, freshTargets(t, h))
 	if err != nil || r.RecipientFPR != h.G.Keys.Escrow.Fingerprint() {
 		t.Fatalf("restore with the escrow key: %v (recipient %s)", err, r.RecipientFPR)
 	}
@@ -130,9 +139,6 @@ func TestBackupRecipientKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := e2e.Start(t, cfg)
-	if store.IsPostgresURL(h.Cfg.Store.URL) {
-		t.Skip("backups cover SQLite only; TestPeriodicBackup checks the refusal")
-	}
 	info, err := h.G.BackupOnce(context.Background(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -140,10 +146,95 @@ func TestBackupRecipientKey(t *testing.T) {
 	if info.RecipientFPR != bk.Fingerprint() {
 		t.Errorf("encrypted to %s, want the backup key %s", info.RecipientFPR, bk.Fingerprint())
 	}
-	if _, err := backup.Restore(info.Path, devEscrow(t, h.Cfg), nil, restoreTargets(t.TempDir())); err == nil {
+	if _, err := backup.Restore(info.Path, devEscrow(t, h.Cfg), nil, freshTargets(t, h)); err == nil {
 		t.Error("the escrow key opened a backup encrypted to backup.recipient_key")
 	}
-	if _, err := backup.Restore(info.Path, bk, nil, restoreTargets(t.TempDir())); err != nil {
+	if _, err := backup.Restore(info.Path, bk, nil, freshTargets(t, h)); err != nil {
 		t.Errorf("restore with the backup key: %v", err)
+	}
+}
+
+// TestRestoreDrill is the restore drill on the gateway's own backend (run
+// on PostgreSQL too with PHIGATE_TEST_STORE=postgres): send over SMTP,
+// claim, back up while serving, restore into an empty data folder and a
+// fresh database with only the master key, sign in with the password and
+// read the message, the chain verifies and holds backup.restore. A restore
+// over the original store is refused. (The SQLite drill against the real
+// binary, with the refusals, is cmd/phigate TestBackupRestoreDrill.)
+func TestRestoreDrill(t *testing.T) {
+	ctx := context.Background()
+	cfg := e2e.Config(t.TempDir())
+	cfg.Backup.Interval = config.Duration{}
+	h := e2e.Start(t, cfg)
+	pass := h.AddStaff(staff)
+	text := "Dear patient,\r\nyour results survive a restore.\r\n"
+	msg := e2e.Multipart(staff, "Dr Lee", "pat.drill@example.net", "Drill", text, "<p>drill</p>", "r.bin", []byte("attachment"))
+	if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{"pat.drill@example.net"}, Msg: msg}); err != nil {
+		t.Fatal(err)
+	}
+	token := e2e.ClaimToken(t, h.WaitNotices(1)[0])
+	const pw = "copper kettle morning rain"
+	h.Client().JSON("POST", "/api/v1/claim", map[string]string{"token": token, "password": pw}, 200, nil)
+	info, err := h.G.BackupOnce(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	escrow := devEscrow(t, h.Cfg)
+	h.Stop()
+
+	over, closeOver, err := gateway.RestoreTargets(ctx, h.Cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backup.Restore(info.Path, escrow, nil, over); !errors.Is(err, backup.ErrNotEmpty) {
+		t.Errorf("restore over the original store: %v, want ErrNotEmpty", err)
+	}
+	closeOver()
+
+	cfg2 := e2e.Config(t.TempDir())
+	cfg2.Backup.Interval = config.Duration{}
+	if store.IsPostgresURL(h.Cfg.Store.URL) {
+		cfg2.Store.URL = pgtest.URL(t)
+	}
+	master, err := os.ReadFile(h.Cfg.Keys.MasterKeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg2.Keys.MasterKeyFile, master, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg2.Fill()
+	targets, closeStore, err := gateway.RestoreTargets(ctx, cfg2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := backup.Restore(info.Path, escrow, nil, targets)
+	closeStore()
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if _, err := gateway.AuditRestore(ctx, cfg2, r, "cli:drill", h.G.Log); err != nil {
+		t.Fatalf("opening the restored gateway: %v", err)
+	}
+
+	h2 := e2e.Start(t, cfg2)
+	c := h2.Client()
+	c.JSON("POST", "/api/v1/login", map[string]string{"email": "pat.drill@example.net", "password": pw}, 200, nil)
+	var list listJSON
+	c.JSON("GET", "/api/v1/messages", nil, 200, &list)
+	if len(list.Messages) != 1 {
+		t.Fatalf("inbox after the restore: %+v", list)
+	}
+	var m msgJSON
+	c.JSON("GET", "/api/v1/messages/"+list.Messages[0].ID, nil, 200, &m)
+	if m.Text != text || m.Signature != "verified" {
+		t.Errorf("restored message: text %q signature %q, want %q verified", m.Text, m.Signature, text)
+	}
+	if _, err := h2.G.Trail.Verify(ctx); err != nil {
+		t.Errorf("audit verify after the restore: %v", err)
+	}
+	es, err := h2.G.Trail.Search(ctx, audit.Query{Action: "backup.restore"})
+	if err != nil || len(es) != 1 || es[0].ObjectID != info.ID || es[0].Actor != "cli:drill" {
+		t.Errorf("backup.restore entries %+v (%v), want one naming %s", es, err, info.ID)
 	}
 }

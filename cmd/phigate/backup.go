@@ -13,13 +13,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/backup"
 	"github.com/phigate/phigate/config"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/gateway"
 	"github.com/phigate/phigate/keys"
-	"github.com/phigate/phigate/store"
 )
 
 const backupUsage = `phigate backup create [--out DIR] | list [--dir DIR] | verify FILE
@@ -228,14 +226,15 @@ func backupRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	if err != nil {
 		return fail("%v", err)
 	}
-	if store.IsPostgresURL(cfg.Store.URL) {
-		return fail("%v", gateway.ErrPostgresBackup)
-	}
 	if _, err := os.Stat(cfg.Keys.MasterKeyFile); cfg.Keys.MasterKey == "" && err != nil {
 		return fail("no master key at %s: a backup never holds it; put the master key there (or set keys.master_key) first", cfg.Keys.MasterKeyFile)
 	}
-	state, ifAbsent := gateway.BackupFiles(cfg)
-	targets := backup.Targets{DB: cfg.Database.DSN, Files: state, IfAbsent: ifAbsent}
+	ctx := context.Background()
+	targets, closeStore, err := gateway.RestoreTargets(ctx, cfg)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer closeStore()
 	if err := targets.CheckEmpty(); err != nil {
 		return fail("refused: %v (restore only into an empty data folder)", err)
 	}
@@ -252,7 +251,9 @@ func backupRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	if err != nil {
 		return fail("%v", err)
 	}
-	n, err := auditRestore(cfg, r, stderr)
+	closeStore()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	n, err := gateway.AuditRestore(ctx, cfg, r, cliActor(), log)
 	if err != nil {
 		return fail("the files of backup %s are in place, but: %v", r.ID, err)
 	}
@@ -280,28 +281,4 @@ func unlockKeyFile(keyFile, passFile string, stdin io.Reader) (*pcrypto.Key, err
 		return nil, errors.New("wrong passphrase for the escrow key")
 	}
 	return k, err
-}
-
-// auditRestore opens the restored gateway: the master key must open the
-// restored gateway key, which must be the key that signed the backup; the
-// audit chain must verify; then backup.restore goes into the restored
-// trail. It returns the number of entries verified.
-func auditRestore(cfg config.Config, r backup.Restored, stderr io.Writer) (int64, error) {
-	ctx := context.Background()
-	g, err := gateway.Open(ctx, cfg, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	if err != nil {
-		return 0, err
-	}
-	defer g.Store.Close()
-	defer g.Trail.Close()
-	if fp := g.Keys.Gateway.Fingerprint(); fp != r.GatewayFingerprint {
-		return 0, fmt.Errorf("the restored gateway key is %s, the backup was signed by %s", fp, r.GatewayFingerprint)
-	}
-	n, err := g.Trail.Verify(ctx)
-	if err != nil {
-		return n, fmt.Errorf("audit verify: %w", err)
-	}
-	err = g.Trail.Record(ctx, audit.Entry{Actor: cliActor(), Action: "backup.restore", ObjectType: "backup", ObjectID: r.ID,
-		Outcome: "ok", Details: map[string]string{"taken": r.Created.Format(time.RFC3339), "entries_verified": fmt.Sprint(n)}})
-	return n, err
 }
