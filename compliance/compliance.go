@@ -252,7 +252,7 @@ func (b *builder) auditVerified() Check {
 	if e == nil {
 		return check(name, false, "no audit verification recorded")
 	}
-	return b.recent(name, e, MaxVerifyAge, fmt.Sprintf("outcome %s, %s entries checked", e.Outcome, orNone(e.Details["checked"])))
+	return b.recent(name, e, MaxVerifyAge, fmt.Sprintf("outcome %s, entries checked: %s", e.Outcome, orNone(e.Details["checked"])))
 }
 
 // recent passes if e succeeded no longer than maxAge before now.

@@ -179,7 +179,7 @@ func TestAllPassThenStale(t *testing.T) {
 		r.WriteText(&b)
 		t.Fatalf("want every check to pass:\n%s", b.String())
 	}
-	want(t, r, "164.312(b)", "last audit verification", compliance.Pass, "12 entries checked")
+	want(t, r, "164.312(b)", "last audit verification", compliance.Pass, "entries checked: 12")
 	if c := find(t, r, "164.308(a)(7)", "last backup"); c.At == nil || now.Sub(*c.At) > 2*time.Minute {
 		t.Errorf("backup time %v", c.At)
 	}
