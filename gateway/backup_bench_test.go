@@ -15,6 +15,7 @@ import (
 	"github.com/phigate/phigate/gateway"
 	"github.com/phigate/phigate/intake"
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/store"
 )
 
 // BenchmarkBackupRestore fills a store through intake (PHIGATE_BENCH_MESSAGES
@@ -56,10 +57,7 @@ func BenchmarkBackupRestore(b *testing.B) {
 	wg.Wait()
 	b.Logf("filled %d messages in %s", n, time.Since(fill).Round(time.Second))
 	escrow := devEscrow(b, h.Cfg)
-	st, err := os.Stat(h.Cfg.Database.DSN)
-	if err != nil {
-		b.Fatal(err)
-	}
+	dbBytes := dbSize(b, h)
 	b.ResetTimer()
 	var create, restore time.Duration
 	for i := 0; i < b.N; i++ {
@@ -72,6 +70,9 @@ func BenchmarkBackupRestore(b *testing.B) {
 		state, _ := gateway.BackupFiles(h.Cfg)
 		root := b.TempDir()
 		targets := backup.Targets{DB: filepath.Join(root, "phigate.db"), Files: map[string]string{}}
+		if store.IsPostgresURL(h.Cfg.Store.URL) {
+			targets = freshTargets(b, h)
+		}
 		for name := range state {
 			targets.Files[name] = filepath.Join(root, name)
 		}
@@ -81,7 +82,23 @@ func BenchmarkBackupRestore(b *testing.B) {
 		create, restore = create+t1.Sub(t0), restore+time.Since(t1)
 		b.ReportMetric(float64(info.Size)/1e6, "backup-MB")
 	}
-	b.ReportMetric(float64(st.Size())/1e6, "db-MB")
+	b.ReportMetric(float64(dbBytes)/1e6, "db-MB")
 	b.ReportMetric(create.Seconds()/float64(b.N), "create-s")
 	b.ReportMetric(restore.Seconds()/float64(b.N), "restore-s")
+}
+
+// dbSize is the SQLite file's size, or the PostgreSQL database's.
+func dbSize(b *testing.B, h *e2e.Harness) int64 {
+	if store.IsPostgresURL(h.Cfg.Store.URL) {
+		var n int64
+		if err := h.G.Store.DB().QueryRow(`SELECT pg_database_size(current_database())`).Scan(&n); err != nil {
+			b.Fatal(err)
+		}
+		return n
+	}
+	st, err := os.Stat(h.Cfg.Database.DSN)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st.Size()
 }

@@ -49,7 +49,7 @@ func devEscrow(t testing.TB, cfg config.Config) *pcrypto.Key {
 
 // freshTargets is an empty database of h's kind (a new SQLite file, or a
 // new PostgreSQL database) to restore into.
-func freshTargets(t *testing.T, h *e2e.Harness) backup.Targets {
+func freshTargets(t testing.TB, h *e2e.Harness) backup.Targets {
 	t.Helper()
 	root := t.TempDir()
 	tg := backup.Targets{Files: map[string]string{"gateway-key.wrapped": filepath.Join(root, "gw")}, Temp: root}
