@@ -63,10 +63,12 @@ func (g *Gateway) backupRecipient() (*pcrypto.Key, error) {
 	return k.Public(), nil
 }
 
-// BackupOnce writes one backup into dir (backup.dir when empty), removes
-// the oldest beyond backup.keep, and records backup.create.
+// BackupOnce writes one backup into dir, or into backup.dir when dir is
+// empty (and then removes the oldest there beyond backup.keep; another
+// folder, such as an archive, is never pruned), and records backup.create.
 func (g *Gateway) BackupOnce(ctx context.Context, dir string) (backup.Info, error) {
-	if dir == "" {
+	prune := dir == ""
+	if prune {
 		dir = g.Cfg.Backup.Dir
 	}
 	info, err := g.backupTo(ctx, dir)
@@ -88,7 +90,7 @@ func (g *Gateway) BackupOnce(ctx context.Context, dir string) (backup.Info, erro
 		os.Remove(info.Path)
 		err = fmt.Errorf("backup not kept: its audit entry was not written: %w", aerr)
 	}
-	if err != nil {
+	if err != nil || !prune {
 		return info, err
 	}
 	if removed, perr := backup.Prune(dir, g.Cfg.Backup.Keep); perr != nil {

@@ -134,14 +134,24 @@ func TestBackupRecipientKey(t *testing.T) {
 	}
 	cfg := e2e.Config(t.TempDir())
 	cfg.Backup.Interval = config.Duration{}
+	cfg.Backup.Keep = 1
 	cfg.Backup.RecipientKey = filepath.Join(t.TempDir(), "backup-public.asc")
 	if err := os.WriteFile(cfg.Backup.RecipientKey, pub, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	h := e2e.Start(t, cfg)
-	info, err := h.G.BackupOnce(context.Background(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	// A folder named for one backup (phigate backup create --out, an
+	// archive) is never pruned, whatever backup.keep says.
+	out := t.TempDir()
+	var info backup.Info
+	for i := 0; i < 2; i++ {
+		var err error
+		if info, err = h.G.BackupOnce(context.Background(), out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ls, err := backup.List(out, nil); err != nil || len(ls) != 2 {
+		t.Errorf("--out folder holds %d backups (%v), want both with backup.keep = 1", len(ls), err)
 	}
 	if info.RecipientFPR != bk.Fingerprint() {
 		t.Errorf("encrypted to %s, want the backup key %s", info.RecipientFPR, bk.Fingerprint())
