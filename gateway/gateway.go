@@ -174,6 +174,9 @@ func (g *Gateway) Start(ctx context.Context) error {
 		// Redis means several nodes share the database.
 		g.Dispatcher.Lease = 5 * time.Minute
 	}
+	if err := g.noticeMail(); err != nil {
+		return fmt.Errorf("notices: %w", err)
+	}
 	if g.Push, err = g.pusher(); err != nil {
 		return fmt.Errorf("push: %w", err)
 	}
@@ -191,11 +194,11 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 	g.Intake.Events = g.Bus // live portal events (issue 10.1)
 	g.Intake.Push = g.Push
+	g.Intake.Prefs = &notify.Prefs{Store: g.Store, Default: cfg.Notify.DefaultChannels,
+		RequireEmail: cfg.Notify.RequireEmail, Window: cfg.Notify.BatchWindow.Duration}
 	if err := g.senderLimits(ctx); err != nil {
 		return err
 	}
-	g.Intake.Prefs = &notify.Prefs{Store: g.Store, Default: cfg.Notify.DefaultChannels,
-		RequireEmail: cfg.Notify.RequireEmail, Window: cfg.Notify.BatchWindow.Duration}
 	g.smtpSrv = &smtpd.Server{Intake: g.Intake, Identity: g.Identity, Log: g.Log, Metrics: g.Metrics, Audit: g.Audit, Opts: smtpd.Options{
 		Hostname: cfg.Server.Hostname, MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,
 		MaxLineLength: cfg.SMTP.MaxLineLength, ReadTimeout: cfg.SMTP.ReadTimeout.Duration,
