@@ -75,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 		to       string
 		passFile string
 		asJSON   bool
+		noAuth   bool
 	)
 	fs.StringVar(&cfg.Addr, "addr", cfg.Addr, "gateway submission address host:port (loopback only unless -allow-remote)")
 	fs.BoolVar(&cfg.ImplicitTLS, "implicit-tls", cfg.ImplicitTLS, "use implicit TLS (submissions, like port 465) instead of STARTTLS")
@@ -86,6 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs.StringVar(&cfg.User, "user", cfg.User, "AUTH PLAIN username (empty = no AUTH)")
 	fs.StringVar(&cfg.Pass, "pass", cfg.Pass, "AUTH PLAIN password (visible in ps; prefer -pass-file)")
 	fs.StringVar(&passFile, "pass-file", "", "read the AUTH PLAIN password from this file (first line)")
+	fs.BoolVar(&noAuth, "no-auth", false, "STARTTLS (or implicit TLS) but no AUTH, for an MTA that relays for loopback (e.g. bench/ratio.sh's Postfix); refuses -user/-pass")
 	fs.StringVar(&cfg.From, "from", cfg.From, "envelope and header sender (default: -user)")
 	fs.StringVar(&to, "to", "patient@example.net", `recipient(s), comma separated; "gen" generates load-<conn>-<i>@example.net`)
 	fs.IntVar(&cfg.RcptsPerMsg, "rcpts-per-msg", cfg.RcptsPerMsg, `recipients per message when -to is "gen"`)
@@ -105,6 +107,11 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 		return cfg, false, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 
+	// -no-auth says outright what an empty -user implies, so a script
+	// cannot send AUTH by accident from a stray -user.
+	if noAuth && (cfg.User != "" || cfg.Pass != "" || passFile != "") {
+		return cfg, false, errors.New("-no-auth cannot be combined with -user, -pass or -pass-file")
+	}
 	if passFile != "" {
 		if cfg.Pass != "" {
 			return cfg, false, errors.New("use either -pass or -pass-file, not both")

@@ -48,6 +48,7 @@ type received struct {
 type testBackend struct {
 	rejectEvery int
 	dataDelay   time.Duration
+	noAuth      bool // accept MAIL without AUTH, as an MTA relaying for loopback
 
 	mu       sync.Mutex
 	auths    int
@@ -87,7 +88,7 @@ func (s *testSession) Auth(mech string) (sasl.Server, error) {
 }
 
 func (s *testSession) Mail(from string, _ *smtp.MailOptions) error {
-	if !s.authed {
+	if !s.authed && !s.be.noAuth {
 		return smtp.ErrAuthRequired
 	}
 	s.from = from
@@ -538,6 +539,39 @@ func TestRealMainJSON(t *testing.T) {
 	// the post-STARTTLS EHLO and on the re-EHLO after RSET).
 	if be.rsets < 3 {
 		t.Fatalf("server saw %d resets", be.rsets)
+	}
+}
+
+// TestRealMainNoAuth runs -no-auth against a STARTTLS server that relays
+// without AUTH (like bench/ratio.sh's Postfix): every message is accepted
+// and no AUTH is ever sent; -no-auth with credentials is a usage error.
+func TestRealMainNoAuth(t *testing.T) {
+	be := &testBackend{noAuth: true}
+	addr := startServer(t, be, false)
+	var stdout, stderr bytes.Buffer
+	code := realMain([]string{
+		"-addr", addr, "-no-auth", "-from", "load@example.com",
+		"-conns", "2", "-n", "6", "-size", "1000", "-per-conn", "3", "-json",
+	}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %s, stdout %s", code, stderr.String(), stdout.String())
+	}
+	var res Result
+	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+		t.Fatalf("json: %v\n%s", err, stdout.String())
+	}
+	if res.OK != 6 || res.Failed != 0 || res.Config.Auth {
+		t.Fatalf("%+v", res)
+	}
+	be.mu.Lock()
+	if be.auths != 0 || len(be.msgs) != 6 || be.msgs[0].from != "load@example.com" {
+		t.Fatalf("server saw %d AUTH, %d messages, from %q", be.auths, len(be.msgs), be.msgs[0].from)
+	}
+	be.mu.Unlock()
+
+	stderr.Reset()
+	if code := realMain([]string{"-addr", addr, "-no-auth", "-user", testUser, "-pass", testPass}, &stdout, &stderr); code != 2 {
+		t.Fatalf("-no-auth with -user: exit %d, want 2 (stderr %q)", code, stderr.String())
 	}
 }
 
