@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/phigate/phigate/web"
 )
 
 // WriteJSON writes the report as one indented JSON document.
@@ -21,7 +23,7 @@ func (r *Report) WriteText(w io.Writer) error {
 	var b strings.Builder
 	verdict := "PASS: every check passed"
 	if !r.OK {
-		verdict = fmt.Sprintf("FAIL: %d check(s) failed", r.Failed)
+		verdict = "FAIL: " + web.Count(r.Failed, "check") + " failed"
 	}
 	fmt.Fprintf(&b, "phigate compliance report, %s\n%s\n", r.Generated.Format(time.RFC3339), verdict)
 	for _, s := range r.Safeguards {

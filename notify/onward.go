@@ -8,6 +8,7 @@ import (
 
 	"github.com/phigate/phigate/outbound"
 	"github.com/phigate/phigate/store"
+	"github.com/phigate/phigate/web"
 )
 
 // Outbox kinds for onward mail (issue #4: one durable outbound queue).
@@ -83,8 +84,8 @@ func (d *Dispatcher) reportFailure(ctx context.Context, it store.OutboxItem, why
 	if err != nil || o.ReportTo == "" {
 		return err
 	}
-	text := fmt.Sprintf("A message you sent through %s on %s (Message-ID <%s>) could not be delivered to %d recipient(s): %s. It was retried for %s.",
-		d.Org.Name, it.CreatedAt.UTC().Format("Monday 2 January 2006, 15:04 MST"), o.MessageID, len(o.To), why,
+	text := fmt.Sprintf("A message you sent through %s on %s (Message-ID <%s>) could not be delivered to %s: %s. It was retried for %s.",
+		d.Org.Name, it.CreatedAt.UTC().Format("Monday 2 January 2006, 15:04 MST"), o.MessageID, web.Count(len(o.To), "recipient"), why,
 		d.now().Sub(it.CreatedAt).Round(time.Minute))
 	item, err := NewItem(d.Keys, KindDeliveryFailure, Notice{To: o.ReportTo, Alert: text}, "", "", d.now())
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/store"
+	"github.com/phigate/phigate/web"
 )
 
 // adminUser is one row of the account list (staff, admins, security
@@ -264,7 +265,7 @@ func (s *Server) recoverSubmit(w http.ResponseWriter, r *http.Request, v *viewer
 		s.fail(w, r, err)
 		return
 	default:
-		d.Notice = fmt.Sprintf("%d message(s) are readable again with the account's new password.", d.Recovered)
+		d.Notice = web.Count(d.Recovered, "message") + " " + web.Noun(d.Recovered, "is", "are") + " readable again with the account's new password."
 	}
 	s.render(w, r, http.StatusOK, "recover.html", d)
 }

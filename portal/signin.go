@@ -15,6 +15,7 @@ import (
 	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/logx"
 	"github.com/phigate/phigate/store"
+	"github.com/phigate/phigate/web"
 )
 
 // accountKey is the lock-out counter's name for an address: its blind index,
@@ -161,10 +162,10 @@ func (s *Server) signInRefusal(err error) (string, bool) {
 	case errors.Is(err, identity.ErrBadCode):
 		return "That code is not right, or was already used. Enter the current code from your authenticator app, or one of your recovery codes.", true
 	case errors.As(err, &le):
-		mins := int(time.Until(le.Until).Round(time.Minute) / time.Minute)
-		return fmt.Sprintf("This account is locked for %d more minute(s) after too many failed attempts. Try again later, or contact %s.", max(mins, 1), s.Org.Contact), true
+		mins := max(int(time.Until(le.Until).Round(time.Minute)/time.Minute), 1)
+		return fmt.Sprintf("This account is locked for %d more %s after too many failed attempts. Try again later, or contact %s.", mins, web.Noun(mins, "minute"), s.Org.Contact), true
 	case errors.As(err, &te):
-		return fmt.Sprintf("Too many failed attempts from your network. Wait %d minute(s) and try again.", max(int(te.RetryAfter.Round(time.Minute)/time.Minute), 1)), true
+		return "Too many failed attempts from your network. Wait " + web.Count(max(int(te.RetryAfter.Round(time.Minute)/time.Minute), 1), "minute") + " and try again.", true
 	}
 	return "", false
 }

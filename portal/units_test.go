@@ -258,10 +258,10 @@ func TestSignInRefusalTexts(t *testing.T) {
 		{fmt.Errorf("unknown account: %w", identity.ErrBadCredentials), []string{"don't match"}},
 		{identity.ErrBadCode, []string{"code is not right"}},
 		{identity.ErrNoTOTP, []string{"/account/2fa"}},
-		{&limiter.LockedError{Until: time.Now().Add(10*time.Minute + 20*time.Second)}, []string{"locked for 10 more minute(s)", "help@clinic.example"}},
-		{&limiter.LockedError{Until: time.Now().Add(5 * time.Second)}, []string{"locked for 1 more minute(s)"}},
-		{&limiter.ThrottledError{RetryAfter: 90 * time.Second}, []string{"Wait 2 minute(s)"}},
-		{&limiter.ThrottledError{RetryAfter: 10 * time.Second}, []string{"Wait 1 minute(s)"}},
+		{&limiter.LockedError{Until: time.Now().Add(10*time.Minute + 20*time.Second)}, []string{"locked for 10 more minutes", "help@clinic.example"}},
+		{&limiter.LockedError{Until: time.Now().Add(5 * time.Second)}, []string{"locked for 1 more minute after"}},
+		{&limiter.ThrottledError{RetryAfter: 90 * time.Second}, []string{"Wait 2 minutes and"}},
+		{&limiter.ThrottledError{RetryAfter: 10 * time.Second}, []string{"Wait 1 minute and"}},
 	}
 	bad, _ := s.signInRefusal(identity.ErrBadCredentials)
 	for _, c := range cases {

@@ -4,6 +4,7 @@ package web
 
 import (
 	"embed"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"time"
@@ -25,6 +26,14 @@ func Static() fs.FS {
 }
 
 var funcs = template.FuncMap{
+	// {{count .N "message"}} writes "1 message" / "2 messages".
+	"count": func(v any, noun string, plural ...string) (string, error) {
+		n, ok := toInt(v)
+		if !ok {
+			return "", fmt.Errorf("count: %T is not an integer", v)
+		}
+		return Count(n, noun, plural...), nil
+	},
 	"date": func(v any) string {
 		var t time.Time
 		switch x := v.(type) {

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/phigate/phigate/store"
+	"github.com/phigate/phigate/web"
 )
 
 // userAdmin runs the account life-cycle commands: disable, enable, role,
@@ -104,7 +105,7 @@ func userAdmin(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 			return fail(err)
 		}
 		recordCLI(g, "account.recover", "user", u.ID, map[string]string{"messages": fmt.Sprint(n)})
-		fmt.Fprintf(stdout, "recovered %d message(s) for %s\n", n, *email)
+		fmt.Fprintf(stdout, "recovered %s for %s\n", web.Count(n, "message"), *email)
 	default:
 		fmt.Fprintf(stderr, "phigate user: unknown subcommand %q\n", cmd)
 		return 2

@@ -48,7 +48,7 @@ func TestComplianceReportCLI(t *testing.T) {
 		t.Errorf("fresh data folder fails %q\nwant %q", got, want)
 	}
 	text := runCLI(t, "", "compliance", "report", "--data", dir)
-	if text.code != 1 || !strings.Contains(text.stdout, "FAIL: 4 check(s) failed") ||
+	if text.code != 1 || !strings.Contains(text.stdout, "FAIL: 4 checks failed") ||
 		!strings.Contains(text.stdout, "[fail] last backup succeeded within twice backup.interval: no backup recorded") {
 		t.Errorf("text report: exit %d\n%s%s", text.code, text.stdout, text.stderr)
 	}
