@@ -97,7 +97,7 @@ func parseFlags(args []string, stderr io.Writer) (Config, bool, error) {
 	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "dial/TLS/per-command timeout")
 	fs.BoolVar(&asJSON, "json", false, "print results as JSON")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: smtpload [flags]\n\nDrives concurrent SMTP submissions (TLS + AUTH PLAIN) against a gateway and\nreports throughput and accept latency (MAIL FROM .. 250 after DATA).\n\n")
+		fmt.Fprintf(fs.Output(), "usage: smtpload [flags]\n\nDrives concurrent SMTP submissions (TLS, AUTH PLAIN unless -no-auth) against a server and\nreports throughput and accept latency (MAIL FROM .. 250 after DATA).\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -162,7 +162,11 @@ func printText(w io.Writer, r Result) {
 	if r.Aborted > 0 {
 		fmt.Fprintf(w, "aborted       %d (in flight when interrupted)\n", r.Aborted)
 	}
-	fmt.Fprintf(w, "sessions      %d (setup mean %.2f ms: connect+TLS+EHLO+AUTH)\n", r.Sessions, r.SetupMeanMs)
+	setup := "connect+TLS+EHLO"
+	if r.Config.Auth {
+		setup += "+AUTH"
+	}
+	fmt.Fprintf(w, "sessions      %d (setup mean %.2f ms: %s)\n", r.Sessions, r.SetupMeanMs, setup)
 	if r.ConnErrors > 0 {
 		fmt.Fprintf(w, "conn errors   %d\n", r.ConnErrors)
 		for _, f := range r.ConnErrorKinds {
