@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
+	"github.com/phigate/phigate/gateway"
 	"github.com/phigate/phigate/store"
 	"github.com/phigate/phigate/web"
 )
@@ -22,10 +24,10 @@ func userAdmin(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 	var cf commonFlags
 	cf.register(fs)
 	email := fs.String("email", "", "the account's email `address`")
-	role := fs.String("role", "", "new role (with role): staff, admin, security or patient")
+	role := fs.String("role", "", "new role (with role): staff, admin, security or patient; with list, the roles to list, comma-separated, or all")
 	escrowFile := fs.String("escrow-key", "", "armored escrow private key `file` (with recover)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	if cmd != "list" && *email == "" {
 		fmt.Fprintf(stderr, "phigate user %s: --email is required\n", cmd)
@@ -43,15 +45,12 @@ func userAdmin(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 		return 1
 	}
 	if cmd == "list" {
-		users, err := g.Store.ListUsers(ctx, store.RoleStaff, store.RoleAdmin, store.RoleSecurity)
+		roles, err := listRoles(*role)
 		if err != nil {
-			return fail(err)
+			fmt.Fprintf(stderr, "phigate user list: %v\n", err)
+			return 2
 		}
-		for _, u := range users {
-			addr, _ := g.Identity.Email(&u)
-			fmt.Fprintf(stdout, "%s\t%s\t%s\t2fa=%v\t%s\n", u.ID, addr, u.Role, len(u.TOTPSecretEnc) > 0, u.Status)
-		}
-		return 0
+		return userList(g, roles, stdout, stderr)
 	}
 	u, err := g.Identity.UserByEmail(ctx, *email)
 	if errors.Is(err, store.ErrNotFound) {
@@ -109,6 +108,53 @@ func userAdmin(cmd string, args []string, stdin io.Reader, stdout, stderr io.Wri
 	default:
 		fmt.Fprintf(stderr, "phigate user: unknown subcommand %q\n", cmd)
 		return 2
+	}
+	return 0
+}
+
+// listRoles reads user list's --role: comma-separated roles ("recipient"
+// is taken for patient), "all" for every role; staff, admin and security
+// when empty (the accounts admins manage).
+func listRoles(flagValue string) ([]string, error) {
+	if flagValue == "" {
+		return []string{store.RoleStaff, store.RoleAdmin, store.RoleSecurity}, nil
+	}
+	var roles []string
+	for r := range strings.SplitSeq(flagValue, ",") {
+		switch r = strings.ToLower(strings.TrimSpace(r)); r {
+		case "all":
+			return []string{store.RoleStaff, store.RoleAdmin, store.RoleSecurity, store.RolePatient}, nil
+		case "recipient", "patients", "recipients":
+			r = store.RolePatient
+		case store.RoleStaff, store.RoleAdmin, store.RoleSecurity, store.RolePatient:
+		default:
+			return nil, fmt.Errorf("unknown role %q (staff, admin, security, patient or all)", r)
+		}
+		if !slices.Contains(roles, r) {
+			roles = append(roles, r)
+		}
+	}
+	return roles, nil
+}
+
+// userList prints one line per account: id, address, role, 2FA, status.
+// Addresses are shown to the operator at the console; listing patients is
+// an access to their addresses, so every listing is audited (which roles,
+// how many, never an address), as audit export is.
+func userList(g *gateway.Gateway, roles []string, stdout, stderr io.Writer) int {
+	users, err := g.Store.ListUsers(context.Background(), roles...)
+	if err != nil {
+		fmt.Fprintf(stderr, "phigate user list: %v\n", err)
+		return 1
+	}
+	if err := recordCLI(g, "user.list", "user", "", map[string]string{"roles": strings.Join(roles, ","), "count": fmt.Sprint(len(users))}); err != nil {
+		// No listing without its entry in the trail.
+		fmt.Fprintf(stderr, "phigate user list: %v\n", err)
+		return 1
+	}
+	for _, u := range users {
+		addr, _ := g.Identity.Email(&u)
+		fmt.Fprintf(stdout, "%s\t%s\t%s\t2fa=%v\t%s\n", u.ID, addr, u.Role, len(u.TOTPSecretEnc) > 0, u.Status)
 	}
 	return 0
 }

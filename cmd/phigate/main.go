@@ -14,7 +14,8 @@ Usage:
   phigate serve [--dev] [--config FILE] [--data DIR] [--smtp ADDR] [--smtps ADDR] [--http ADDR]
   phigate user add --email ADDR --role ROLE --password-stdin [--data DIR | --config FILE]
   phigate user app-password --email ADDR (--name NAME | --revoke NAME) [--data DIR | --config FILE]
-  phigate user list | disable | enable --email ADDR [--data DIR | --config FILE]
+  phigate user list [--role ROLE[,ROLE] | --role all]   (default staff,admin,security; patient lists patients)
+  phigate user disable | enable --email ADDR [--data DIR | --config FILE]
   phigate user role --email ADDR --role ROLE
   phigate user recover --email ADDR --escrow-key FILE   (escrow passphrase on standard input)
 
@@ -31,7 +32,7 @@ Usage:
   phigate audit verify | export [--format csv|json] [--user ID] [--action A] [--message ID] [--from D] [--to D]
   phigate compliance report [--json]        (HIPAA safeguards, settings and live checks; exit 1 if a check fails)
 
-Run "phigate COMMAND -h" for the flags of one command.
+Run "phigate COMMAND -h" for the flags of one command, "phigate user --help" for accounts.
 `
 
 func main() {

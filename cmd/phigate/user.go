@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,12 +16,29 @@ import (
 	"github.com/phigate/phigate/gateway"
 )
 
+const userUsage = `phigate user — manage portal accounts
+
+Usage:
+  phigate user add --email ADDR --role ROLE --password-stdin
+  phigate user app-password --email ADDR (--name NAME | --revoke NAME)
+  phigate user list [--role ROLE[,ROLE]]   (default staff,admin,security; patient or all for patients too)
+  phigate user disable | enable --email ADDR
+  phigate user role --email ADDR --role ROLE
+  phigate user recover --email ADDR --escrow-key FILE   (escrow passphrase on standard input)
+
+Every subcommand takes --data DIR or --config FILE. Roles: staff, admin,
+security, patient. Run "phigate user SUBCOMMAND -h" for its flags.
+`
+
 func user(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, userUsage)
 		return 2
 	}
 	switch args[0] {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, userUsage)
+		return 0
 	case "add":
 		return userAdd(args[1:], stdin, stdout, stderr)
 	case "app-password":
@@ -28,8 +46,29 @@ func user(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "disable", "enable", "role", "recover", "list":
 		return userAdmin(args[0], args[1:], stdin, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "phigate user: unknown subcommand %q\n", args[0])
+	fmt.Fprintf(stderr, "phigate user: unknown subcommand %q\n\n%s", args[0], userUsage)
 	return 2
+}
+
+// parseFlags parses a subcommand's flags. Asked for with -h, the flags go
+// to standard output and the command ends with 0 (done); a wrong flag is
+// told on standard error with exit 2.
+func parseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fs.SetOutput(stdout)
+		code = 0
+	case err != nil:
+		code = 2
+	default:
+		return 0, false
+	}
+	fmt.Fprintf(fs.Output(), "Usage of phigate %s:\n", fs.Name())
+	fs.PrintDefaults()
+	fs.SetOutput(stderr)
+	return code, true
 }
 
 // openAdmin opens keys and store for an admin command. Without --config the
@@ -57,8 +96,8 @@ func userAdd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	email := fs.String("email", "", "the account's email `address`")
 	role := fs.String("role", "staff", "staff, admin, security or patient")
 	pwStdin := fs.Bool("password-stdin", false, "read the portal password from standard input (first line)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	if *email == "" || !*pwStdin {
 		fmt.Fprintln(stderr, "phigate user add: --email and --password-stdin are required")
@@ -100,8 +139,8 @@ func userAppPassword(args []string, stdout, stderr io.Writer) int {
 	email := fs.String("email", "", "the account's email `address`")
 	name := fs.String("name", "", "a label for the device or client, e.g. laptop")
 	revoke := fs.String("revoke", "", "revoke the app password called `NAME` instead of creating one")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	if *email == "" || (*name == "") == (*revoke == "") {
 		fmt.Fprintln(stderr, "phigate user app-password: --email and one of --name or --revoke are required")
