@@ -96,7 +96,10 @@ func TestThreeNodesKill9(t *testing.T) {
 
 	victim := rng.IntN(drillNodes)
 	at := 10 + rng.IntN(20)
-	loads, killAt := loadNodes(t, nodes, secret, victim, at)
+	// The kill comes up to 4 ms after a 250 of the victim's, to fall at
+	// varied points of the notice send that 250 starts.
+	delay := time.Duration(rng.IntN(4000)) * time.Microsecond
+	loads, killAt := loadNodes(t, nodes, secret, victim, at, delay)
 	nodes[victim].assertKilled()
 	var live []*proc
 	for i, p := range nodes {
@@ -138,9 +141,10 @@ func TestThreeNodesKill9(t *testing.T) {
 
 // loadNodes submits messages over workersPerNode connections to each node.
 // Once at messages are accepted (at least 3 by the victim) the victim gets
-// SIGKILL; the live nodes then take afterKill more and the load stops. A
-// refusal fails the test, except on the victim once it is killed.
-func loadNodes(t *testing.T, nodes []*proc, secret string, victim, at int) ([]*drillRound, time.Time) {
+// SIGKILL, delay after that 250; the live nodes then take afterKill more
+// and the load stops. A refusal fails the test, except on the victim once
+// it is killed.
+func loadNodes(t *testing.T, nodes []*proc, secret string, victim, at int, delay time.Duration) ([]*drillRound, time.Time) {
 	t.Helper()
 	loads := make([]*drillRound, len(nodes))
 	for i := range loads {
@@ -154,6 +158,7 @@ func loadNodes(t *testing.T, nodes []*proc, secret string, victim, at int) ([]*d
 		killAt                time.Time // written in once, read after wg.Wait
 	)
 	kill := func() {
+		time.Sleep(delay)
 		killed.Store(true)
 		if err := nodes[victim].kill9(); err != nil {
 			t.Errorf("kill -9: %v", err)
