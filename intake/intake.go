@@ -439,7 +439,7 @@ func (in *Intake) Notice(ctx context.Context, u *store.User, rcpt string, m stor
 	if u.Status == store.StatusPending {
 		raw, tok := in.Identity.NewClaimToken(u.ID, in.Opts.ClaimTTL)
 		d.ClaimTokens = append(d.ClaimTokens, tok)
-		n.Link, n.Claim = in.Opts.PublicURL+"/claim/"+raw, true
+		n.Link, n.Claim, n.LinkExpiresAt = in.Opts.PublicURL+"/claim/"+raw, true, tok.ExpiresAt
 	}
 	item, err := notify.NewItem(in.Keys, notify.KindNewMessage, n, u.ID, m.ID, now)
 	if err != nil {

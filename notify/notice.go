@@ -31,6 +31,11 @@ type Notice struct {
 	Link      string    `json:"link"`
 	Claim     bool      `json:"claim"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// LinkExpiresAt is when the link stops working, when that is sooner
+	// than ExpiresAt: a claim link lives portal.claim_ttl (7 days), the
+	// message it leads to portal.message_expiry (30), and the notice must
+	// not promise the longer one for the link.
+	LinkExpiresAt time.Time `json:"link_expires_at,omitzero"`
 	// Alert is a fixed event description for security alerts (e.g.
 	// "Break-glass access to message 3f2a..."): ids and event names only.
 	Alert string `json:"alert,omitempty"`
@@ -46,8 +51,10 @@ type noticeData struct {
 	Link      string
 	Claim     bool
 	ExpiresAt string
-	Contact   string
-	Alert     string
+	// LinkExpiresAt is "" when the link lives as long as the message.
+	LinkExpiresAt string
+	Contact       string
+	Alert         string
 }
 
 // Render builds the RFC 5322 notice for n. id becomes the Message-ID's left
@@ -71,7 +78,10 @@ func (t *Templates) Render(kind string, n Notice, org config.Org, hostname, id s
 		return nil, fmt.Errorf("unknown notice kind %q", kind)
 	}
 	d := noticeData{Org: org.Name, Link: n.Link, Claim: n.Claim, Contact: org.Contact, Alert: n.Alert,
-		ExpiresAt: n.ExpiresAt.UTC().Format("Monday 2 January 2006, 15:04 MST")}
+		ExpiresAt: noticeTime(n.ExpiresAt)}
+	if !n.LinkExpiresAt.IsZero() && n.LinkExpiresAt.Before(n.ExpiresAt) {
+		d.LinkExpiresAt = noticeTime(n.LinkExpiresAt)
+	}
 	var subject bytes.Buffer
 	if err := kt.subject.Execute(&subject, d); err != nil {
 		return nil, err
@@ -148,3 +158,6 @@ func randomID() string {
 	}
 	return hex.EncodeToString(b)
 }
+
+// noticeTime is how a notice writes a moment: the day in words and the zone.
+func noticeTime(t time.Time) string { return t.UTC().Format("Monday 2 January 2006, 15:04 MST") }

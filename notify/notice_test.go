@@ -201,3 +201,41 @@ func TestNoticeMarshal(t *testing.T) {
 		t.Errorf("payload %s", b)
 	}
 }
+
+// A claim link that dies before the message (claim_ttl 7 days, message 30)
+// is given its own date in both parts; a link as long-lived as the message,
+// or one without a date of its own, adds no line.
+func TestRenderStatesTheLinkLifetime(t *testing.T) {
+	linkEnds := expires.Add(-23 * 24 * time.Hour)
+	const linkText = "Monday 9 March 2026, 12:30 UTC"
+	cases := []struct {
+		name     string
+		linkEnds time.Time
+		want     bool
+	}{
+		{"claim link shorter than the message", linkEnds, true},
+		{"no link date", time.Time{}, false},
+		{"link as long as the message", expires, false},
+	}
+	for _, c := range cases {
+		n := Notice{To: "pat@example.net", Link: "https://portal.riverside.example/claim/tok", Claim: true, ExpiresAt: expires, LinkExpiresAt: c.linkEnds}
+		raw, err := Render(n, testOrg, "gw.riverside.example", "ob1", time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := parseNotice(t, raw)
+		text := strings.ReplaceAll(m.parts["text/plain"], "\r\n", "\n")
+		html := m.parts["text/html"]
+		for part, body := range map[string]string{"text": text, "html": html} {
+			if got := strings.Contains(body, "This link works until"); got != c.want {
+				t.Errorf("%s: %s part says the link's end: %v, want %v:\n%s", c.name, part, got, c.want, body)
+			}
+			if c.want && (!strings.Contains(body, linkText) || !strings.Contains(body, expiresText)) {
+				t.Errorf("%s: %s part lacks the link's end %q or the message's %q:\n%s", c.name, part, linkText, expiresText, body)
+			}
+		}
+		if c.want && !strings.Contains(text, "This link works until "+linkText+".\nThe message can be read until "+expiresText+".") {
+			t.Errorf("%s: text part:\n%s", c.name, text)
+		}
+	}
+}

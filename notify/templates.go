@@ -35,7 +35,7 @@ var kinds = map[string]string{
 
 // OfferedFields are the only data a notice template may use: none of them
 // can carry PHI (Alert is a fixed event text with ids and counts only).
-var OfferedFields = []string{"Org", "Link", "Claim", "ExpiresAt", "Contact", "Alert"}
+var OfferedFields = []string{"Org", "Link", "Claim", "ExpiresAt", "LinkExpiresAt", "Contact", "Alert"}
 
 // offeredFuncs are the built-in functions a template may call: they work
 // on their arguments only. index, slice, call and len would reach into
@@ -146,7 +146,7 @@ func readOverrides(dir string, src map[string]string) error {
 // (html/template's escaping of a bad context) fails at start, not at the
 // first notice.
 func (t *Templates) trial() error {
-	d := noticeData{Org: "Org", Link: "https://portal.example/x", Claim: true, ExpiresAt: time.Now().String(),
+	d := noticeData{Org: "Org", Link: "https://portal.example/x", Claim: true, ExpiresAt: time.Now().String(), LinkExpiresAt: time.Now().String(),
 		Contact: "contact", Alert: "alert"}
 	for kind, kt := range t.kinds {
 		for _, run := range []func() error{
