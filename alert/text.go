@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/logx"
+	"github.com/phigate/phigate/web"
 )
 
 // The alert texts go by email to the security officer and into the admin
@@ -174,8 +175,8 @@ func adminGrantText(user, actor id, ip addr, at time.Time) string {
 }
 
 func openVolumeText(actor id, n int, window time.Duration, first, at time.Time, ip addr) string {
-	return fmt.Sprintf("User %s opened or downloaded messages %d times within %s (from %s to %s)%s.",
-		orUnknown(actor), n, span(window), stamp(first), stamp(at), latestFrom(ip))
+	return fmt.Sprintf("User %s opened or downloaded messages %s within %s (from %s to %s)%s.",
+		orUnknown(actor), web.Count(n, "time"), span(window), stamp(first), stamp(at), latestFrom(ip))
 }
 
 func latestFrom(ip addr) string {

@@ -294,7 +294,7 @@ func TestSenderLimitsTwoNodes(t *testing.T) {
 	code, msg := ra.Cmd("MAIL FROM:<" + u + ">")
 	expect(t, "MAIL on node A", code, msg, 250, "2.")
 	code, msg = rb.Cmd("MAIL FROM:<" + u + ">")
-	expect(t, "MAIL on node B while A's is open", code, msg, 451, "4.7.0 This account already has 1 messages in progress")
+	expect(t, "MAIL on node B while A's is open", code, msg, 451, "4.7.0 This account already has 1 message in progress")
 	ra.Cmd("RCPT TO:<nodes-rcpt@example.net>")
 	ra.Cmd("DATA")
 	code, msg = ra.Write(append(plainMsg(u, 500), ".\r\n"...))

@@ -103,7 +103,7 @@ func TestBeginCounts(t *testing.T) {
 	}
 	_, err = in.Begin(ctx, u, 0)
 	rj := wantRejected(t, "second transaction at once", err, 451, [3]int{4, 7, 0})
-	if !strings.Contains(rj.Reason, "1 messages in progress") {
+	if !strings.Contains(rj.Reason, "1 message in progress") {
 		t.Errorf("busy reason: %q", rj.Reason)
 	}
 	t1.End(ctx, true)

@@ -14,6 +14,7 @@ import (
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/quota"
 	"github.com/phigate/phigate/store"
+	"github.com/phigate/phigate/web"
 )
 
 // Limits are the per-account sending limits that are checked against the
@@ -66,13 +67,13 @@ func NewAllowFrom(m map[string][]string) AllowFrom {
 // that is not the sender's (RFC 3463 codes).
 func errRate(e *quota.RateError) *Rejected {
 	return &Rejected{Code: 451, Enhanced: [3]int{4, 7, 0}, Rule: "limit:messages_per_hour", Reason: fmt.Sprintf(
-		"Hourly sending limit of %d messages reached for this account; try again in %d minutes", e.Limit,
-		int((e.RetryAfter+time.Minute-1)/time.Minute))}
+		"Hourly sending limit of %s reached for this account; try again in %s", web.Count(e.Limit, "message"),
+		web.Count(int((e.RetryAfter+time.Minute-1)/time.Minute), "minute"))}
 }
 
 func errBusy(e *quota.BusyError) *Rejected {
 	return &Rejected{Code: 451, Enhanced: [3]int{4, 7, 0}, Rule: "limit:concurrent_transactions", Reason: fmt.Sprintf(
-		"This account already has %d messages in progress; try again when one has finished", e.Limit)}
+		"This account already has %s in progress; try again when one has finished", web.Count(e.Limit, "message"))}
 }
 
 // RFC 5321 4.5.3.1.10: 452 at RCPT asks the client to send the rest of the

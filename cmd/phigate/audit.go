@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/phigate/phigate/audit"
+	"github.com/phigate/phigate/web"
 )
 
 // auditCmd runs `phigate audit verify|export`.
@@ -54,7 +55,7 @@ func auditCmd(args []string, stdout, stderr io.Writer) int {
 			// Recording onto a broken chain would hide nothing: the break
 			// stays where it is, and this entry says it was found.
 			record("audit.verify", fmt.Sprint(be.Seq), "failed", map[string]string{"reason": be.Reason})
-			fmt.Fprintf(stdout, "BROKEN at entry %d: %s (%d entries checked)\n", be.Seq, be.Reason, n)
+			fmt.Fprintf(stdout, "BROKEN at entry %d: %s (%s checked)\n", be.Seq, be.Reason, web.Count(int(n), "entry", "entries"))
 			return 1
 		}
 		if err != nil {
@@ -62,7 +63,7 @@ func auditCmd(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		record("audit.verify", "", "ok", map[string]string{"checked": fmt.Sprint(n)})
-		fmt.Fprintf(stdout, "OK: %d entries, chain intact up to the last checkpoint\n", n)
+		fmt.Fprintf(stdout, "OK: %s, chain intact up to the last checkpoint\n", web.Count(int(n), "entry", "entries"))
 		return 0
 	}
 	q := audit.Query{Actor: *user, Action: *action}

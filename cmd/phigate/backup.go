@@ -18,6 +18,7 @@ import (
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/gateway"
 	"github.com/phigate/phigate/keys"
+	"github.com/phigate/phigate/web"
 )
 
 const backupUsage = `phigate backup create [--out DIR] | list [--dir DIR] | verify FILE
@@ -261,8 +262,8 @@ func backupRestore(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 	if r.ConfigDigest != gateway.ConfigDigest(cfg) {
 		note = " The configuration differs from the one the backup was taken under: check the settings before serving."
 	}
-	fmt.Fprintf(stdout, "restored backup %s (taken %s) into %s: audit chain verified (%d entries), restore audited.%s\n",
-		r.ID, r.Created.Format(time.RFC3339), cfg.Server.DataDir, n, note)
+	fmt.Fprintf(stdout, "restored backup %s (taken %s) into %s: audit chain verified (%s), restore audited.%s\n",
+		r.ID, r.Created.Format(time.RFC3339), cfg.Server.DataDir, web.Count(int(n), "entry", "entries"), note)
 	return 0
 }
 

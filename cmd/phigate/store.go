@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/phigate/phigate/store"
+	"github.com/phigate/phigate/web"
 )
 
 // storeCmd runs `phigate store upgrade|migrate` (issue 11.1).
@@ -75,5 +76,5 @@ func migrateStore(ctx context.Context, path, url string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fmt.Sprintf("%d users, %d messages, %d audit entries", counts["users"], counts["messages"], counts["audit_log"]), nil
+	return web.Count(counts["users"], "user") + ", " + web.Count(counts["messages"], "message") + ", " + web.Count(counts["audit_log"], "audit entry", "audit entries"), nil
 }
