@@ -19,6 +19,7 @@ import (
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/config"
 	"github.com/phigate/phigate/store"
+	"github.com/phigate/phigate/web"
 )
 
 // Status of one check.
@@ -220,7 +221,7 @@ func (b *builder) accounts() Check {
 			byRole[u.Role]++
 		}
 	}
-	return info("accounts", fmt.Sprintf("%d accounts, %d active (admin %d, security %d, staff %d, patient %d)", len(b.users), active,
+	return info("accounts", fmt.Sprintf("%s, %d active (admin %d, security %d, staff %d, patient %d)", web.Count(len(b.users), "account"), active,
 		byRole[store.RoleAdmin], byRole[store.RoleSecurity], byRole[store.RoleStaff], byRole[store.RolePatient]))
 }
 
@@ -309,7 +310,7 @@ func (b *builder) certificate() Check {
 	}
 	left := leaf.NotAfter.Sub(b.src.Now)
 	c := check(name, left >= CertWarn && !b.src.Now.Before(leaf.NotBefore),
-		fmt.Sprintf("expires %s (%d days)", leaf.NotAfter.UTC().Format(time.DateOnly), int(left.Hours()/24)))
+		fmt.Sprintf("expires %s (%s)", leaf.NotAfter.UTC().Format(time.DateOnly), web.Count(int(left.Hours()/24), "day")))
 	if leaf.Issuer.String() == leaf.Subject.String() {
 		c.Detail += "; self-signed"
 	}
