@@ -68,6 +68,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "compliance":
 		return complianceCmd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[1] == "user" {
+			fmt.Fprint(stdout, userUsage)
+			return 0
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	}

@@ -16,6 +16,7 @@ func TestCLIHelp(t *testing.T) {
 		{[]string{"help"}, "phigate user add --email ADDR"},
 		{[]string{"--help"}, "phigate serve"},
 		{[]string{"user", "--help"}, "phigate user list [--role ROLE[,ROLE]]"},
+		{[]string{"help", "user"}, "Every subcommand takes --data DIR"},
 		{[]string{"user", "-h"}, "phigate user recover"},
 		{[]string{"user", "help"}, "phigate user disable | enable"},
 		{[]string{"user", "list", "-h"}, "-role"},
