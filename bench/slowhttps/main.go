@@ -19,11 +19,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/phigate/phigate/bench/procstat"
 )
 
 type config struct {
@@ -72,7 +72,7 @@ func loopbackOnly(addr string) error {
 }
 
 func run(c config) error {
-	before := sample(c.pid)
+	before := procstat.Read(c.pid)
 	fmt.Printf("gateway before:        %s\n", before)
 
 	stop := make(chan struct{})
@@ -107,12 +107,12 @@ func run(c config) error {
 	close(jobs)
 	opened := time.Since(start)
 	time.Sleep(c.settle)
-	during := sample(c.pid)
+	during := procstat.Read(c.pid)
 	fmt.Printf("slow clients:          %d held, %d refused by the gateway, opened in %s\n", held.Load(), refused.Load(), opened.Round(time.Millisecond))
 	fmt.Printf("gateway while held:    %s\n", during)
-	if before.ok && during.ok {
+	if before.OK && during.OK {
 		fmt.Printf("cost per held client:  %.1f KiB, %.2f fds\n",
-			float64(during.rssKiB-before.rssKiB)/float64(max(held.Load(), 1)), float64(during.fds-before.fds)/float64(max(held.Load(), 1)))
+			float64(during.RSSKiB-before.RSSKiB)/float64(max(held.Load(), 1)), float64(during.FDs-before.FDs)/float64(max(held.Load(), 1)))
 	}
 	st, took, err := legit(c.loginURL)
 	if err != nil {
@@ -129,7 +129,7 @@ func run(c config) error {
 	close(stop)
 	wg.Wait()
 	time.Sleep(c.settle)
-	fmt.Printf("gateway after:         %s\n", sample(c.pid))
+	fmt.Printf("gateway after:         %s\n", procstat.Read(c.pid))
 	return nil
 }
 
@@ -189,40 +189,4 @@ func legit(url string) (int, time.Duration, error) {
 	defer resp.Body.Close()
 	io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, time.Since(start), nil
-}
-
-type procSample struct {
-	ok     bool
-	rssKiB int64
-	fds    int
-}
-
-func (p procSample) String() string {
-	if !p.ok {
-		return "(no -pid: not measured)"
-	}
-	return fmt.Sprintf("RSS %.1f MiB, %d open fds", float64(p.rssKiB)/1024, p.fds)
-}
-
-// sample reads a process's resident memory and open descriptors.
-func sample(pid int) procSample {
-	if pid == 0 {
-		return procSample{}
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return procSample{}
-	}
-	var p procSample
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			p.rssKiB, _ = strconv.ParseInt(f[1], 10, 64)
-		}
-	}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return procSample{}
-	}
-	p.fds, p.ok = len(fds), true
-	return p
 }

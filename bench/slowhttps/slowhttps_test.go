@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/phigate/phigate/bench/procstat"
 )
 
 func TestLoopbackOnly(t *testing.T) {
@@ -18,12 +20,12 @@ func TestLoopbackOnly(t *testing.T) {
 }
 
 func TestSample(t *testing.T) {
-	p := sample(os.Getpid())
-	if !p.ok || p.rssKiB <= 0 || p.fds <= 0 {
+	p := procstat.Read(os.Getpid())
+	if !p.OK || p.RSSKiB <= 0 || p.FDs <= 0 {
 		t.Fatalf("sample of this process: %+v", p)
 	}
-	if sample(0).ok {
-		t.Error("sample(0) claims a measurement")
+	if procstat.Read(0).OK {
+		t.Error("procstat.Read(0) claims a measurement")
 	}
 }
 

@@ -21,11 +21,12 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/phigate/phigate/bench/procstat"
 )
 
 type config struct {
@@ -76,7 +77,7 @@ func source(i, perIP int) net.IP {
 }
 
 func run(c config) error {
-	fmt.Printf("gateway before:         %s\n", sample(c.pid))
+	fmt.Printf("gateway before:         %s\n", procstat.Read(c.pid))
 	var held, refused, failed, closedByGateway atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -114,7 +115,7 @@ func run(c config) error {
 	close(jobs)
 	opened := time.Since(start)
 	time.Sleep(c.settle)
-	during := sample(c.pid)
+	during := procstat.Read(c.pid)
 	fmt.Printf("idle connections:       %d attempted in %s: %d held now, %d closed by the gateway to make room or on timeout, %d refused with 421, %d failed to connect\n",
 		c.n, opened.Round(time.Millisecond), held.Load(), closedByGateway.Load(), refused.Load(), failed.Load())
 	fmt.Printf("gateway while flooded:  %s\n", during)
@@ -125,7 +126,7 @@ func run(c config) error {
 	close(stop)
 	wg.Wait()
 	time.Sleep(c.settle)
-	fmt.Printf("gateway after:          %s\n", sample(c.pid))
+	fmt.Printf("gateway after:          %s\n", procstat.Read(c.pid))
 	return nil
 }
 
@@ -251,40 +252,4 @@ func legitPortal(url string) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	fmt.Printf("portal:                 %d in %s\n", resp.StatusCode, time.Since(start).Round(time.Millisecond))
-}
-
-type procSample struct {
-	ok     bool
-	rssKiB int64
-	fds    int
-}
-
-func (p procSample) String() string {
-	if !p.ok {
-		return "(no -pid: not measured)"
-	}
-	return fmt.Sprintf("RSS %.1f MiB, %d open fds", float64(p.rssKiB)/1024, p.fds)
-}
-
-// sample reads a process's resident memory and open descriptors.
-func sample(pid int) procSample {
-	if pid == 0 {
-		return procSample{}
-	}
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return procSample{}
-	}
-	var p procSample
-	for _, line := range strings.Split(string(status), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			p.rssKiB, _ = strconv.ParseInt(f[1], 10, 64)
-		}
-	}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		return procSample{}
-	}
-	p.fds, p.ok = len(fds), true
-	return p
 }
