@@ -10,24 +10,8 @@ import (
 // still retrying and those given up on), the most recent first, payloads
 // included (sealed). Issue 10.6: the admin page of failed notices.
 func (s *SQL) FailedOutbox(ctx context.Context, limit int) ([]OutboxItem, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, kind, COALESCE(user_id, ''), COALESCE(message_id, ''),
-		payload, created_at, next_attempt_at, attempts, last_error FROM outbox
-		WHERE sent_at IS NULL AND attempts > 0 AND last_error <> '' ORDER BY created_at DESC, id LIMIT $1`, limit)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []OutboxItem
-	for rows.Next() {
-		var o OutboxItem
-		var c, n int64
-		if err := rows.Scan(&o.ID, &o.Kind, &o.UserID, &o.MessageID, &o.Payload, &c, &n, &o.Attempts, &o.LastError); err != nil {
-			return nil, err
-		}
-		o.CreatedAt, o.NextAttemptAt = fromUnix(c), fromUnix(n)
-		out = append(out, o)
-	}
-	return out, rows.Err()
+	return queryOutbox(ctx, s.db, `WHERE sent_at IS NULL AND attempts > 0 AND last_error <> ''
+		ORDER BY created_at DESC, id LIMIT $1`, limit)
 }
 
 // RequeueOutbox makes an unsent row due at now with its attempts counted

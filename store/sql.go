@@ -704,9 +704,16 @@ func (s *SQL) Claim(ctx context.Context, c Claim) error {
 }
 
 func (s *SQL) DueOutbox(ctx context.Context, now time.Time, limit int) ([]OutboxItem, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, kind, COALESCE(user_id, ''), COALESCE(message_id, ''),
-		payload, created_at, next_attempt_at, attempts, last_error FROM outbox
-		WHERE sent_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2`, unix(now), limit)
+	return queryOutbox(ctx, s.db, `WHERE sent_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2`, unix(now), limit)
+}
+
+// queryOutbox reads the outbox rows that where (a WHERE clause with its
+// ORDER, LIMIT and any lock) selects, through q (the pool or a transaction).
+func queryOutbox(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, where string, args ...any) ([]OutboxItem, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, kind, COALESCE(user_id, ''), COALESCE(message_id, ''),
+		payload, created_at, next_attempt_at, attempts, last_error FROM outbox `+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -1065,25 +1072,9 @@ func (s *SQL) LeaseOutbox(ctx context.Context, now, leaseUntil time.Time, limit 
 	var out []OutboxItem
 	err := s.tx(ctx, func(tx *sql.Tx) error {
 		out = nil
-		rows, err := tx.QueryContext(ctx, `SELECT id, kind, COALESCE(user_id, ''), COALESCE(message_id, ''),
-			payload, created_at, next_attempt_at, attempts, last_error FROM outbox
-			WHERE sent_at IS NULL AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2`+s.leaseLock, unix(now), limit)
+		due, err := queryOutbox(ctx, tx, `WHERE sent_at IS NULL AND next_attempt_at <= $1
+			ORDER BY next_attempt_at LIMIT $2`+s.leaseLock, unix(now), limit)
 		if err != nil {
-			return err
-		}
-		var due []OutboxItem
-		for rows.Next() {
-			var o OutboxItem
-			var c, n int64
-			if err := rows.Scan(&o.ID, &o.Kind, &o.UserID, &o.MessageID, &o.Payload, &c, &n, &o.Attempts, &o.LastError); err != nil {
-				rows.Close()
-				return err
-			}
-			o.CreatedAt, o.NextAttemptAt = fromUnix(c), fromUnix(n)
-			due = append(due, o)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		for _, o := range due {
