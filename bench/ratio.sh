@@ -19,17 +19,14 @@ N=${RATIO_N:-3200}
 LOAD=(-conns 32 -per-conn 10 -n "$N" -size 20480 -to patient@example.net -json)
 
 D=$(mktemp -d /tmp/ratio.XXXXXX)
-GW=
+. bench/lib.sh
 cleanup() {
-	if [ -n "$GW" ]; then kill "$GW" 2>/dev/null || true; wait "$GW" 2>/dev/null || true; fi
+	stop_nodes
 	"$ANCHOR" stop >/dev/null 2>&1 || true
 	rm -rf "$D"
 }
 trap cleanup EXIT
-go build -o "$D/phigate" ./cmd/phigate
-go build -o "$D/smtpload" ./bench/smtpload
-
-loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+build_bench
 
 # smtpload exits 1 when a message failed; the failure count is reported.
 postfix_run() {
@@ -39,48 +36,12 @@ postfix_run() {
 	"$ANCHOR" stop >/dev/null
 }
 
-# free_ports prints n ports the kernel just handed out on 127.0.0.1.
-free_ports() {
-	python3 -c 'import socket,sys
-ss=[socket.socket() for _ in range(int(sys.argv[1]))]
-[s.bind(("127.0.0.1",0)) for s in ss]
-print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"
-}
-
 phigate_run() {
-	local smtp http
-	read -r smtp http < <(free_ports 2)
-	# Lifted for a load run (bench/README.md, "Sending limits"): all 32
-	# connections are one account from one address.
-	cat >"$D/bench.toml" <<-EOF
-		[server]
-		smtp_addr = "127.0.0.1:$smtp"
-		smtps_addr = ""
-		http_addr = "127.0.0.1:$http"
-		[smtp]
-		max_connections_per_ip = 64
-		[smtp.senders]
-		messages_per_hour = 0
-		concurrent_transactions = 0
-		max_stored_bytes = 0
-		[metrics]
-		addr = ""
-		[log]
-		level = "warn"
-	EOF
-	# Only serve reads it: the user commands find the dev data folder
-	# by --data (with a --config they would expect a production layout).
-	"$D/phigate" serve --dev --config "$D/bench.toml" --data "$D/data" >"$D/phigate.log" 2>&1 &
-	GW=$!
-	for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$smtp " && break; sleep 0.2; done
-	ss -ltn | grep -q "127.0.0.1:$smtp " || { cat "$D/phigate.log" >&2; exit 1; }
-	echo 'maple harbor lantern 17' | "$D/phigate" user add --data "$D/data" --email dr.lee@clinic.example --role staff --password-stdin >/dev/null
-	"$D/phigate" user app-password --data "$D/data" --email dr.lee@clinic.example --name bench | tail -1 >"$D/pass"
+	start_node phigate "$D/data"
+	make_account "$D/data"
 	echo "phigate: load average $(loadavg)" >>"$D/loads"
-	"$D/smtpload" -addr "127.0.0.1:$smtp" -user dr.lee@clinic.example -pass-file "$D/pass" "${LOAD[@]}" >"$D/phigate.json" || true
-	kill "$GW"
-	wait "$GW" 2>/dev/null || true
-	GW=
+	smtpload_run "$SMTP_PORT" "$D/phigate.json" "${LOAD[@]}"
+	stop_nodes
 }
 
 postfix_run postfix1
