@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -60,10 +61,26 @@ func CopyAll(ctx context.Context, src, dst *SQL) (map[string]int, error) {
 // copyOrder lists src's tables (goose's own aside) in copy order. Every
 // one is copied: a table the target lacks fails the copy.
 func copyOrder(ctx context.Context, src *SQL) ([]string, error) {
-	rows, err := src.db.QueryContext(ctx, `SELECT name FROM sqlite_master WHERE type = 'table'
+	order, err := tableOrder(ctx, src.db, `SELECT name FROM sqlite_master WHERE type = 'table'
 		AND name NOT LIKE 'sqlite\_%' ESCAPE '\' AND name <> 'goose_db_version' ORDER BY name`)
-	if err != nil {
+	if errors.Is(err, errCatalogue) {
 		return nil, fmt.Errorf("store: the source must be an SQLite store: %w", err)
+	}
+	return order, err
+}
+
+// errCatalogue marks a failure to read the database's list of tables.
+var errCatalogue = errors.New("store: cannot list the tables")
+
+// tableOrder runs catalogue (a query of table names, sorted) and orders
+// the names for copying and loading: copyFirst (which every phigate store
+// has, in foreign-key order), then the rest by name.
+func tableOrder(ctx context.Context, q interface {
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+}, catalogue string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, catalogue)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errCatalogue, err)
 	}
 	defer rows.Close()
 	have := map[string]bool{}
@@ -81,14 +98,12 @@ func copyOrder(ctx context.Context, src *SQL) ([]string, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	var order []string
 	for _, n := range copyFirst {
 		if !have[n] {
-			return nil, fmt.Errorf("store: the source has no table %s: not a phigate store of this version", n)
+			return nil, fmt.Errorf("store: no table %s: not a phigate store of this version", n)
 		}
-		order = append(order, n)
 	}
-	return append(order, rest...), nil
+	return append(slices.Clone(copyFirst), rest...), nil
 }
 
 // copyTable inserts every row of table from src into tx, column by name.

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strings"
 	"time"
 )
@@ -78,39 +77,14 @@ func (d *dumpValue) decode() (any, error) {
 }
 
 // pgTableOrder lists the PostgreSQL schema's tables (goose's own aside)
-// in load order, as copyOrder does for SQLite: copyFirst, then the rest by
-// name. Every one is dumped, so a table added later is not left out.
+// in load order, as copyOrder does for SQLite. Every one is dumped, so a
+// table added later is not left out.
 func pgTableOrder(ctx context.Context, q interface {
 	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
 }) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT table_name FROM information_schema.tables
+	return tableOrder(ctx, q, `SELECT table_name FROM information_schema.tables
 		WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' AND table_name <> 'goose_db_version'
 		ORDER BY table_name`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	have := map[string]bool{}
-	var rest []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		have[n] = true
-		if !slices.Contains(copyFirst, n) {
-			rest = append(rest, n)
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	for _, n := range copyFirst {
-		if !have[n] {
-			return nil, fmt.Errorf("store: no table %s: not a phigate store of this version", n)
-		}
-	}
-	return append(append([]string{}, copyFirst...), rest...), nil
 }
 
 // Dump writes every row of a PostgreSQL store to w as a logical dump, from
