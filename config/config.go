@@ -50,6 +50,7 @@ type Config struct {
 	DKIM      DKIM      `toml:"dkim"`
 	Log       Log       `toml:"log"`
 	Backup    Backup    `toml:"backup"`
+	Retention Retention `toml:"retention"`
 
 	// Dev is set by `serve --dev`, never from a file.
 	Dev bool `toml:"-"`
@@ -81,6 +82,25 @@ type Org struct {
 	// wording (issue 10.5; notify.LoadTemplates checks them at start).
 	NoticeSenderName string `toml:"notice_sender_name"`
 	NoticeTemplates  string `toml:"notice_templates"`
+	// TimeZone is the IANA zone times are shown in, on pages and in
+	// notices (issue 13.4); empty is UTC.
+	TimeZone string `toml:"time_zone"`
+	// VerifyURL and VerifyPhone are where a patient can check that a
+	// notice is genuine by its reference (issue 13.9): a page of the
+	// organisation's own website and a phone number, named in every
+	// notice to a recipient. Either may be empty (then the notice names
+	// org.contact).
+	VerifyURL   string `toml:"verify_url"`
+	VerifyPhone string `toml:"verify_phone"`
+}
+
+// Location is org.time_zone loaded; UTC when it is empty (Validate refuses
+// a zone that does not load).
+func (o Org) Location() *time.Location {
+	if loc, err := time.LoadLocation(o.TimeZone); err == nil && o.TimeZone != "Local" {
+		return loc
+	}
+	return time.UTC
 }
 
 // DKIM signs notice emails (issue 10.5, RFC 6376 and RFC 8463). The
@@ -377,8 +397,9 @@ func Default() Config {
 			MaxConnsPerIP:     256,
 		},
 		// Format "" picks json in production and text in --dev.
-		Log:    Log{Level: "info"},
-		Backup: Backup{Interval: Duration{24 * time.Hour}, Keep: 7},
+		Log:       Log{Level: "info"},
+		Backup:    Backup{Interval: Duration{24 * time.Hour}, Keep: 7},
+		Retention: DefaultRetention(),
 	}
 }
 
@@ -587,6 +608,9 @@ func (c *Config) Validate() error {
 	if len(c.Org.Domains) == 0 {
 		errs = append(errs, errors.New("org.domains: at least one organisation domain is needed"))
 	}
+	if _, err := time.LoadLocation(c.Org.TimeZone); err != nil || c.Org.TimeZone == "Local" {
+		errs = append(errs, fmt.Errorf("org.time_zone %q: an IANA zone name is needed, e.g. Europe/London or America/New_York", c.Org.TimeZone))
+	}
 	if c.DKIM.Selector == "" || strings.ContainsAny(c.DKIM.Selector, "; \t") {
 		errs = append(errs, errors.New("dkim.selector: a DNS label is needed (default phigate)"))
 	}
@@ -629,6 +653,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Backup.Interval.Duration < 0 || c.Backup.Keep < 1 {
 		errs = append(errs, errors.New("backup: interval must not be negative (0: off) and keep at least 1"))
+	}
+	if err := c.Retention.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.SMTP.MaxRecipients < 1 {
 		errs = append(errs, errors.New("smtp.max_recipients must be at least 1"))

@@ -506,10 +506,11 @@ func (s *SQL) deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
 	}
 	for _, m := range d.Messages {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messages (id, recipient_id, sender_id,
-			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary, key_fpr, decision, state, reply_to, passcode_hash)
-			VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)`,
+			created_at, expires_at, size, policy, key_packets, body, summary_keys, summary, key_fpr, decision, state, reply_to, passcode_hash,
+			dispose_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)`,
 			m.ID, m.RecipientID, m.SenderID, unix(m.CreatedAt), unix(m.ExpiresAt), m.Size,
-			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary, m.KeyFpr, m.Decision, stateOr(m.State), m.ReplyTo, m.PasscodeHash); err != nil {
+			m.Policy, m.KeyPackets, m.Body, m.SummaryKeys, m.Summary, m.KeyFpr, m.Decision, stateOr(m.State), m.ReplyTo, m.PasscodeHash,
+			unix(disposeAt(m))); err != nil {
 			return err
 		}
 	}
@@ -539,22 +540,24 @@ func insertOutbox(ctx context.Context, tx *sql.Tx, o OutboxItem) error {
 		return insertBatched(ctx, tx, o)
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, kind, user_id, message_id, payload,
-		created_at, next_attempt_at) VALUES ($1,$2,$3,$4,$5,$6,$7)`,
-		o.ID, o.Kind, nullStr(o.UserID), nullStr(o.MessageID), o.Payload, unix(o.CreatedAt), unix(o.NextAttemptAt))
+		created_at, next_attempt_at, reference) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
+		o.ID, o.Kind, nullStr(o.UserID), nullStr(o.MessageID), o.Payload, unix(o.CreatedAt), unix(o.NextAttemptAt), o.Reference)
 	return err
 }
 
 func nullStr(s string) sql.NullString { return sql.NullString{String: s, Valid: s != ""} }
 
 const msgCols = `id, recipient_id, sender_id, created_at, expires_at, size, policy,
-	key_packets, summary_keys, summary, read_at, key_fpr, decision, state, reply_to, passcode_hash, passcode_ok_at`
+	key_packets, summary_keys, summary, read_at, key_fpr, decision, state, reply_to, passcode_hash, passcode_ok_at,
+	dispose_at, purged_at`
 
 func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, error) {
 	var m Message
 	var c, e int64
-	var r, pok sql.NullInt64
+	var r, pok, disp, purged sql.NullInt64
 	dest := []any{&m.ID, &m.RecipientID, &m.SenderID, &c, &e, &m.Size, &m.Policy,
-		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r, &m.KeyFpr, &m.Decision, &m.State, &m.ReplyTo, &m.PasscodeHash, &pok}
+		&m.KeyPackets, &m.SummaryKeys, &m.Summary, &r, &m.KeyFpr, &m.Decision, &m.State, &m.ReplyTo, &m.PasscodeHash, &pok,
+		&disp, &purged}
 	if withBody {
 		dest = append(dest, &m.Body)
 	}
@@ -565,6 +568,9 @@ func scanMessage(row interface{ Scan(...any) error }, withBody bool) (*Message, 
 		return nil, err
 	}
 	m.CreatedAt, m.ExpiresAt, m.ReadAt, m.PasscodeOK = fromUnix(c), fromUnix(e), fromNull(r), fromNull(pok)
+	if m.PurgedAt = fromNull(purged); disp.Valid {
+		m.DisposeAt = fromUnix(disp.Int64)
+	}
 	return &m, nil
 }
 
@@ -1149,7 +1155,7 @@ func (s *SQL) PurgeCiphertext(ctx context.Context, now time.Time, audit PurgeAud
 	err := s.auditedTx(ctx, func(tx *sql.Tx) error {
 		n = 0
 		ids, err := s.queryIDs(ctx, tx, `SELECT id FROM messages
-			WHERE purged_at IS NULL AND (state IN ($1, $2) OR expires_at <= $3) ORDER BY id`,
+			WHERE purged_at IS NULL AND (state IN ($1, $2) OR dispose_at <= $3) ORDER BY id`,
 			StateRecalled, StateDenied, unix(now))
 		if err != nil || len(ids) == 0 {
 			return err

@@ -93,6 +93,11 @@ type Message struct {
 	// once it was given.
 	PasscodeHash []byte
 	PasscodeOK   *time.Time
+	// DisposeAt is when the purge disposes of the content (issue 14.4,
+	// retention.go); zero at Deliver means ExpiresAt. PurgedAt is when it
+	// did (the row stays, without ciphertext).
+	DisposeAt time.Time
+	PurgedAt  *time.Time
 }
 
 // Message states.
@@ -171,6 +176,9 @@ type OutboxItem struct {
 	// written by Deliver only, not read back.
 	Batch  string
 	Window time.Duration
+	// Reference is the notice's short code the recipient can check in the
+	// portal (issue 13.9, claimlink.go); "" for rows without one.
+	Reference string
 }
 
 // Delivery is everything one accepted SMTP transaction commits at once.
@@ -222,6 +230,12 @@ type Store interface {
 	PushStore
 	// Issue 10.4: notification preferences (prefs.go).
 	PrefsStore
+	// Issue 14.3: key epochs, gateway key history, re-sealing (keys.go).
+	KeyStore
+	// Issue 14.4: retention and disposal (retention.go).
+	RetentionStore
+	// Issue 13.1, 13.9: new claim links and notice references (claimlink.go).
+	ClaimLinkStore
 
 	CreateUser(ctx context.Context, u *User) error
 	UserByID(ctx context.Context, id string) (*User, error)

@@ -53,6 +53,8 @@ func runSuite(t *testing.T, open func(t *testing.T) Store) {
 		{"NotifyPrefs", testNotifyPrefs},
 		{"NoticeBatching", testNoticeBatching},
 		{"ConcurrentBatching", testConcurrentBatching},
+		{"Retention", testRetention},
+		{"RetentionBatch", testRetentionBatch},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
