@@ -106,6 +106,10 @@ var ErrClosed = errors.New("audit: trail closed")
 type Options struct {
 	Store          store.AuditStore
 	MACKey, EncKey []byte // 32 bytes each, different
+	// Epochs, when set, are every master-key epoch's audit keys (issue
+	// 14.3, epoch.go), FromSeq ascending; the last one's keys write and
+	// MACKey/EncKey are taken from it.
+	Epochs []KeyEpoch
 	// CheckpointEvery is the number of entries between checkpoints
 	// (default 1000). A checkpoint is written when a commit crosses a
 	// multiple of it.
@@ -129,6 +133,7 @@ type Trail struct {
 	st       store.AuditStore
 	macKey   []byte
 	encKey   []byte
+	epochs   []KeyEpoch
 	every    int64
 	interval time.Duration
 	file     string
@@ -160,6 +165,12 @@ func New(o Options) (*Trail, error) {
 	if o.Store == nil {
 		return nil, errors.New("audit: no store")
 	}
+	if err := checkEpochs(o.Epochs); err != nil {
+		return nil, err
+	}
+	if n := len(o.Epochs); n > 0 {
+		o.MACKey, o.EncKey = o.Epochs[n-1].MAC, o.Epochs[n-1].Enc
+	}
 	if len(o.MACKey) != 32 || len(o.EncKey) != 32 {
 		return nil, errors.New("audit: MAC and encryption keys must be 32 bytes each")
 	}
@@ -170,6 +181,7 @@ func New(o Options) (*Trail, error) {
 		st:       o.Store,
 		macKey:   append([]byte(nil), o.MACKey...),
 		encKey:   append([]byte(nil), o.EncKey...),
+		epochs:   append([]KeyEpoch(nil), o.Epochs...),
 		every:    int64(o.CheckpointEvery),
 		interval: o.CheckpointInterval,
 		file:     o.CheckpointFile,

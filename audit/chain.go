@@ -88,7 +88,7 @@ func (t *Trail) open(r store.AuditRecord) (Entry, error) {
 	if len(r.DetailsEnc) == 0 {
 		return e, nil
 	}
-	pt, err := pcrypto.Unwrap(t.encKey, r.DetailsEnc, detailsAAD(r.Seq))
+	pt, err := pcrypto.Unwrap(t.encFor(r.Seq), r.DetailsEnc, detailsAAD(r.Seq))
 	if err != nil {
 		return e, &BrokenError{Seq: r.Seq, Reason: "details cannot be decrypted"}
 	}

@@ -134,7 +134,11 @@ func (t *Trail) readCheckpoints() ([]cpLine, error) {
 			if json.Unmarshal(line, &cp) == nil {
 				mac, err1 := hex.DecodeString(cp.MAC)
 				tag, err2 := hex.DecodeString(cp.Tag)
-				if err1 != nil || err2 != nil || !hmac.Equal(tag, checkpointTag(t.macKey, cp.Seq, cp.Time.UnixNano(), mac)) {
+				ok := false
+				for _, k := range t.checkpointMACs() {
+					ok = ok || err1 == nil && err2 == nil && hmac.Equal(tag, checkpointTag(k, cp.Seq, cp.Time.UnixNano(), mac))
+				}
+				if !ok {
 					return nil, &BrokenError{Seq: cp.Seq, Reason: fmt.Sprintf("checkpoint on line %d of %s is forged or edited", n, t.file)}
 				}
 				out = append(out, cpLine{Checkpoint: cp, line: n, mac: mac})

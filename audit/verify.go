@@ -60,8 +60,11 @@ func (t *Trail) Verify(ctx context.Context) (checked int64, err error) {
 			if r.Seq != next {
 				return checked, &BrokenError{Seq: next, Reason: fmt.Sprintf("sequence gap: entry %d is missing (the next one is %d)", next, r.Seq)}
 			}
-			if !hmac.Equal(r.MAC, entryMAC(t.macKey, r, prev)) {
+			if !hmac.Equal(r.MAC, entryMAC(t.macFor(r.Seq), r, prev)) {
 				return checked, &BrokenError{Seq: r.Seq, Reason: "mac mismatch: the entry was changed, moved or written without the key"}
+			}
+			if e, ok := t.switchAt(r.Seq); ok && (r.Action != KeySwitchAction || r.ObjectID != epochName(e.Epoch)) {
+				return checked, &BrokenError{Seq: r.Seq, Reason: fmt.Sprintf("key epoch %d is recorded to start after this entry, which is not the rotation that switched to it", e.Epoch)}
 			}
 			for _, cp := range at[r.Seq] {
 				if !hmac.Equal(cp.mac, r.MAC) {
@@ -75,6 +78,11 @@ func (t *Trail) Verify(ctx context.Context) (checked int64, err error) {
 		}
 		if len(recs) < verifyPage {
 			break
+		}
+	}
+	for _, e := range t.epochs[min(1, len(t.epochs)):] {
+		if e.FromSeq-1 >= next {
+			return checked, &BrokenError{Seq: next, Reason: fmt.Sprintf("the trail ends at entry %d, before the rotation to key epoch %d (entry %d)", next-1, e.Epoch, e.FromSeq-1)}
 		}
 	}
 	if last != nil && last.Seq >= next {

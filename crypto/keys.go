@@ -31,7 +31,11 @@ var (
 )
 
 // Key is an OpenPGP key: public only, or public + unlocked private.
-type Key struct{ e *openpgp.Entity }
+// earlier holds older keys that also verify signatures (WithEarlier).
+type Key struct {
+	e       *openpgp.Entity
+	earlier openpgp.EntityList
+}
 
 type KeyOptions struct{ Name, Email string }
 

@@ -185,7 +185,7 @@ func Open(s *Sealed, key *Key, verifier *Key) ([]byte, SignatureStatus, error) {
 	}
 	ring := openRing{dec: openpgp.EntityList{key.e}}
 	if verifier != nil {
-		ring.ver = openpgp.EntityList{verifier.e}
+		ring.ver = append(openpgp.EntityList{verifier.e}, verifier.earlier...)
 	}
 	msg := io.MultiReader(bytes.NewReader(s.KeyPackets), bytes.NewReader(s.Data))
 	md, err := openpgp.ReadMessage(msg, ring, nil, nil)

@@ -99,7 +99,7 @@ func VerifyDetached(signature, data io.Reader, signer *Key) error {
 	if signer == nil {
 		return errors.New("crypto: verify: no signer key")
 	}
-	_, err := openpgp.CheckDetachedSignature(openpgp.EntityList{signer.e}, data, signature, &packet.Config{})
+	_, err := openpgp.CheckDetachedSignature(append(openpgp.EntityList{signer.e}, signer.earlier...), data, signature, &packet.Config{})
 	if err != nil {
 		return fmt.Errorf("crypto: verify: %w", err)
 	}

@@ -5,10 +5,10 @@ package keys
 
 import (
 	"crypto/hkdf"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,19 +21,43 @@ import (
 )
 
 // Ring holds the loaded keys and the subkeys derived from the master key.
+//
+// After a master-key rotation (issue 14.3, epoch.go, rotate.go) a ring may
+// know several master keys: cur seals and wraps, every loaded one opens
+// (so a rotation interrupted half-way leaves every value readable), and
+// the keyed hashes chain through every epoch's hash keys, because a
+// rotation re-keys a stored hash by hashing it again under the new key.
 type Ring struct {
 	Gateway *pcrypto.Key // private: signs every stored message
 	Escrow  *pcrypto.Key // public only: every message is also encrypted to it
 
+	cur     *subkeys   // the active epoch's master key: seals, wraps, sessions, logs
+	masters []*subkeys // every loaded master key, cur first: open and unwrap try each
+	chain   []hashKeys // keyed-hash keys of epochs 1..active (len 1 without rotations)
+	audit   []AuditEpoch
+	// history: earlier gateway signing keys (public), which still verify
+	// the messages they signed.
+	history []*pcrypto.Key
+}
+
+// subkeys are the keys derived from one master key.
+type subkeys struct {
+	id         string // KeyID of the master key
 	fieldKey   []byte // seals small fields (addresses, notice payloads)
-	indexKey   []byte // blind index of addresses
-	appPwKey   []byte // keyed hash of app passwords
-	recoveryK  []byte // keyed hash of second-factor recovery codes
+	wrapKey    []byte // wraps pending recipients' private keys and the gateway key
 	sessionK   []byte // keyed check of session secrets
+	pseudonymK []byte
+	hash       hashKeys
 	auditMAC   []byte // chains audit entries
 	auditEnc   []byte // encrypts audit details
-	wrapKey    []byte // wraps pending recipients' private keys and the gateway key
-	pseudonymK []byte
+}
+
+// hashKeys key the stored keyed hashes (blind index, app passwords,
+// recovery codes and passcodes).
+type hashKeys struct {
+	Index    []byte `json:"index"`
+	AppPw    []byte `json:"app_password"`
+	Recovery []byte `json:"recovery"`
 }
 
 func derive(master []byte, label string) []byte {
@@ -42,6 +66,28 @@ func derive(master []byte, label string) []byte {
 		panic(err) // only on impossible lengths
 	}
 	return k
+}
+
+// KeyID names a master key without revealing it (a derived value, so
+// it says nothing about the subkeys): the key_epochs table and the
+// operator's output refer to keys by it.
+func KeyID(master []byte) string { return hex.EncodeToString(derive(master, "key id")[:8]) }
+
+func deriveAll(master []byte) *subkeys {
+	return &subkeys{
+		id:         KeyID(master),
+		fieldKey:   derive(master, "field"),
+		wrapKey:    derive(master, "key wrap"),
+		sessionK:   derive(master, "session mac"),
+		pseudonymK: derive(master, "log pseudonym"),
+		hash: hashKeys{
+			Index:    derive(master, "blind index"),
+			AppPw:    derive(master, "app password"),
+			Recovery: derive(master, "recovery code"),
+		},
+		auditMAC: derive(master, "audit chain"),
+		auditEnc: derive(master, "audit details"),
+	}
 }
 
 // NewRing builds a ring from raw parts (tests use it directly).
@@ -55,72 +101,107 @@ func NewRing(master []byte, gateway, escrow *pcrypto.Key) (*Ring, error) {
 	if escrow == nil {
 		return nil, errors.New("escrow public key missing")
 	}
+	sk := deriveAll(master)
 	return &Ring{
-		Gateway:    gateway,
-		Escrow:     escrow.Public(),
-		fieldKey:   derive(master, "field"),
-		indexKey:   derive(master, "blind index"),
-		appPwKey:   derive(master, "app password"),
-		recoveryK:  derive(master, "recovery code"),
-		sessionK:   derive(master, "session mac"),
-		auditMAC:   derive(master, "audit chain"),
-		auditEnc:   derive(master, "audit details"),
-		wrapKey:    derive(master, "key wrap"),
-		pseudonymK: derive(master, "log pseudonym"),
+		Gateway: gateway,
+		Escrow:  escrow.Public(),
+		cur:     sk,
+		masters: []*subkeys{sk},
+		chain:   []hashKeys{sk.hash},
+		audit:   []AuditEpoch{{Epoch: 1, FromSeq: 1, MAC: sk.auditMAC, Enc: sk.auditEnc}},
 	}, nil
 }
 
+// KeyID is the active master key's id.
+func (r *Ring) KeyID() string { return r.cur.id }
+
 // PseudonymKey is the key for log pseudonyms (see logx).
-func (r *Ring) PseudonymKey() []byte { return r.pseudonymK }
+func (r *Ring) PseudonymKey() []byte { return r.cur.pseudonymK }
 
 // NormalizeAddr lower-cases and trims an address for indexing. (Local parts
 // are case-sensitive in theory, RFC 5321 2.4; in practice no mail system
 // hands two people addresses that differ only by case.)
 func NormalizeAddr(a string) string { return strings.ToLower(strings.TrimSpace(a)) }
 
+// chained is the keyed hash of msg under epoch 1's key, hashed again under
+// each later epoch's (what a rotation leaves in the database).
+func (r *Ring) chained(key func(hashKeys) []byte, msg []byte) []byte {
+	v := pcrypto.MAC(key(r.chain[0]), msg)
+	for _, h := range r.chain[1:] {
+		v = pcrypto.MAC(key(h), v)
+	}
+	return v
+}
+
 // EmailIndex is the blind index used to find an account by address without
 // storing the address in the clear.
 func (r *Ring) EmailIndex(addr string) []byte {
-	m := hmac.New(sha256.New, r.indexKey)
-	m.Write([]byte(NormalizeAddr(addr)))
-	return m.Sum(nil)
+	return r.chained(func(h hashKeys) []byte { return h.Index }, []byte(NormalizeAddr(addr)))
 }
 
 // AppPasswordMAC is the stored form of an app password.
 func (r *Ring) AppPasswordMAC(secret string) []byte {
-	return pcrypto.MAC(r.appPwKey, []byte(secret))
+	return r.chained(func(h hashKeys) []byte { return h.AppPw }, []byte(secret))
 }
 
-// AuditKeys are the audit trail's chain MAC key and details encryption key.
-func (r *Ring) AuditKeys() (mac, enc []byte) { return r.auditMAC, r.auditEnc }
+// AuditKeys are the audit trail's chain MAC key and details encryption key
+// of the active epoch (AuditEpochs has every epoch's).
+func (r *Ring) AuditKeys() (mac, enc []byte) { return r.cur.auditMAC, r.cur.auditEnc }
+
+// AuditEpochs are the audit keys of every epoch, the first entry each
+// one covers ascending: the trail is append-only, so entries keep the key
+// they were written under.
+func (r *Ring) AuditEpochs() []AuditEpoch { return r.audit }
+
+// AuditEpoch is one epoch's audit keys; FromSeq is its first entry.
+type AuditEpoch struct {
+	Epoch    int64
+	FromSeq  int64
+	MAC, Enc []byte
+}
 
 // PasscodeMAC is the stored form of a message's first-access passcode.
 func (r *Ring) PasscodeMAC(messageID, code string) []byte {
-	return pcrypto.MAC(r.recoveryK, []byte("passcode:"+messageID+":"+code))
+	return r.chained(func(h hashKeys) []byte { return h.Recovery }, []byte("passcode:"+messageID+":"+code))
 }
 
 // SessionMACKey keys session records' secret check values.
-func (r *Ring) SessionMACKey() []byte { return r.sessionK }
+func (r *Ring) SessionMACKey() []byte { return r.cur.sessionK }
 
 // RecoveryCodeMAC is the stored form of a second-factor recovery code.
-func (r *Ring) RecoveryCodeMAC(msg []byte) []byte { return pcrypto.MAC(r.recoveryK, msg) }
+func (r *Ring) RecoveryCodeMAC(msg []byte) []byte {
+	return r.chained(func(h hashKeys) []byte { return h.Recovery }, msg)
+}
 
 // SealField encrypts a small value; purpose binds it to its column/owner.
 func (r *Ring) SealField(purpose string, plaintext []byte) ([]byte, error) {
-	return pcrypto.Wrap(r.fieldKey, plaintext, []byte(purpose))
+	return pcrypto.Wrap(r.cur.fieldKey, plaintext, []byte(purpose))
 }
 
+// OpenField opens a value sealed under any loaded master key (the active
+// one first).
 func (r *Ring) OpenField(purpose string, sealed []byte) ([]byte, error) {
-	return pcrypto.Unwrap(r.fieldKey, sealed, []byte(purpose))
+	return r.open(func(k *subkeys) []byte { return k.fieldKey }, purpose, sealed)
+}
+
+func (r *Ring) open(key func(*subkeys) []byte, purpose string, sealed []byte) ([]byte, error) {
+	var err error
+	for _, k := range r.masters {
+		var pt []byte
+		if pt, err = pcrypto.Unwrap(key(k), sealed, []byte(purpose)); err == nil {
+			return pt, nil
+		}
+	}
+	return nil, err
 }
 
 // WrapPrivate / UnwrapPrivate protect server-held private keys.
 func (r *Ring) WrapPrivate(purpose string, key []byte) ([]byte, error) {
-	return pcrypto.Wrap(r.wrapKey, key, []byte(purpose))
+	return pcrypto.Wrap(r.cur.wrapKey, key, []byte(purpose))
 }
 
 func (r *Ring) UnwrapPrivate(purpose string, sealed []byte) ([]byte, error) {
-	return pcrypto.Unwrap(r.wrapKey, sealed, []byte(purpose))
+	return r.open(func(k *subkeys) []byte { return k.wrapKey }, purpose, sealed)
 }
 
 // Load reads (and in dev mode creates) the key files named in cfg.
@@ -133,12 +214,28 @@ func Load(cfg config.Config, log *slog.Logger) (*Ring, error) {
 	if err != nil {
 		return nil, err
 	}
-	wrap := derive(master, "key wrap")
-	gw, err := loadGateway(cfg.Keys.GatewayKeyFile, wrap, cfg.Org, log)
+	// A master-key rotation under way (rotate.go) left the new key beside
+	// the current one: both open what is stored until it finishes.
+	next, err := loadNextMaster(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return NewRing(master, gw, escrow)
+	wraps := [][]byte{derive(master, "key wrap")}
+	if next != nil {
+		wraps = append(wraps, derive(next, "key wrap"))
+	}
+	gw, err := loadGateway(cfg.Keys.GatewayKeyFile, wraps, cfg.Org, log)
+	if err != nil {
+		return nil, err
+	}
+	r, err := NewRing(master, gw, escrow)
+	if err != nil {
+		return nil, err
+	}
+	if next != nil {
+		r.masters = append(r.masters, deriveAll(next))
+	}
+	return r, nil
 }
 
 func loadMaster(cfg config.Config, log *slog.Logger) ([]byte, error) {
@@ -224,7 +321,8 @@ func createDevEscrow(dir, pubPath string, org config.Org, log *slog.Logger) (*pc
 	return k.Public(), nil
 }
 
-func loadGateway(path string, wrap []byte, org config.Org, log *slog.Logger) (*pcrypto.Key, error) {
+func loadGateway(path string, wraps [][]byte, org config.Org, log *slog.Logger) (*pcrypto.Key, error) {
+	wrap := wraps[0]
 	const aad = "gateway-key"
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -249,7 +347,12 @@ func loadGateway(path string, wrap []byte, org config.Org, log *slog.Logger) (*p
 	if err != nil {
 		return nil, fmt.Errorf("keys.gateway_key_file: %w", err)
 	}
-	priv, err := pcrypto.Unwrap(wrap, b, []byte(aad))
+	var priv []byte
+	for _, w := range wraps {
+		if priv, err = pcrypto.Unwrap(w, b, []byte(aad)); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("keys.gateway_key_file %s: cannot unwrap with this master key", path)
 	}

@@ -1,0 +1,16 @@
+package crypto
+
+// WithEarlier returns k's public half as a verifier that also accepts
+// signatures by the earlier keys (public halves are enough): after a
+// gateway signing-key rotation (issue 14.3), messages signed by a retired
+// key still verify. Only Open's signature check looks at them; encryption
+// and fingerprints are k's own.
+func (k *Key) WithEarlier(earlier ...*Key) *Key {
+	v := k.Public()
+	for _, o := range earlier {
+		if o != nil && o.Fingerprint() != k.Fingerprint() {
+			v.earlier = append(v.earlier, o.Public().e)
+		}
+	}
+	return v
+}
