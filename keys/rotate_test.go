@@ -525,3 +525,175 @@ func (w *world) ringWith(t *testing.T, master []byte) *keys.Ring {
 	}
 	return r
 }
+
+func TestRotateSigningKeepsOldPublic(t *testing.T) {
+	w := newWorld(t)
+	p := w.populate(1)
+	oldFpr := w.ring.Gateway.Fingerprint()
+	res, err := w.rotation().RotateSigning(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Old != oldFpr || res.New == oldFpr {
+		t.Fatalf("rotation: %+v (old key %s)", res, oldFpr)
+	}
+	if _, err := os.Stat(w.cfg.Keys.GatewayKeyFile + ".next"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf(".next must be gone: %v", err)
+	}
+	w.reopen()
+	if w.ring.Gateway.Fingerprint() != res.New {
+		t.Fatalf("the gateway now signs with %s, want %s", w.ring.Gateway.Fingerprint(), res.New)
+	}
+	if h := w.ring.GatewayHistory(); len(h) != 1 || h[0].Fingerprint() != oldFpr || h[0].IsPrivate() {
+		t.Fatalf("history: %v", h)
+	}
+	// Messages signed by the old key verify (check opens every one with
+	// Verifier), and only thanks to the kept public key.
+	w.check(p)
+	stored, _ := w.st.GetMessage(ctx, p.msgs[1].id)
+	u, _ := w.svc.UserByEmail(ctx, p.msgs[1].to)
+	priv, _ := w.ring.UnwrapPrivate("pending-key:"+u.ID, u.PrivateKeyWrapped)
+	key, _ := pcrypto.ReadKey(priv)
+	sealed := &pcrypto.Sealed{KeyPackets: stored.KeyPackets, Data: stored.Body}
+	if _, sig, err := pcrypto.Open(sealed, key, w.ring.Gateway.Public()); err != nil || sig != pcrypto.SigUnknownSigner {
+		t.Errorf("against the new key alone the old signature must be unknown: %v %v", sig, err)
+	}
+	// New messages are signed by the new key and verify too.
+	fresh, err := pcrypto.Seal([]byte("new"), w.ring.Gateway, key.Public(), w.ring.Escrow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, sig, err := pcrypto.Open(fresh, key, w.ring.Verifier()); err != nil || sig != pcrypto.SigVerified {
+		t.Errorf("new message: %v %v", sig, err)
+	}
+	// A key that was never the gateway's still does not verify.
+	stranger, _ := pcrypto.GenerateKey(pcrypto.KeyOptions{Name: "stranger"})
+	forged, _ := pcrypto.Seal([]byte("forged"), stranger, key.Public())
+	if _, sig, _ := pcrypto.Open(forged, key, w.ring.Verifier()); sig != pcrypto.SigUnknownSigner {
+		t.Errorf("a stranger's signature: %v", sig)
+	}
+	es, err := w.trail.Search(ctx, audit.Query{Action: "keys.rotate_signing"})
+	if err != nil || len(es) != 1 || es[0].Details["old"] != oldFpr || es[0].Details["new"] != res.New {
+		t.Errorf("audit: %+v %v", es, err)
+	}
+	// A second rotation keeps both earlier keys.
+	res2, err := w.rotation().RotateSigning(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.reopen()
+	if len(w.ring.GatewayHistory()) != 2 || w.ring.Gateway.Fingerprint() != res2.New {
+		t.Errorf("after a second rotation: %d earlier keys", len(w.ring.GatewayHistory()))
+	}
+	w.check(p)
+}
+
+// TestRotateSigningResumes: a crash after the new key was written to
+// .next (before the database recorded it) is finished by the next run
+// with that same key.
+func TestRotateSigningResumes(t *testing.T) {
+	w := newWorld(t)
+	p := w.populate(1)
+	pending, _ := pcrypto.GenerateKey(pcrypto.KeyOptions{Name: "next gateway"})
+	priv, _ := pending.PrivateBytes()
+	wrapped, err := w.ring.WrapPrivate("gateway-key", priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(w.cfg.Keys.GatewayKeyFile+".next", wrapped, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.reopen() // a gateway started meanwhile still signs with the old key
+	if w.ring.Gateway.Fingerprint() == pending.Fingerprint() {
+		t.Fatal("the half-written key must not be in use")
+	}
+	res, err := w.rotation().RotateSigning(ctx)
+	if err != nil || res.New != pending.Fingerprint() {
+		t.Fatalf("resumed rotation: %+v, %v; want %s", res, err, pending.Fingerprint())
+	}
+	w.reopen()
+	w.check(p)
+}
+
+func TestRewrapEscrowKeepsBodies(t *testing.T) {
+	w := newWorld(t)
+	p := w.populate(3)
+	// The officer's old escrow key (dev mode wrote it beside the data).
+	oldPriv, _ := os.ReadFile(filepath.Join(w.dir, "escrow-private.asc"))
+	oldPass, _ := os.ReadFile(filepath.Join(w.dir, "escrow-passphrase.txt"))
+	oldEscrow, err := pcrypto.UnlockArmored(oldPriv, []byte(strings.TrimSpace(string(oldPass))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.rotation().RewrapEscrow(ctx, oldEscrow); err == nil {
+		t.Fatal("re-wrapping to the same escrow key must be refused")
+	}
+	before := map[string]*store.Message{}
+	for _, m := range p.msgs {
+		before[m.id], _ = w.st.GetMessage(ctx, m.id)
+	}
+	// A new escrow key: the configuration names its public half.
+	newEscrow, _ := pcrypto.GenerateKey(pcrypto.KeyOptions{Name: "escrow 2"})
+	pub, _ := newEscrow.PublicArmored()
+	if err := os.WriteFile(w.cfg.Keys.EscrowPublicKeyFile, pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.reopen()
+	if w.ring.Escrow.Fingerprint() != newEscrow.Fingerprint() {
+		t.Fatal("new messages must be encrypted to the new escrow key")
+	}
+	rot := w.rotation()
+	rot.Batch = 2
+	res, err := rot.RewrapEscrow(ctx, oldEscrow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Rewrapped != len(p.msgs) || res.Skipped != 0 {
+		t.Errorf("first run: %+v, want %d re-wrapped", res, len(p.msgs))
+	}
+	for _, m := range p.msgs {
+		after, _ := w.st.GetMessage(ctx, m.id)
+		b := before[m.id]
+		// Bodies untouched: the encrypted data packets are the same bytes.
+		if !bytes.Equal(after.Body, b.Body) || !bytes.Equal(after.Summary, b.Summary) {
+			t.Errorf("%s: the encrypted data changed", m.id)
+		}
+		bs, _ := pcrypto.ParseSealed(append(append([]byte(nil), b.KeyPackets...), b.Body...))
+		as, _ := pcrypto.ParseSealed(append(append([]byte(nil), after.KeyPackets...), after.Body...))
+		if !bytes.Equal(bs.Data, as.Data) {
+			t.Errorf("%s: the SEIPD packet changed", m.id)
+		}
+		if bytes.Equal(after.KeyPackets, b.KeyPackets) || bytes.Equal(after.SummaryKeys, b.SummaryKeys) {
+			t.Errorf("%s: key packets not re-wrapped", m.id)
+		}
+		for _, sl := range []*pcrypto.Sealed{{KeyPackets: after.KeyPackets, Data: after.Body}, {KeyPackets: after.SummaryKeys, Data: after.Summary}} {
+			if _, _, err := pcrypto.Open(sl, newEscrow, w.ring.Verifier()); err != nil {
+				t.Errorf("%s: the new escrow key cannot open it: %v", m.id, err)
+			}
+			if _, _, err := pcrypto.Open(sl, oldEscrow, w.ring.Verifier()); !errors.Is(err, pcrypto.ErrNotRecipient) {
+				t.Errorf("%s: the old escrow key still opens it: %v", m.id, err)
+			}
+		}
+		plain, _, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: after.KeyPackets, Data: after.Body}, newEscrow, nil)
+		if err != nil || string(plain) != m.body {
+			t.Errorf("%s via the new escrow key: %q %v", m.id, plain, err)
+		}
+	}
+	// The recipients still read (check logs in or unwraps and opens).
+	w.check(p)
+	// A second run finds nothing left (resumable: an interrupted run is
+	// just run again).
+	res, err = w.rotation().RewrapEscrow(ctx, oldEscrow)
+	if err != nil || res.Rewrapped != 0 || res.Skipped != len(p.msgs) {
+		t.Errorf("second run: %+v, %v", res, err)
+	}
+	es, err := w.trail.Search(ctx, audit.Query{Action: "keys.rewrap_escrow"})
+	if err != nil || len(es) != 2 || es[0].Details["messages"] != "2" || es[1].Details["messages"] != "2" {
+		t.Errorf("audit: one entry per batch with its count: %+v %v", es, err)
+	}
+	// Recovery with the new escrow key works (identity.Recover).
+	u, _ := w.svc.UserByEmail(ctx, p.active)
+	if _, err := w.svc.Recover(ctx, u.ID, newEscrow); err != nil {
+		t.Errorf("recover with the new escrow key: %v", err)
+	}
+}
