@@ -89,7 +89,7 @@ func insertBatched(ctx context.Context, tx *sql.Tx, o OutboxItem) error {
 		return err
 	}
 	_, err := tx.ExecContext(ctx, `INSERT INTO outbox (id, kind, user_id, message_id, payload,
-		created_at, next_attempt_at, batch_key) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)`,
-		o.ID, o.Kind, nullStr(o.UserID), nullStr(o.MessageID), o.Payload, unix(o.CreatedAt), unix(o.NextAttemptAt), o.Batch)
+		created_at, next_attempt_at, batch_key, reference) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9)`,
+		o.ID, o.Kind, nullStr(o.UserID), nullStr(o.MessageID), o.Payload, unix(o.CreatedAt), unix(o.NextAttemptAt), o.Batch, o.Reference)
 	return err
 }
