@@ -1,6 +1,12 @@
 package web
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+	"time"
+	// The zone database travels with the binary: a slim container has none.
+	_ "time/tzdata"
+)
 
 func trim(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) }
 
@@ -40,4 +46,33 @@ func toInt(v any) (int, bool) {
 		return int(n), true
 	}
 	return 0, false
+}
+
+// TimeLayout is how people read a time in pages and notices: the day, the
+// time and the zone ("6 Dec 2026, 17:05 CET"), so nobody has to guess
+// whether a time is the server's, the clinic's or their own.
+const TimeLayout = "2 Jan 2006, 15:04 MST"
+
+// When formats t in loc, the organisation's time zone (org.time_zone, see
+// Zone); nil loc is UTC. A zero time is "". Pages (the template func
+// "date") and notice emails use it, so a time reads the same everywhere.
+func When(t time.Time, loc *time.Location) string {
+	if t.IsZero() {
+		return ""
+	}
+	if loc == nil {
+		loc = time.UTC
+	}
+	return t.In(loc).Format(TimeLayout)
+}
+
+// Ref is a message's short reference, as the sender's notes and the
+// portal show it ("3F2A-91BC": the first 8 hex digits of its id), so a
+// sender can match a note to a row of their Sent page. It names the
+// message only; it is not a secret and grants nothing.
+func Ref(id string) string {
+	if len(id) < 8 {
+		return strings.ToUpper(id)
+	}
+	return strings.ToUpper(id[:4] + "-" + id[4:8])
 }

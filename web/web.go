@@ -34,21 +34,11 @@ var funcs = template.FuncMap{
 		}
 		return Count(n, noun, plural...), nil
 	},
-	"date": func(v any) string {
-		var t time.Time
-		switch x := v.(type) {
-		case time.Time:
-			t = x
-		case *time.Time:
-			if x != nil {
-				t = *x
-			}
-		}
-		if t.IsZero() {
-			return ""
-		}
-		return t.Local().Format("2 Jan 2006, 15:04")
-	},
+	// "date" and "isotime" are bound to the zone by TemplatesIn.
+	"date":    func(v any) string { return When(timeOf(v), time.UTC) },
+	"isotime": func(v any) string { return "" },
+	// {{ref .ID}} is a message's short reference (Ref).
+	"ref": Ref,
 	"size": func(n int64) string {
 		switch {
 		case n >= 1<<20:
@@ -61,7 +51,36 @@ var funcs = template.FuncMap{
 }
 
 // Templates parses every page; each page template is named after its file
-// and uses the shared "layout" blocks.
-func Templates() *template.Template {
-	return template.Must(template.New("").Funcs(funcs).ParseFS(templateFS, "templates/*.html"))
+// and uses the shared "layout" blocks. Times show in UTC.
+func Templates() *template.Template { return TemplatesIn(time.UTC) }
+
+// TemplatesIn is Templates with times ("date", "isotime") in loc, the
+// organisation's time zone (org.time_zone).
+func TemplatesIn(loc *time.Location) *template.Template {
+	fm := template.FuncMap{}
+	for k, f := range funcs {
+		fm[k] = f
+	}
+	fm["date"] = func(v any) string { return When(timeOf(v), loc) }
+	// {{isotime .T}} is the machine-readable form for <time datetime>.
+	fm["isotime"] = func(v any) string {
+		t := timeOf(v)
+		if t.IsZero() {
+			return ""
+		}
+		return t.In(loc).Format(time.RFC3339)
+	}
+	return template.Must(template.New("").Funcs(fm).ParseFS(templateFS, "templates/*.html"))
+}
+
+func timeOf(v any) time.Time {
+	switch x := v.(type) {
+	case time.Time:
+		return x
+	case *time.Time:
+		if x != nil {
+			return *x
+		}
+	}
+	return time.Time{}
 }
