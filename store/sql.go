@@ -514,6 +514,9 @@ func (s *SQL) deliverTx(ctx context.Context, tx *sql.Tx, d Delivery) error {
 			return err
 		}
 	}
+	if err := insertCopies(ctx, tx, d.Copies); err != nil {
+		return err
+	}
 	if err := insertNotices(ctx, tx, d); err != nil {
 		return err
 	}
@@ -1067,6 +1070,10 @@ func (s *SQL) DecideQuarantine(ctx context.Context, id, state string, d Delivery
 		if n, _ := res.RowsAffected(); n == 0 {
 			return ErrConflict
 		}
+		// Decided: the reviewers' copy goes (issue 13.2).
+		if err := deleteCopies(ctx, tx, id, CopyReview); err != nil {
+			return err
+		}
 		if err := insertNotices(ctx, tx, d); err != nil {
 			return err
 		}
@@ -1166,6 +1173,9 @@ func (s *SQL) PurgeCiphertext(ctx context.Context, now time.Time, audit PurgeAud
 			if _, err := tx.ExecContext(ctx, `UPDATE messages SET body = $1, summary = $1, key_packets = $1,
 				summary_keys = $1, purged_at = $2 WHERE id = $3 AND purged_at IS NULL`,
 				[]byte{}, unix(now), id); err != nil {
+				return err
+			}
+			if err := deleteCopies(ctx, tx, id, ""); err != nil {
 				return err
 			}
 		}

@@ -189,6 +189,9 @@ type Delivery struct {
 	// Audit seals the entries recording this delivery (message.accept
 	// ...), committed in its transaction; nil: none.
 	Audit AuditFunc
+	// Copies are the sender's and reviewers' sealed summaries of the
+	// messages (copies.go, issue 13.2/13.3).
+	Copies []MessageCopy
 }
 
 // Claim turns a pending account into an active one in one transaction.
@@ -230,6 +233,8 @@ type Store interface {
 	PushStore
 	// Issue 10.4: notification preferences (prefs.go).
 	PrefsStore
+	// Issue 13.2/13.3: sender and reviewer copies (copies.go).
+	CopyStore
 	// Issue 14.3: key epochs, gateway key history, re-sealing (keys.go).
 	KeyStore
 	// Issue 14.4: retention and disposal (retention.go).
