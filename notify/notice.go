@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-message/mail"
 	"github.com/phigate/phigate/config"
 	"github.com/phigate/phigate/store"
+	"github.com/phigate/phigate/web"
 )
 
 // Outbox kinds.
@@ -23,6 +24,9 @@ const (
 	KindNewMessage    = "new-message"    // "you have a secure message"
 	KindPasswordReset = "password-reset" // a reset link the account holder asked for
 	KindSecurityAlert = "security-alert" // to the security officer; names an event, never PHI
+	// KindClaimLink is a new claim link a pending recipient asked for from
+	// an expired or used one (issue 13.1, portal/newlink.go).
+	KindClaimLink = "claim-link"
 )
 
 // Notice is the sealed outbox payload: the only data a notice is made from.
@@ -39,6 +43,9 @@ type Notice struct {
 	// Alert is a fixed event description for security alerts (e.g.
 	// "Break-glass access to message 3f2a..."): ids and event names only.
 	Alert string `json:"alert,omitempty"`
+	// Reference is the notice's short random code (reference.go), shown
+	// again in the portal after sign-in; NewItem sets it.
+	Reference string `json:"reference,omitempty"`
 }
 
 func (n Notice) Marshal() ([]byte, error) { return json.Marshal(n) }
@@ -55,6 +62,11 @@ type noticeData struct {
 	LinkExpiresAt string
 	Contact       string
 	Alert         string
+	// Reference is the notice's own code; VerifyURL and VerifyPhone are
+	// where a patient checks it (org.verify_url, org.verify_phone).
+	Reference   string
+	VerifyURL   string
+	VerifyPhone string
 }
 
 // Render builds the RFC 5322 notice for n. id becomes the Message-ID's left
@@ -78,9 +90,9 @@ func (t *Templates) Render(kind string, n Notice, org config.Org, hostname, id s
 		return nil, fmt.Errorf("unknown notice kind %q", kind)
 	}
 	d := noticeData{Org: org.Name, Link: n.Link, Claim: n.Claim, Contact: org.Contact, Alert: n.Alert,
-		ExpiresAt: noticeTime(n.ExpiresAt)}
+		ExpiresAt: noticeTime(n.ExpiresAt, org), Reference: n.Reference, VerifyURL: org.VerifyURL, VerifyPhone: org.VerifyPhone}
 	if !n.LinkExpiresAt.IsZero() && n.LinkExpiresAt.Before(n.ExpiresAt) {
-		d.LinkExpiresAt = noticeTime(n.LinkExpiresAt)
+		d.LinkExpiresAt = noticeTime(n.LinkExpiresAt, org)
 	}
 	var subject bytes.Buffer
 	if err := kt.subject.Execute(&subject, d); err != nil {
@@ -139,6 +151,9 @@ func (t *Templates) Render(kind string, n Notice, org config.Org, hostname, id s
 // the same transaction as whatever caused it.
 func NewItem(keys Sealer, kind string, n Notice, userID, messageID string, now time.Time) (store.OutboxItem, error) {
 	id := randomID()
+	if referenced[kind] && n.Reference == "" {
+		n.Reference = NewReference()
+	}
 	plain, err := n.Marshal()
 	if err != nil {
 		return store.OutboxItem{}, err
@@ -148,7 +163,7 @@ func NewItem(keys Sealer, kind string, n Notice, userID, messageID string, now t
 		return store.OutboxItem{}, err
 	}
 	return store.OutboxItem{ID: id, Kind: kind, UserID: userID, MessageID: messageID,
-		Payload: sealed, CreatedAt: now, NextAttemptAt: now}, nil
+		Payload: sealed, CreatedAt: now, NextAttemptAt: now, Reference: n.Reference}, nil
 }
 
 func randomID() string {
@@ -159,5 +174,6 @@ func randomID() string {
 	return hex.EncodeToString(b)
 }
 
-// noticeTime is how a notice writes a moment: the day in words and the zone.
-func noticeTime(t time.Time) string { return t.UTC().Format("Monday 2 January 2006, 15:04 MST") }
+// noticeTime is how a notice writes a moment: as the portal's pages do,
+// in the organisation's zone with the zone named (org.time_zone, issue 13.4).
+func noticeTime(t time.Time, org config.Org) string { return web.When(t, org.Location()) }

@@ -63,7 +63,7 @@ var addrRE = regexp.MustCompile(`[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+`)
 
 var expires = time.Date(2026, 4, 1, 12, 30, 0, 0, time.UTC)
 
-const expiresText = "Wednesday 1 April 2026, 12:30 UTC"
+const expiresText = "1 Apr 2026, 12:30 UTC"
 
 func TestRenderHeaders(t *testing.T) {
 	now := time.Date(2026, 3, 2, 8, 15, 0, 0, time.UTC)
@@ -207,7 +207,7 @@ func TestNoticeMarshal(t *testing.T) {
 // or one without a date of its own, adds no line.
 func TestRenderStatesTheLinkLifetime(t *testing.T) {
 	linkEnds := expires.Add(-23 * 24 * time.Hour)
-	const linkText = "Monday 9 March 2026, 12:30 UTC"
+	const linkText = "9 Mar 2026, 12:30 UTC"
 	cases := []struct {
 		name     string
 		linkEnds time.Time

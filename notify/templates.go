@@ -28,6 +28,7 @@ var kinds = map[string]string{
 	KindNewMessage:      "new-message",
 	KindPasswordReset:   "password-reset",
 	KindSecurityAlert:   "security-alert",
+	KindClaimLink:       "claim-link",
 	KindDeliveryFailure: "sender-report",
 	KindPasscode:        "sender-report",
 	KindSenderNote:      "sender-report",
@@ -35,7 +36,8 @@ var kinds = map[string]string{
 
 // OfferedFields are the only data a notice template may use: none of them
 // can carry PHI (Alert is a fixed event text with ids and counts only).
-var OfferedFields = []string{"Org", "Link", "Claim", "ExpiresAt", "LinkExpiresAt", "Contact", "Alert"}
+var OfferedFields = []string{"Org", "Link", "Claim", "ExpiresAt", "LinkExpiresAt", "Contact", "Alert",
+	"Reference", "VerifyURL", "VerifyPhone"}
 
 // offeredFuncs are the built-in functions a template may call: they work
 // on their arguments only. index, slice, call and len would reach into
@@ -147,7 +149,7 @@ func readOverrides(dir string, src map[string]string) error {
 // first notice.
 func (t *Templates) trial() error {
 	d := noticeData{Org: "Org", Link: "https://portal.example/x", Claim: true, ExpiresAt: time.Now().String(), LinkExpiresAt: time.Now().String(),
-		Contact: "contact", Alert: "alert"}
+		Contact: "contact", Alert: "alert", Reference: "K7P-4QX", VerifyURL: "https://clinic.example/verify", VerifyPhone: "+1 555 0100"}
 	for kind, kt := range t.kinds {
 		for _, run := range []func() error{
 			func() error { return kt.subject.Execute(io.Discard, d) },
