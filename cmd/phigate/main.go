@@ -29,6 +29,7 @@ Usage:
   phigate store migrate --from sqlite:PATH --to postgres://...   (copy an SQLite store into an empty PostgreSQL one)
   phigate backup create [--out DIR] | list [--dir DIR] | verify FILE   (encrypted backups; see docs/operations.md)
   phigate backup restore FILE --escrow-key FILE [--passphrase-file FILE]   (into an empty data folder; passphrase else on stdin)
+  phigate keys status | rotate-master | rotate-signing | rewrap-escrow --old-escrow-key FILE   (key rotation; see docs/operations.md)
   phigate audit verify | export [--format csv|json] [--user ID] [--action A] [--message ID] [--from D] [--to D]
   phigate compliance report [--json]        (HIPAA safeguards, settings and live checks; exit 1 if a check fails)
 
@@ -67,6 +68,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return backupCmd(args[1:], stdin, stdout, stderr)
 	case "compliance":
 		return complianceCmd(args[1:], stdout, stderr)
+	case "keys":
+		return keysCmd(args[1:], stdin, stdout, stderr)
 	case "help", "-h", "--help":
 		if len(args) > 1 && args[1] == "user" {
 			fmt.Fprint(stdout, userUsage)
