@@ -4,13 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
-	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/store"
 )
@@ -103,60 +101,33 @@ func nextStep(u *store.User, mfaDone bool) string {
 	return "enrol"
 }
 
-// refuse answers a refused sign-in step, or reports an internal fault.
+// apiRefuse answers a refused sign-in step, or reports an internal fault.
 func (s *Server) apiRefuse(w http.ResponseWriter, r *http.Request, err error) {
-	var le *limiter.LockedError
-	var te *limiter.ThrottledError
-	msg, ok := s.signInRefusal(err)
-	switch {
-	case !ok:
-		s.apiFail(w, r, err)
-	case errors.As(err, &le):
-		writeJSONError(w, http.StatusLocked, "locked", msg)
-	case errors.As(err, &te):
-		w.Header().Set("Retry-After", strconv.Itoa(int(te.RetryAfter/time.Second)+1))
-		writeJSONError(w, http.StatusTooManyRequests, "throttled", msg)
-	case errors.Is(err, identity.ErrBadCode):
-		writeJSONError(w, http.StatusUnauthorized, "bad_code", msg)
-	case errors.Is(err, identity.ErrNoTOTP):
-		writeJSONError(w, http.StatusForbidden, "mfa_enrolment_required", msg)
-	default:
-		writeJSONError(w, http.StatusUnauthorized, "bad_credentials", "email and password don't match")
-	}
+	s.apiError(w, r, s.signInRefused(err))
 }
 
-func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	var req struct{ Email, Password string }
-	if !decodeJSON(w, r, &req) {
+func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var in signInIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	u, priv, err := s.checkPassword(r, req.Email, req.Password)
-	if err != nil {
-		s.apiRefuse(w, r, err)
-		return
+	out, err := s.opSignIn(r, v, in)
+	if err == nil {
+		s.setSessionCookie(w, out.token)
 	}
-	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
-	if err := s.startSession(w, r, u, priv, "password", mfaDone); err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, signInJSON{User: userJSON{u.ID, u.Role}, Next: nextStep(u, mfaDone)})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiSecondFactor(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct{ Code string }
-	if !decodeJSON(w, r, &req) {
+	var in codeIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	if v.mfaOK {
-		writeJSON(w, http.StatusOK, signInJSON{User: userJSON{v.user.ID, v.user.Role}})
-		return
+	out, err := s.opSecondFactor(r, v, in)
+	if err == nil && out.token != "" {
+		s.setSessionCookie(w, out.token)
 	}
-	if err := s.checkSecondFactor(w, r, v, req.Code); err != nil {
-		s.apiRefuse(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, signInJSON{User: userJSON{v.user.ID, v.user.Role}})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request, _ *viewer) {
@@ -170,8 +141,8 @@ func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request, _ *viewer) {
 		return
 	}
 	switch {
-	case errors.Is(err, identity.ErrBadToken):
-		writeJSONError(w, http.StatusGone, "bad_token", "this claim link was already used, has expired, or is not valid")
+	case errors.Is(err, identity.ErrBadToken), errors.Is(err, identity.ErrNothingToRead):
+		s.apiClaimLinkEnded(w, r, req.Token) // newlink.go (issue 13.1)
 		return
 	case err != nil:
 		s.apiFail(w, r, err)
@@ -187,42 +158,29 @@ func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request, _ *viewer) {
 }
 
 func (s *Server) apiLogout(w http.ResponseWriter, r *http.Request, v *viewer) {
-	s.endSession(r, v)
-	clearSessionCookie(w)
-	w.WriteHeader(http.StatusNoContent)
+	_, err := s.opSignOut(r, v, struct{}{})
+	if err == nil {
+		clearSessionCookie(w)
+	}
+	s.apiAnswer(w, r, http.StatusNoContent, nil, err)
 }
 
-func (s *Server) apiResetRequest(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	var req struct{ Email string }
-	if !decodeJSON(w, r, &req) {
+func (s *Server) apiResetRequest(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var in resetRequestIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	if err := s.requestReset(r, req.Email); err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusAccepted, map[string]string{"message": resetSent})
+	out, err := s.opResetRequest(r, v, in)
+	s.apiAnswer(w, r, http.StatusAccepted, out, err)
 }
 
-func (s *Server) apiResetComplete(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	var req struct{ Token, Password string }
-	if !decodeJSON(w, r, &req) {
+func (s *Server) apiResetComplete(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var in newPasswordIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	err := s.completeReset(r, req.Token, req.Password)
-	if problem, ok := identity.PasswordProblem(err); ok {
-		writeJSONError(w, http.StatusBadRequest, "weak_password", problem)
-		return
-	}
-	if errors.Is(err, identity.ErrBadToken) {
-		writeJSONError(w, http.StatusGone, "bad_token", "this reset link was already used, has expired, or is not valid")
-		return
-	}
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	_, err := s.opResetComplete(r, v, in)
+	s.apiAnswer(w, r, http.StatusNoContent, nil, err)
 }
 
 func (s *Server) apiMessages(w http.ResponseWriter, r *http.Request, v *viewer) {

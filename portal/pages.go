@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/phigate/phigate/compliance"
 	"github.com/phigate/phigate/events"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
@@ -20,6 +21,11 @@ type pageData struct {
 	Title, Org, Contact string
 	SignedIn            bool
 	Error, Notice       string
+	// A refused form (ops.go): what the person sent, to fill the form
+	// again, and the field (and line of it) the refusal is about.
+	Form  url.Values
+	Field string
+	Line  int
 
 	Email      string
 	Locked     int // messages waiting for escrow-assisted recovery
@@ -61,10 +67,26 @@ type pageData struct {
 	Notices []failedNotice
 	// Prefs is the account's choice of notice channels (prefs.go).
 	Prefs *notify.PrefsView
+	// LinkState is a claim link's state (newlink.go); NoticeRefs the
+	// references of the notices the account was sent (noticeref.go).
+	LinkState  string
+	NoticeRefs []noticeRefView
+	// Zone names the time zone pages show times in (org.time_zone).
+	Zone string
+	// Overview is the admin's landing page (overview.go, issue 13.3).
+	Overview *overview
+	// Held is one held message's review page (quarantine.go, issue 13.2).
+	Held *heldView
+	// Query is the Sent page's search, SentTotal the count before it
+	// (issue 13.3).
+	Query     string
+	SentTotal int
+	// Compliance is the compliance report page's report (compliance.go).
+	Compliance *compliance.Report
 }
 
 func (s *Server) data(title string) pageData {
-	return pageData{Title: title, Org: s.Org.Name, Contact: s.Org.Contact, MinLength: identity.MinPasswordLength}
+	return pageData{Title: title, Org: s.Org.Name, Contact: s.Org.Contact, MinLength: identity.MinPasswordLength, Zone: s.zoneName()}
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, d pageData) {
@@ -95,7 +117,11 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (s *Server) home(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	http.Redirect(w, r, "/inbox", http.StatusSeeOther)
+	target := "/inbox"
+	if v, err := s.resume(r); err == nil && v.mfaOK {
+		target = landing(v.user.Role) // staff: Sent; admins: the overview (issue 13.3)
+	}
+	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
 // endedNotices explains to a person why they are on the sign-in page.
@@ -117,28 +143,19 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	s.render(w, r, http.StatusOK, "login.html", d)
 }
 
-func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	email, pw := strings.TrimSpace(r.PostFormValue("email")), r.PostFormValue("password")
-	u, priv, err := s.checkPassword(r, email, pw)
+func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	out, err := s.opSignIn(r, v, signInIn{Email: r.PostFormValue("email"), Password: r.PostFormValue("password")})
 	if err != nil {
-		if msg, ok := s.signInRefusal(err); ok {
-			d := s.data("Sign in")
-			d.Email, d.Error = email, msg
-			s.render(w, r, http.StatusUnauthorized, "login.html", d)
-			return
-		}
-		s.fail(w, r, err)
+		d := s.data("Sign in")
+		d.Email = strings.TrimSpace(r.PostFormValue("email"))
+		s.pageRefused(w, r, err, d, func(status int, d pageData) { s.render(w, r, status, "login.html", d) })
 		return
 	}
-	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
-	if err := s.startSession(w, r, u, priv, "password", mfaDone); err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	switch {
-	case mfaDone:
-		http.Redirect(w, r, "/inbox", http.StatusSeeOther)
-	case len(u.TOTPSecretEnc) > 0:
+	s.setSessionCookie(w, out.token)
+	switch out.Next {
+	case "":
+		http.Redirect(w, r, landing(out.User.Role), http.StatusSeeOther)
+	case "2fa":
 		http.Redirect(w, r, "/login/2fa", http.StatusSeeOther)
 	default:
 		http.Redirect(w, r, "/account/2fa", http.StatusSeeOther)
@@ -147,7 +164,7 @@ func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) 
 
 func (s *Server) secondFactorPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	if v.mfaOK {
-		http.Redirect(w, r, "/inbox", http.StatusSeeOther)
+		http.Redirect(w, r, landing(v.user.Role), http.StatusSeeOther)
 		return
 	}
 	if len(v.user.TOTPSecretEnc) == 0 {
@@ -160,36 +177,31 @@ func (s *Server) secondFactorPage(w http.ResponseWriter, r *http.Request, v *vie
 }
 
 func (s *Server) secondFactorSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	if v.mfaOK {
-		http.Redirect(w, r, "/inbox", http.StatusSeeOther)
-		return
-	}
-	err := s.checkSecondFactor(w, r, v, r.PostFormValue("code"))
-	if err == nil {
-		http.Redirect(w, r, "/inbox", http.StatusSeeOther)
-		return
-	}
-	if msg, ok := s.signInRefusal(err); ok {
+	out, err := s.opSecondFactor(r, v, codeIn{Code: r.PostFormValue("code")})
+	if err != nil {
 		d := s.data("Enter your code")
-		d.SignedIn, d.Error = true, msg
-		s.render(w, r, http.StatusUnauthorized, "twofactor.html", d)
+		d.SignedIn = true
+		s.pageRefused(w, r, err, d, func(status int, d pageData) { s.render(w, r, status, "twofactor.html", d) })
 		return
 	}
-	s.fail(w, r, err)
+	if out.token != "" {
+		s.setSessionCookie(w, out.token)
+	}
+	http.Redirect(w, r, landing(v.user.Role), http.StatusSeeOther)
 }
 
-func (s *Server) claimPage(w http.ResponseWriter, r *http.Request, _ *viewer) {
+func (s *Server) claimPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	token := r.PathValue("token")
-	d := s.data("Choose a password")
-	if _, err := s.Identity.CheckClaimToken(r.Context(), token); err != nil {
-		if !errors.Is(err, identity.ErrBadToken) {
-			s.fail(w, r, err)
-			return
-		}
-		d.Invalid, d.Error = true, "This link has already been used or has expired."
-		s.render(w, r, http.StatusGone, "claim.html", d)
+	st, err := s.opClaimLinkStatus(r, v, claimLinkIn{Token: token})
+	if err != nil {
+		s.fail(w, r, err)
 		return
 	}
+	if st.State != linkReady {
+		s.renderClaimLink(w, r, token, st) // newlink.go (issue 13.1)
+		return
+	}
+	d := s.data("Choose a password")
 	d.Token = token
 	s.render(w, r, http.StatusOK, "claim.html", d)
 }
@@ -211,9 +223,8 @@ func (s *Server) claimSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) 
 		return
 	}
 	switch {
-	case errors.Is(err, identity.ErrBadToken):
-		d.Invalid, d.Error = true, "This link has already been used or has expired."
-		s.render(w, r, http.StatusGone, "claim.html", d)
+	case errors.Is(err, identity.ErrBadToken), errors.Is(err, identity.ErrNothingToRead):
+		s.claimLinkEnded(w, r, token) // newlink.go (issue 13.1)
 		return
 	case err != nil:
 		s.fail(w, r, err)
@@ -238,20 +249,20 @@ func (s *Server) claimSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) 
 }
 
 func (s *Server) resetRequestPage(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	s.render(w, r, http.StatusOK, "reset_request.html", s.data("Reset your password"))
+	d := s.data("Reset your password")
+	d.Notice = doneNotice(r, map[string]string{"sent": resetSent})
+	s.render(w, r, http.StatusOK, "reset_request.html", d)
 }
 
 // resetSent is the same answer whether or not the address has an account.
 const resetSent = "If an account exists for that address, we have emailed it a link to choose a new password. The link works for a short time only."
 
-func (s *Server) resetRequestSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	if err := s.requestReset(r, r.PostFormValue("email")); err != nil {
-		s.fail(w, r, err)
+func (s *Server) resetRequestSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if _, err := s.opResetRequest(r, v, resetRequestIn{Email: r.PostFormValue("email")}); err != nil {
+		s.pageRefused(w, r, err, s.data("Reset your password"), func(status int, d pageData) { s.render(w, r, status, "reset_request.html", d) })
 		return
 	}
-	d := s.data("Reset your password")
-	d.Notice = resetSent
-	s.render(w, r, http.StatusOK, "reset_request.html", d)
+	seeOther(w, r, "/reset", "sent")
 }
 
 func (s *Server) requestReset(r *http.Request, email string) error {
@@ -286,27 +297,16 @@ func (s *Server) resetPage(w http.ResponseWriter, r *http.Request, _ *viewer) {
 	s.render(w, r, http.StatusOK, "reset.html", d)
 }
 
-func (s *Server) resetSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	d := s.data("Choose a new password")
-	d.Token = r.PathValue("token")
-	if r.PostFormValue("password") != r.PostFormValue("confirm") {
-		d.Error = "The two passwords are not the same. Type the same password in both boxes."
-		s.render(w, r, http.StatusBadRequest, "reset.html", d)
-		return
-	}
-	err := s.completeReset(r, d.Token, r.PostFormValue("password"))
-	if problem, ok := identity.PasswordProblem(err); ok {
-		d.Error = problem
-		s.render(w, r, http.StatusBadRequest, "reset.html", d)
-		return
-	}
-	if errors.Is(err, identity.ErrBadToken) {
-		d.Invalid, d.Error = true, "This link has already been used or has expired. You can ask for a new one."
-		s.render(w, r, http.StatusGone, "reset.html", d)
-		return
-	}
-	if err != nil {
-		s.fail(w, r, err)
+func (s *Server) resetSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	confirm := r.PostFormValue("confirm")
+	in := newPasswordIn{Token: r.PathValue("token"), Password: r.PostFormValue("password"), confirm: &confirm}
+	if _, err := s.opResetComplete(r, v, in); err != nil {
+		d := s.data("Choose a new password")
+		d.Token = in.Token
+		s.pageRefused(w, r, err, d, func(status int, d pageData) {
+			d.Invalid = status == http.StatusGone
+			s.render(w, r, status, "reset.html", d)
+		})
 		return
 	}
 	http.Redirect(w, r, "/login?ended=reset", http.StatusSeeOther)
@@ -323,15 +323,9 @@ func (s *Server) completeReset(r *http.Request, token, pw string) error {
 }
 
 func (s *Server) logoutSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	s.endSession(r, v)
+	s.opSignOut(r, v, struct{}{}) // never refuses
 	clearSessionCookie(w)
 	http.Redirect(w, r, "/login?ended=user", http.StatusSeeOther)
-}
-
-func (s *Server) endSession(r *http.Request, v *viewer) {
-	if err := s.Sessions.End(r.Context(), v.token, "user"); err != nil {
-		s.Log.ErrorContext(r.Context(), "end session", "err", err)
-	}
 }
 
 func (s *Server) inboxPage(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -347,6 +341,7 @@ func (s *Server) inboxPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 			d.Locked++
 		}
 	}
+	d.NoticeRefs = s.noticeRefs(r.Context(), v.user.ID) // issue 13.9
 	s.render(w, r, http.StatusOK, "inbox.html", d)
 }
 
@@ -371,6 +366,7 @@ func (s *Server) renderMessage(w http.ResponseWriter, r *http.Request, v *viewer
 	d := s.data("Secure message")
 	d.SignedIn, d.ID, d.M, d.Signature, d.ExpiresAt = true, o.Meta.ID, o.View, o.Signature.String(), o.Meta.ExpiresAt
 	d.SentBy = s.sentBy(r.Context(), o.Meta)
+	d.NoticeRefs = s.noticeRefs(r.Context(), v.user.ID) // issue 13.9
 	d.HasHTML = o.View.HTML != ""
 	d.Error = problem
 	if r.URL.Query().Get("replied") == "1" {
@@ -395,6 +391,10 @@ func (s *Server) renderMessage(w http.ResponseWriter, r *http.Request, v *viewer
 func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer, what string) (*opened, error) {
 	id := r.PathValue("id")
 	o, err := s.open(r.Context(), v, id)
+	if de, ok := errors.AsType[disposedError](err); ok {
+		s.disposed(w, r, id, what, de)
+		return nil, err
+	}
 	if errors.Is(err, errNoMessage) {
 		s.audit(r, "message."+what, "message", id, "denied", nil)
 		s.Log.WarnContext(r.Context(), "message access denied", "user", v.rec.UserID, "message", id, "ip", info(r).ip, "what", what)

@@ -24,6 +24,13 @@ type sentItem struct {
 	OpenedFrom string     `json:"opened_from,omitempty"`
 	RepliedAt  *time.Time `json:"replied_at,omitempty"`
 	Rule       string     `json:"rule"`
+	// In words, for the page and the API (sentview.go, issue 13.3).
+	Reference     string `json:"reference"`
+	Status        string `json:"status"`
+	Subject       string `json:"subject,omitempty"`
+	HasSubject    bool   `json:"-"`
+	SubjectLocked bool   `json:"subject_locked,omitempty"` // sealed to a key since replaced
+	Attachments   int    `json:"attachments,omitempty"`
 }
 
 func (s *Server) sentList(r *http.Request, v *viewer) ([]sentItem, error) {
@@ -63,7 +70,7 @@ func (s *Server) sentList(r *http.Request, v *viewer) ([]sentItem, error) {
 		}
 		out = append(out, it)
 	}
-	return out, nil
+	return s.describeSent(r.Context(), v, out)
 }
 
 func (s *Server) apiSent(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -75,44 +82,59 @@ func (s *Server) apiSent(w http.ResponseWriter, r *http.Request, v *viewer) {
 	writeJSON(w, http.StatusOK, map[string]any{"messages": items})
 }
 
-// recall withdraws a message its sender sent: the recipient sees that it
+type recallIn struct{ ID string }
+
+type recallOut struct {
+	Message string `json:"message"`
+	State   string `json:"state"`
+}
+
+// opRecall withdraws a message its sender sent: the recipient sees that it
 // was recalled, not its content; the ciphertext is deleted by the purge.
 // The message.recall entry commits in the recall's transaction.
-func (s *Server) recall(r *http.Request, v *viewer, id string) error {
+func (s *Server) opRecall(r *http.Request, v *viewer, in recallIn) (recallOut, error) {
 	b, err := audit.Prepare(r.Context(), s.Audit, audit.Entry{Actor: v.user.ID, IP: info(r).ip,
-		Action: "message.recall", ObjectType: "message", ObjectID: id, Outcome: audit.OK})
+		Action: "message.recall", ObjectType: "message", ObjectID: in.ID, Outcome: audit.OK})
 	if err != nil {
-		return err
+		return recallOut{}, err
 	}
-	if err := s.Store.Recall(r.Context(), id, v.user.ID, b.Func()); err != nil {
-		return err
+	err = s.Store.Recall(r.Context(), in.ID, v.user.ID, b.Func())
+	if errors.Is(err, store.ErrNotFound) {
+		return recallOut{}, refused(http.StatusNotFound, "not_found",
+			"That message can't be recalled (it is not yours, or was already recalled).", err)
 	}
-	s.Log.InfoContext(r.Context(), "message recalled", "by", v.user.ID, "message", id, "ip", info(r).ip)
+	if err != nil {
+		return recallOut{}, err
+	}
+	s.Log.InfoContext(r.Context(), "message recalled", "by", v.user.ID, "message", in.ID, "ip", info(r).ip)
 	err = b.Committed(r.Context())
-	if m, gerr := s.Store.MessageMeta(r.Context(), id); gerr == nil {
+	if m, gerr := s.Store.MessageMeta(r.Context(), in.ID); gerr == nil {
 		s.publishChange(r.Context(), events.MessageRecalled, m)
 	}
-	return err
+	return recallOut{Message: in.ID, State: store.StateRecalled}, err
 }
 
 func (s *Server) apiRecall(w http.ResponseWriter, r *http.Request, v *viewer) {
-	err := s.recall(r, v, r.PathValue("id"))
-	if errors.Is(err, store.ErrNotFound) {
-		writeJSONError(w, http.StatusNotFound, "not_found", "no message of yours with that id can be recalled")
-		return
-	}
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"message": r.PathValue("id"), "state": store.StateRecalled})
+	out, err := s.opRecall(r, v, recallIn{ID: r.PathValue("id")})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
+}
+
+// sentNotices are the Sent page's notices after a change (seeOther).
+var sentNotices = map[string]string{
+	"recalled": "Recalled. The recipient now sees that the message was withdrawn.",
 }
 
 func (s *Server) sentPage(w http.ResponseWriter, r *http.Request, v *viewer) {
-	s.renderSent(w, r, s.data("Sent messages"))
+	d := s.data("Sent messages")
+	d.Notice = doneNotice(r, sentNotices)
+	s.renderSent(w, r, d)
 }
 
 func (s *Server) renderSent(w http.ResponseWriter, r *http.Request, d pageData) {
+	s.renderSentStatus(w, r, http.StatusOK, d)
+}
+
+func (s *Server) renderSentStatus(w http.ResponseWriter, r *http.Request, status int, d pageData) {
 	v := viewerOf(r)
 	items, err := s.sentList(r, v)
 	if err != nil {
@@ -120,18 +142,13 @@ func (s *Server) renderSent(w http.ResponseWriter, r *http.Request, d pageData) 
 		return
 	}
 	d.Sent = items
-	s.render(w, r, http.StatusOK, "sent.html", d)
+	s.render(w, r, status, "sent.html", d)
 }
 
 func (s *Server) recallSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	d := s.data("Sent messages")
-	if err := s.recall(r, v, r.PathValue("id")); errors.Is(err, store.ErrNotFound) {
-		d.Error = "That message can't be recalled (it is not yours, or was already recalled)."
-	} else if err != nil {
-		s.fail(w, r, err)
+	if _, err := s.opRecall(r, v, recallIn{ID: r.PathValue("id")}); err != nil {
+		s.pageRefused(w, r, err, s.data("Sent messages"), func(status int, d pageData) { s.renderSentStatus(w, r, status, d) })
 		return
-	} else {
-		d.Notice = "Recalled. The recipient now sees that the message was withdrawn."
 	}
-	s.renderSent(w, r, d)
+	seeOther(w, r, "/sent", "recalled")
 }

@@ -53,6 +53,9 @@ type Server struct {
 	Intake         *intake.Intake
 	// Push is the Web Push channel (push.go); nil: not offered.
 	Push *notify.Pusher
+	// Compliance builds the compliance report (compliance.go); nil: the
+	// pages answer with a fault.
+	Compliance ComplianceFunc
 
 	// Refusals records repeated sign-in refusals once per window
 	// (signin.go); nil records each.
@@ -84,7 +87,7 @@ func (s *Server) now() time.Time {
 // Handler returns the portal's routes wrapped in the security middleware.
 // Every route names the permission it needs (authz.go).
 func (s *Server) Handler() http.Handler {
-	s.tmpl = web.Templates()
+	s.tmpl = web.TemplatesIn(s.Org.Location()) // times in org.time_zone (issue 13.4)
 	s.routes = nil
 	mux := http.NewServeMux()
 	// Every route's body is bounded and type-checked before it is read
@@ -124,6 +127,8 @@ func (s *Server) Handler() http.Handler {
 	h("POST /account/signout-all", PermOwn, s.signoutAllSubmit)
 	s.pushRoutes(h)  // service worker, manifest, push devices (issue 10.3)
 	s.prefsRoutes(h) // email, push or both (issue 10.4)
+	// Expired or used claim links: a new link (issue 13.1).
+	s.newLinkRoutes(h)
 	// Failed notices: list and retry (issue 10.6).
 	s.noticeRoutes(h)
 
@@ -138,13 +143,20 @@ func (s *Server) Handler() http.Handler {
 	h("GET /admin/keys", PermAdmin, s.keysPage)
 	hb("POST /admin/keys", PermAdmin, uploadBody, s.keysSubmit)
 	hb("POST /account/key", PermOwn, uploadBody, s.ownKeySubmit)
-	h("GET /admin/quarantine", PermAdmin, s.quarantinePage)
-	h("POST /admin/quarantine/{id}/{action}", PermAdmin, s.quarantineSubmit)
+	h("GET /admin", PermReview, s.overviewPage) // issue 13.3
+	h("GET /admin/quarantine", PermAdmin, s.quarantineList)
+	h("GET /admin/quarantine/{id}", PermAdmin, s.quarantineReview)           // issue 13.2
+	h("GET /admin/quarantine/{id}/{action}", PermAdmin, s.quarantineConfirm) // issue 13.2
+	h("POST /admin/quarantine/{id}/{action}", PermAdmin, s.quarantineDecideSubmit)
 	h("GET /admin/audit", PermReview, s.auditPage)
+	h("POST /admin/audit", PermReview, s.auditSearchSubmit) // issue 13.4: addresses typed stay out of URLs
 	h("GET /admin/audit/export", PermReview, s.auditExport)
 	h("GET /admin/alerts", PermReview, s.alertsPage)
+	h("GET /admin/compliance", PermReview, s.compliancePage)
 	h("GET /messages/{id}/history", PermOwn, s.historyPage)
 	h("GET /sent", PermOwn, s.sentPage)
+	h("POST /sent", PermOwn, s.sentSearch)               // issue 13.3: the search text stays out of URLs
+	h("GET /sent/{id}/recall", PermOwn, s.recallConfirm) // issue 13.3
 	h("POST /sent/{id}/recall", PermOwn, s.recallSubmit)
 	h("GET /admin/break-glass", PermBreakGlass, s.breakGlassPage)
 	hb("POST /admin/break-glass", PermBreakGlass, escrowBody, s.breakGlassSubmit)
@@ -176,6 +188,7 @@ func (s *Server) Handler() http.Handler {
 	h("GET /api/v1/audit/export", PermReview, s.auditExport)
 	h("POST /api/v1/audit/verify", PermReview, s.apiAuditVerify)
 	h("GET /api/v1/alerts", PermReview, s.apiAlerts)
+	h("GET /api/v1/admin/compliance", PermReview, s.apiCompliance)
 	h("GET /api/v1/messages/{id}/history", PermOwn, s.apiMessageHistory)
 	h("GET /api/v1/sent", PermOwn, s.apiSent)
 	h("POST /api/v1/sent/{id}/recall", PermOwn, s.apiRecall)
@@ -271,24 +284,43 @@ func clearSessionCookie(w http.ResponseWriter) {
 // startSession signs u in with their unlocked key and sets the cookie; mfa
 // says whether the second factor is already done.
 func (s *Server) startSession(w http.ResponseWriter, r *http.Request, u *store.User, priv []byte, how string, mfa bool) error {
-	token, rec, err := s.Sessions.Start(r.Context(), u.ID, u.Role, priv, mfa)
+	token, err := s.newSession(r, u, priv, how, mfa)
 	if err != nil {
 		return err
 	}
 	s.setSessionCookie(w, token)
+	return nil
+}
+
+// newSession signs u in and returns the session's cookie value, for an
+// operation's result (ops.go): the faces set the cookie.
+func (s *Server) newSession(r *http.Request, u *store.User, priv []byte, how string, mfa bool) (string, error) {
+	token, rec, err := s.Sessions.Start(r.Context(), u.ID, u.Role, priv, mfa)
+	if err != nil {
+		return "", err
+	}
 	s.Log.InfoContext(r.Context(), "sign-in", "user", u.ID, "ip", info(r).ip, "how", how, "mfa", mfa, "session", rec.ID[:8])
 	s.auditAs(r, u.ID, "auth.login", "session", rec.ID[:8], "ok", map[string]string{"how": how, "second_factor_pending": fmt.Sprint(!mfa)})
-	return nil
+	return token, nil
 }
 
 // rotate gives the session a new id after the second factor (a privilege
 // change), so an id seen before it is worthless.
 func (s *Server) rotate(w http.ResponseWriter, r *http.Request, v *viewer) error {
-	token, _, err := s.Sessions.Rotate(r.Context(), v.token, v.user.Role, true)
+	token, err := s.rotateToken(r, v)
 	if err != nil {
 		return err
 	}
 	s.setSessionCookie(w, token)
-	v.token, v.mfaOK = token, true
 	return nil
+}
+
+// rotateToken is rotate for an operation: it returns the new cookie value.
+func (s *Server) rotateToken(r *http.Request, v *viewer) (string, error) {
+	token, _, err := s.Sessions.Rotate(r.Context(), v.token, v.user.Role, true)
+	if err != nil {
+		return "", err
+	}
+	v.token, v.mfaOK = token, true
+	return token, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/phigate/phigate/audit"
@@ -172,25 +173,26 @@ func (s *Server) signInRefusal(err error) (string, bool) {
 
 // checkSecondFactor verifies a TOTP or recovery code for v's pending
 // session, counts failures against the same lock-out, and on success gives
-// the session a new id with the second factor marked done.
-func (s *Server) checkSecondFactor(w http.ResponseWriter, r *http.Request, v *viewer, code string) error {
+// the session a new id with the second factor marked done (returned as the
+// new cookie value).
+func (s *Server) checkSecondFactor(r *http.Request, v *viewer, code string) (string, error) {
 	ctx, acct := r.Context(), indexKey(v.user.EmailIndex)
 	res, err := s.reserve(ctx, acct, ipKey(info(r).ip))
 	if err != nil {
-		return err
+		return "", err
 	}
 	usedRecovery, err := s.Identity.VerifySecondFactor(ctx, v.user, code)
 	if errors.Is(err, identity.ErrBadCode) {
 		s.audit(r, "auth.2fa", "user", v.user.ID, "failed", nil)
 		s.countFailure(r, acct, "second-factor", res)
-		return err
+		return "", err
 	}
 	if err != nil {
 		_ = res.Release(context.WithoutCancel(ctx))
-		return err
+		return "", err
 	}
 	if err := res.Succeeded(context.WithoutCancel(ctx)); err != nil {
-		return err
+		return "", err
 	}
 	s.Log.InfoContext(ctx, "second factor ok", "user", v.user.ID, "recovery_code", usedRecovery, "ip", info(r).ip)
 	method := "totp"
@@ -198,5 +200,164 @@ func (s *Server) checkSecondFactor(w http.ResponseWriter, r *http.Request, v *vi
 		method = "recovery-code"
 	}
 	s.audit(r, "auth.2fa", "user", v.user.ID, "ok", map[string]string{"method": method})
-	return s.rotate(w, r, v)
+	return s.rotateToken(r, v)
+}
+
+// signInRefused turns a refused sign-in step into the refusal both faces
+// answer (statuses and codes as docs/api.md lists them), or returns err
+// unchanged if it is a fault.
+func (s *Server) signInRefused(err error) error {
+	msg, ok := s.signInRefusal(err)
+	if !ok {
+		return err
+	}
+	var le *limiter.LockedError
+	var te *limiter.ThrottledError
+	switch {
+	case errors.As(err, &le):
+		return refused(http.StatusLocked, "locked", msg, err)
+	case errors.As(err, &te):
+		oe := refused(http.StatusTooManyRequests, "throttled", msg, err)
+		oe.RetryAfter = te.RetryAfter.Truncate(time.Second) + time.Second
+		return oe
+	case errors.Is(err, identity.ErrBadCode):
+		oe := refused(http.StatusUnauthorized, "bad_code", msg, err)
+		oe.Field = "code"
+		return oe
+	case errors.Is(err, identity.ErrNoTOTP):
+		return refused(http.StatusForbidden, "mfa_enrolment_required", msg, err)
+	}
+	oe := refused(http.StatusUnauthorized, "bad_credentials", msg, err)
+	oe.Field = "password"
+	return oe
+}
+
+// signInIn is a sign-in with a password: the page's form, the API's body.
+type signInIn struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+}
+
+// signedIn is a sign-in step's result; token is the session's new cookie
+// value, which each face sets ("" keeps the cookie).
+type signedIn struct {
+	signInJSON
+	token string
+}
+
+// opSignIn checks the password (lock-out and throttling first, see
+// checkPassword) and starts a session, its second factor still to come
+// if the account needs one (signedIn.Next).
+func (s *Server) opSignIn(r *http.Request, _ *viewer, in signInIn) (signedIn, error) {
+	u, priv, err := s.checkPassword(r, strings.TrimSpace(in.Email), in.Password)
+	if err != nil {
+		return signedIn{}, s.signInRefused(err)
+	}
+	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
+	token, err := s.newSession(r, u, priv, "password", mfaDone)
+	if err != nil {
+		return signedIn{}, err
+	}
+	return signedIn{signInJSON{User: userJSON{u.ID, u.Role}, Next: nextStep(u, mfaDone)}, token}, nil
+}
+
+type codeIn struct {
+	Code string `json:"code"`
+}
+
+// opSecondFactor completes a pending sign-in with a TOTP or recovery code;
+// a session that has done it already is simply told so.
+func (s *Server) opSecondFactor(r *http.Request, v *viewer, in codeIn) (signedIn, error) {
+	out := signedIn{signInJSON: signInJSON{User: userJSON{v.user.ID, v.user.Role}}}
+	if v.mfaOK {
+		return out, nil
+	}
+	token, err := s.checkSecondFactor(r, v, in.Code)
+	if err != nil {
+		return signedIn{}, s.signInRefused(err)
+	}
+	out.token = token
+	return out, nil
+}
+
+// opSignOut ends the viewer's session; the faces clear the cookie.
+func (s *Server) opSignOut(r *http.Request, v *viewer, _ struct{}) (struct{}, error) {
+	if err := s.Sessions.End(r.Context(), v.token, "user"); err != nil {
+		s.Log.ErrorContext(r.Context(), "end session", "err", err)
+	}
+	return struct{}{}, nil
+}
+
+// opSignOutEverywhere ends every session of the viewer's account; the
+// faces clear this browser's cookie.
+func (s *Server) opSignOutEverywhere(r *http.Request, v *viewer, _ struct{}) (struct{}, error) {
+	s.endUser(r.Context(), v.user.ID, "everywhere")
+	return struct{}{}, nil
+}
+
+type resetRequestIn struct {
+	Email string `json:"email"`
+}
+
+type messageOut struct {
+	Message string `json:"message"`
+}
+
+// opResetRequest emails a reset link if the address has an account; the
+// answer is the same either way, throttled or not (requestReset).
+func (s *Server) opResetRequest(r *http.Request, _ *viewer, in resetRequestIn) (messageOut, error) {
+	if err := s.requestReset(r, in.Email); err != nil {
+		return messageOut{}, err
+	}
+	return messageOut{Message: resetSent}, nil
+}
+
+// newPasswordIn is a claim or a reset: the link's token and the chosen
+// password. confirm is the page's second box (the API has none).
+type newPasswordIn struct {
+	Token    string `json:"token"`
+	Password string `json:"password"`
+	confirm  *string
+}
+
+// checkNewPassword refuses two different passwords typed in the form.
+func checkNewPassword(in newPasswordIn) error {
+	if in.confirm != nil && *in.confirm != in.Password {
+		oe := refused(http.StatusBadRequest, "password_mismatch",
+			"The two passwords are not the same. Type the same password in both boxes.", nil)
+		oe.Field = "confirm"
+		return oe
+	}
+	return nil
+}
+
+// newPasswordRefused names a refused claim or reset, or returns err as a
+// fault; link is "claim" or "reset".
+func newPasswordRefused(err error, badLink string) error {
+	if problem, ok := identity.PasswordProblem(err); ok {
+		oe := refused(http.StatusBadRequest, "weak_password", problem, err)
+		oe.Field = "password"
+		return oe
+	}
+	if errors.Is(err, identity.ErrBadToken) {
+		return refused(http.StatusGone, "bad_token", badLink, err)
+	}
+	return err
+}
+
+const (
+	claimLinkBad = "This link has already been used or has expired."
+	resetLinkBad = "This link has already been used or has expired. You can ask for a new one."
+)
+
+// opResetComplete sets the new password of a reset link and ends every
+// session of the account.
+func (s *Server) opResetComplete(r *http.Request, _ *viewer, in newPasswordIn) (struct{}, error) {
+	if err := checkNewPassword(in); err != nil {
+		return struct{}{}, err
+	}
+	if err := s.completeReset(r, in.Token, in.Password); err != nil {
+		return struct{}{}, newPasswordRefused(err, resetLinkBad)
+	}
+	return struct{}{}, nil
 }
