@@ -55,6 +55,8 @@ func runSuite(t *testing.T, open func(t *testing.T) Store) {
 		{"ConcurrentBatching", testConcurrentBatching},
 		{"Retention", testRetention},
 		{"RetentionBatch", testRetentionBatch},
+		{"KeyRotation", testKeyRotation},
+		{"MessageCopies", testMessageCopies},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
