@@ -21,6 +21,7 @@ import (
 	"github.com/phigate/phigate/config"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
+	"github.com/phigate/phigate/internal/pgtest"
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/store"
@@ -44,13 +45,24 @@ type world struct {
 }
 
 func newWorld(t *testing.T) *world {
+	return newWorldOn(t, func(dir string) (*store.SQL, error) { return store.OpenSQLite(ctx, filepath.Join(dir, "phigate.db")) })
+}
+
+// newWorldPostgres is a world on a fresh PostgreSQL database
+// (internal/pgtest; in CI a missing PostgreSQL fails the test).
+func newWorldPostgres(t *testing.T) *world {
+	url := pgtest.URL(t)
+	return newWorldOn(t, func(string) (*store.SQL, error) { return store.OpenPostgres(ctx, url) })
+}
+
+func newWorldOn(t *testing.T, open func(dir string) (*store.SQL, error)) *world {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.Server.DataDir = dir
 	cfg.ApplyDev()
 	cfg.Fill()
-	st, err := store.OpenSQLite(ctx, filepath.Join(dir, "phigate.db"))
+	st, err := open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,8 +363,13 @@ func (w *world) everySealed() map[string][]byte {
 	return out
 }
 
-func TestRotateMasterInterruptedResumes(t *testing.T) {
-	w := newWorld(t)
+func TestRotateMasterInterruptedResumes(t *testing.T) { testRotateMaster(t, newWorld(t)) }
+
+func TestRotateMasterInterruptedResumesPostgres(t *testing.T) {
+	testRotateMaster(t, newWorldPostgres(t))
+}
+
+func testRotateMaster(t *testing.T, w *world) {
 	// Created now so the rotation must re-wrap them.
 	if _, err := keys.LoadDKIM(w.cfg.Keys.DKIMKeyFile, w.ring, quiet); err != nil {
 		t.Fatal(err)
@@ -615,8 +632,11 @@ func TestRotateSigningResumes(t *testing.T) {
 	w.check(p)
 }
 
-func TestRewrapEscrowKeepsBodies(t *testing.T) {
-	w := newWorld(t)
+func TestRewrapEscrowKeepsBodies(t *testing.T) { testRewrapEscrow(t, newWorld(t)) }
+
+func TestRewrapEscrowKeepsBodiesPostgres(t *testing.T) { testRewrapEscrow(t, newWorldPostgres(t)) }
+
+func testRewrapEscrow(t *testing.T, w *world) {
 	p := w.populate(3)
 	// The officer's old escrow key (dev mode wrote it beside the data).
 	oldPriv, _ := os.ReadFile(filepath.Join(w.dir, "escrow-private.asc"))
