@@ -177,7 +177,7 @@ func readManifest(raw, sig []byte, trusted *pcrypto.Key) (Manifest, *pcrypto.Key
 	if err != nil || key.IsPrivate() || key.Fingerprint() != m.GatewayFingerprint {
 		return m, nil, invalid("the manifest's gateway key does not match its fingerprint")
 	}
-	if trusted != nil && trusted.Fingerprint() != key.Fingerprint() {
+	if trusted != nil && !trusted.Accepts(key.Fingerprint()) { // this gateway's key, or an earlier one (issue 14.3)
 		return m, nil, invalid("signed by key %s, not by this gateway's key %s", key.Fingerprint(), trusted.Fingerprint())
 	}
 	if err := pcrypto.VerifyDetached(bytes.NewReader(sig), bytes.NewReader(raw), key); err != nil {

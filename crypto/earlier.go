@@ -14,3 +14,17 @@ func (k *Key) WithEarlier(earlier ...*Key) *Key {
 	}
 	return v
 }
+
+// Accepts reports whether fingerprint is k's or one of its earlier keys'
+// (WithEarlier).
+func (k *Key) Accepts(fingerprint string) bool {
+	if k.Fingerprint() == fingerprint {
+		return true
+	}
+	for _, e := range k.earlier {
+		if (&Key{e: e}).Fingerprint() == fingerprint {
+			return true
+		}
+	}
+	return false
+}

@@ -111,7 +111,7 @@ func trustedKey(cf commonFlags) (*pcrypto.Key, config.Config, error) {
 	if err != nil {
 		return nil, cfg, err
 	}
-	return ring.Gateway.Public(), cfg, nil
+	return withKeyHistory(cfg, ring), cfg, nil // issue 14.3: earlier signing keys too
 }
 
 func signerNote(trusted *pcrypto.Key) string {

@@ -13,9 +13,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/phigate/phigate/config"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/gateway"
 	"github.com/phigate/phigate/keys"
+	"github.com/phigate/phigate/store"
 	"github.com/phigate/phigate/web"
 )
 
@@ -176,4 +178,27 @@ func keysStatus(ctx context.Context, g *gateway.Gateway, stdout, stderr io.Write
 	}
 	fmt.Fprintf(stdout, "escrow key: %s\n", g.Keys.Escrow.Fingerprint())
 	return 0
+}
+
+// withKeyHistory is the gateway key's public half, accepting also the
+// earlier gateway keys recorded in the database (a backup taken before a
+// signing-key rotation is signed by one of them). Without a database
+// (after a loss) it is the current key alone; nothing is created.
+func withKeyHistory(cfg config.Config, ring *keys.Ring) *pcrypto.Key {
+	ctx := context.Background()
+	url := cfg.Store.URL
+	if url == "" {
+		if _, err := os.Stat(cfg.Database.DSN); err != nil {
+			return ring.Gateway.Public()
+		}
+	}
+	st, err := store.Open(ctx, url, cfg.Database.DSN)
+	if err != nil {
+		return ring.Gateway.Public()
+	}
+	defer st.Close()
+	if err := ring.Bind(ctx, st); err != nil {
+		return ring.Gateway.Public()
+	}
+	return ring.Verifier()
 }

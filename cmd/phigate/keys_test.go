@@ -104,10 +104,19 @@ func TestCLIKeyRotation(t *testing.T) {
 		t.Fatalf("keys status: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
-	// 5. Signing key.
+	// 5. Signing key. A backup signed by the old key still verifies.
+	backups := filepath.Join(t.TempDir(), "backups")
+	r = runCLI(t, "", "backup", "create", "--data", data, "--out", backups)
+	if r.code != 0 {
+		t.Fatalf("backup create: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	oldBackup := strings.SplitN(r.stdout, "\n", 2)[0]
 	r = runCLI(t, "", "keys", "rotate-signing", "--data", data)
 	if r.code != 0 || !strings.Contains(r.stdout, "the old public key is kept") {
 		t.Fatalf("rotate-signing: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, "", "backup", "verify", "--data", data, oldBackup); r.code != 0 || !strings.Contains(r.stdout, "this gateway's key") {
+		t.Fatalf("backup from before the signing rotation: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
 	// 6. Escrow key: the officer makes a new one, the configuration names
@@ -150,5 +159,35 @@ func TestCLIKeyRotation(t *testing.T) {
 			t.Errorf("no %s entry in the trail:\n%s", a, r.stdout)
 		}
 	}
-	assertNoPHIInLogs(t, []sentMsg{m1, m2, m3, m4}, p)
+
+	// 8. A backup after all three restores into an empty folder with the
+	// current master key and the new escrow key: the key epochs and the
+	// signing-key history travel with it.
+	r = runCLI(t, "", "backup", "create", "--data", data, "--out", backups)
+	if r.code != 0 {
+		t.Fatalf("backup create: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	file := strings.SplitN(r.stdout, "\n", 2)[0]
+	officer := t.TempDir()
+	locked, err := pcrypto.LockArmoredCompat(nk, []byte("officer passphrase 2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(officer, "escrow-private.asc"), locked, 0o600)
+	writeFile(t, filepath.Join(officer, "pass.txt"), []byte("officer passphrase 2\n"), 0o600)
+	restored := t.TempDir()
+	copyFile(t, filepath.Join(data, "master.key"), filepath.Join(restored, "master.key"))
+	r = runCLI(t, "", "backup", "restore", file, "--data", restored, "--escrow-key", filepath.Join(officer, "escrow-private.asc"),
+		"--passphrase-file", filepath.Join(officer, "pass.txt"))
+	if r.code != 0 {
+		t.Fatalf("restore after the rotations: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	p2 := startDev(t, restored)
+	readAs(t, p2, patA, pw, m1, m3)
+	readAs(t, p2, patB, pw, m2, m4)
+	p2.stop()
+	if r := runCLI(t, "", "audit", "verify", "--data", restored); r.code != 0 || !strings.HasPrefix(r.stdout, "OK:") {
+		t.Fatalf("audit verify of the restored trail: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	assertNoPHIInLogs(t, []sentMsg{m1, m2, m3, m4}, p, p2)
 }
