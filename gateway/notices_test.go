@@ -127,8 +127,10 @@ func TestAdminFailedNotices(t *testing.T) {
 	}
 
 	// Retry from the page (a form post) sends the other one.
-	if st, _, b := admin.Do("POST", "/admin/notices/"+retrying+"/retry", "", nil); st != 200 || !strings.Contains(string(b), "will be sent again") {
-		t.Fatalf("page retry: %d\n%s", st, b)
+	// POST-redirect-GET (issue 13.11): the notice is on the page it redirects to.
+	if st, hdr, b := admin.Do("POST", "/admin/notices/"+retrying+"/retry", "", nil); st != 303 ||
+		!strings.Contains(string(mustGet(t, admin, hdr.Get("Location"))), "will be sent again") {
+		t.Fatalf("page retry: %d %s\n%s", st, hdr.Get("Location"), b)
 	}
 	h.WaitNotices(sent + 2)
 }
@@ -219,8 +221,9 @@ func TestStaffResendNotice(t *testing.T) {
 	if page := string(mustGet(t, sender, "/sent")); !strings.Contains(page, "/sent/"+id+"/resend") {
 		t.Fatalf("the Sent page offers no resend:\n%s", page)
 	}
-	if st, _, b := sender.Do("POST", "/sent/"+id+"/resend", "", nil); st != 200 || !strings.Contains(string(b), "will get the notice again") {
-		t.Fatalf("page resend: %d\n%s", st, b)
+	if st, hdr, b := sender.Do("POST", "/sent/"+id+"/resend", "", nil); st != 303 ||
+		!strings.Contains(string(mustGet(t, sender, hdr.Get("Location"))), "will get the notice again") {
+		t.Fatalf("page resend: %d %s\n%s", st, hdr.Get("Location"), b)
 	}
 	latest := newNotice()
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/phigate/phigate/identity"
@@ -73,6 +74,9 @@ func (s *Server) enrolSubmit(w http.ResponseWriter, r *http.Request, v *viewer) 
 	}
 	d := s.data("Save your recovery codes")
 	d.SignedIn, d.Codes, d.Next = true, codes, safeNext(r.PostFormValue("next"))
+	if r.PostFormValue("next") == "" {
+		d.Next = landing(v.user.Role) // issue 13.3
+	}
 	s.render(w, r, http.StatusOK, "codes.html", d)
 }
 
@@ -119,7 +123,12 @@ func (s *Server) accountData(r *http.Request, v *viewer) pageData {
 	d := s.data("Your account")
 	d.SignedIn, d.Current = true, reauthKind(v)
 	d.Enrolled = len(v.user.TOTPSecretEnc) > 0
-	d.CodesLeft, _ = s.Store.CountRecoveryCodes(r.Context(), v.user.ID)
+	// The page shows what it can: a part that fails is logged, not fatal.
+	if acct, err := s.opAccount(r, v, struct{}{}); err != nil {
+		s.Log.ErrorContext(r.Context(), "account summary", "err", err)
+	} else {
+		d.CodesLeft, d.Locked = acct.CodesLeft, acct.Locked
+	}
 	if pv, err := s.pushData(r, v); err != nil {
 		s.Log.ErrorContext(r.Context(), "push devices", "err", err)
 	} else {
@@ -135,32 +144,66 @@ func (s *Server) accountData(r *http.Request, v *viewer) pageData {
 	return d
 }
 
-func (s *Server) recoveryCodesSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	if err := s.confirmCurrent(r, v, r.PostFormValue("current")); err != nil {
-		msg, ok := s.reauthRefusal(v, err)
-		if !ok {
-			s.fail(w, r, err)
-			return
-		}
-		d := s.accountData(r, v)
-		d.Error = msg
-		s.render(w, r, reauthStatus(err), "account.html", d)
-		return
+type accountOut struct {
+	User      userJSON `json:"user"`
+	TwoFactor bool     `json:"two_factor"`
+	CodesLeft int      `json:"recovery_codes_left"`
+	Locked    int      `json:"locked_messages"`
+}
+
+// opAccount summarises the viewer's account: second factor, recovery codes
+// left, messages waiting for escrow-assisted recovery.
+func (s *Server) opAccount(r *http.Request, v *viewer, _ struct{}) (accountOut, error) {
+	out := accountOut{User: userJSON{v.user.ID, v.user.Role}, TwoFactor: len(v.user.TOTPSecretEnc) > 0}
+	var err error
+	if out.CodesLeft, err = s.Store.CountRecoveryCodes(r.Context(), v.user.ID); err != nil {
+		return out, err
+	}
+	out.Locked, err = s.Identity.LockedMessages(r.Context(), v.user)
+	return out, err
+}
+
+type currentIn struct {
+	// Current: the current code or a recovery code, or the password
+	// (see reauthKind).
+	Current string `json:"current"`
+}
+
+type codesOut struct {
+	Codes []string `json:"recovery_codes"`
+}
+
+// opRecoveryCodes replaces the recovery codes after the current factor is
+// confirmed again (issue 8.9).
+func (s *Server) opRecoveryCodes(r *http.Request, v *viewer, in currentIn) (codesOut, error) {
+	if err := s.confirmCurrent(r, v, in.Current); err != nil {
+		return codesOut{}, s.reauthRefused(v, err)
 	}
 	codes, err := s.Identity.NewRecoveryCodes(r.Context(), v.user)
 	if err != nil {
-		s.fail(w, r, err)
-		return
+		return codesOut{}, err
 	}
 	s.Log.InfoContext(r.Context(), "recovery codes replaced", "user", v.user.ID, "ip", info(r).ip)
 	s.audit(r, "auth.recovery-codes", "user", v.user.ID, "ok", nil)
+	return codesOut{Codes: codes}, nil
+}
+
+func (s *Server) recoveryCodesSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	out, err := s.opRecoveryCodes(r, v, currentIn{Current: r.PostFormValue("current")})
+	if err != nil {
+		d := s.accountData(r, v)
+		d.Form = url.Values{} // never show a code or password again
+		s.pageRefused(w, r, err, d, func(status int, d pageData) { s.render(w, r, status, "account.html", d) })
+		return
+	}
+	// Shown once, in this answer: no redirect, nothing stored to show later.
 	d := s.data("Save your recovery codes")
-	d.SignedIn, d.Codes, d.Next = true, codes, "/account"
+	d.SignedIn, d.Codes, d.Next = true, out.Codes, "/account"
 	s.render(w, r, http.StatusOK, "codes.html", d)
 }
 
 func (s *Server) signoutAllSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	s.endUser(r.Context(), v.user.ID, "everywhere")
+	s.opSignOutEverywhere(r, v, struct{}{}) // never refuses
 	clearSessionCookie(w)
 	http.Redirect(w, r, "/login?ended=everywhere", http.StatusSeeOther)
 }
@@ -172,18 +215,8 @@ func (s *Server) keepalive(w http.ResponseWriter, r *http.Request, v *viewer) {
 }
 
 func (s *Server) apiAccount(w http.ResponseWriter, r *http.Request, v *viewer) {
-	left, err := s.Store.CountRecoveryCodes(r.Context(), v.user.ID)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	locked, err := s.Identity.LockedMessages(r.Context(), v.user)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"user": userJSON{v.user.ID, v.user.Role},
-		"two_factor": len(v.user.TOTPSecretEnc) > 0, "recovery_codes_left": left, "locked_messages": locked})
+	out, err := s.opAccount(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiEnrolStart(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -228,25 +261,18 @@ func (s *Server) apiEnrolConfirm(w http.ResponseWriter, r *http.Request, v *view
 }
 
 func (s *Server) apiRecoveryCodes(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct{ Current string }
-	if !decodeJSON(w, r, &req) {
+	var in currentIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	if err := s.confirmCurrent(r, v, req.Current); err != nil {
-		s.apiReauthRefuse(w, r, v, err)
-		return
-	}
-	codes, err := s.Identity.NewRecoveryCodes(r.Context(), v.user)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	s.audit(r, "auth.recovery-codes", "user", v.user.ID, "ok", nil)
-	writeJSON(w, http.StatusOK, map[string]any{"recovery_codes": codes})
+	out, err := s.opRecoveryCodes(r, v, in)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiSignoutAll(w http.ResponseWriter, r *http.Request, v *viewer) {
-	s.endUser(r.Context(), v.user.ID, "everywhere")
-	clearSessionCookie(w)
-	w.WriteHeader(http.StatusNoContent)
+	_, err := s.opSignOutEverywhere(r, v, struct{}{})
+	if err == nil {
+		clearSessionCookie(w)
+	}
+	s.apiAnswer(w, r, http.StatusNoContent, nil, err)
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -51,19 +53,40 @@ func (s *Server) listManaged(ctx context.Context) ([]adminUser, error) {
 	return out, nil
 }
 
-func (s *Server) adminUsersPage(w http.ResponseWriter, r *http.Request, v *viewer) {
-	s.renderAdminUsers(w, r, http.StatusOK, "", "")
+// accountNotices are the account page's notices after a change (seeOther).
+var accountNotices = map[string]string{
+	"created": "Account created. The person has been emailed a link to choose a password.",
+	"disable": "Account disabled; its sessions and app passwords have ended.",
+	"enable":  "Account enabled. App passwords stay revoked; issue new ones if needed.",
+	"unlock":  "Account unlocked.",
+	"signout": "Signed out everywhere.",
+	"role":    "Role changed; the account's sessions have ended.",
 }
 
-func (s *Server) renderAdminUsers(w http.ResponseWriter, r *http.Request, status int, notice, problem string) {
-	users, err := s.listManaged(r.Context())
+func (s *Server) adminUsersPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Accounts")
+	d.Notice = doneNotice(r, accountNotices)
+	s.renderAdminUsers(w, r, http.StatusOK, d)
+}
+
+func (s *Server) renderAdminUsers(w http.ResponseWriter, r *http.Request, status int, d pageData) {
+	out, err := s.opListAccounts(r, viewerOf(r), struct{}{})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	d := s.data("Accounts")
-	d.SignedIn, d.Users, d.Roles, d.Notice, d.Error = true, users, managedRoles, notice, problem
+	d.SignedIn, d.Users, d.Roles = true, out.Users, managedRoles
 	s.render(w, r, status, "admin_users.html", d)
+}
+
+type accountsOut struct {
+	Users []adminUser `json:"users"`
+}
+
+// opListAccounts lists the accounts admins manage, with their lock-out state.
+func (s *Server) opListAccounts(r *http.Request, _ *viewer, _ struct{}) (accountsOut, error) {
+	users, err := s.listManaged(r.Context())
+	return accountsOut{Users: users}, err
 }
 
 // createManaged creates a staff/admin/security account with an unusable
@@ -92,13 +115,37 @@ func pcryptoRandom() string {
 	return fmt.Sprintf("%x", pcrypto.RandomBytes(24))
 }
 
+type createAccountIn struct {
+	Email string `json:"email"`
+	Role  string `json:"role"`
+}
+
+type createdAccount struct {
+	User userJSON `json:"user"`
+}
+
+// opCreateAccount creates a staff, admin or security account; the person
+// is emailed a link to choose a password. Every refusal of the identity
+// service is said in its own words (400).
+func (s *Server) opCreateAccount(r *http.Request, v *viewer, in createAccountIn) (createdAccount, error) {
+	u, err := s.createManaged(r, v, strings.TrimSpace(in.Email), in.Role)
+	if err != nil {
+		oe := refused(http.StatusBadRequest, "bad_request", "Could not create the account: "+reason(err), err)
+		oe.Field = "email"
+		return createdAccount{}, oe
+	}
+	return createdAccount{User: userJSON{u.ID, u.Role}}, nil
+}
+
 func (s *Server) adminCreateSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	email := strings.TrimSpace(r.PostFormValue("email"))
-	if _, err := s.createManaged(r, v, email, r.PostFormValue("role")); err != nil {
-		s.renderAdminUsers(w, r, http.StatusBadRequest, "", "Could not create the account: "+reason(err))
+	in := createAccountIn{Email: r.PostFormValue("email"), Role: r.PostFormValue("role")}
+	if _, err := s.opCreateAccount(r, v, in); err != nil {
+		d := s.data("Accounts")
+		d.Email = strings.TrimSpace(in.Email)
+		s.pageRefused(w, r, err, d, func(status int, d pageData) { s.renderAdminUsers(w, r, status, d) })
 		return
 	}
-	s.renderAdminUsers(w, r, http.StatusOK, "Account created. "+email+" has been emailed a link to choose a password.", "")
+	seeOther(w, r, "/admin/users", "created")
 }
 
 // adminAction applies one account action by an admin: disable, enable,
@@ -165,72 +212,107 @@ func (s *Server) adminAction(r *http.Request, v *viewer, id, action, role string
 	return "", fmt.Errorf("unknown action %q", action)
 }
 
-func (s *Server) adminActionSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	msg, err := s.adminAction(r, v, r.PathValue("id"), r.PathValue("action"), r.PostFormValue("role"))
+type accountActionIn struct {
+	ID     string `json:"-"`
+	Action string `json:"-"`
+	Role   string `json:"role"`
+}
+
+type accountActionOut struct {
+	Message string `json:"message"`
+}
+
+// opAccountAction applies disable, enable, unlock, signout or role to an
+// account (adminAction): 404 for no such account, 400 with the reason for
+// a refused change.
+func (s *Server) opAccountAction(r *http.Request, v *viewer, in accountActionIn) (accountActionOut, error) {
+	msg, err := s.adminAction(r, v, in.ID, in.Action, in.Role)
 	if errors.Is(err, store.ErrNotFound) {
-		s.renderAdminUsers(w, r, http.StatusNotFound, "", "No such account.")
-		return
+		return accountActionOut{}, refused(http.StatusNotFound, "not_found", "No such account.", err)
 	}
 	if err != nil {
-		s.renderAdminUsers(w, r, http.StatusBadRequest, "", reason(err))
+		return accountActionOut{}, refused(http.StatusBadRequest, "bad_request", reason(err), err)
+	}
+	return accountActionOut{Message: msg}, nil
+}
+
+func (s *Server) adminActionSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	in := accountActionIn{ID: r.PathValue("id"), Action: r.PathValue("action"), Role: r.PostFormValue("role")}
+	if _, err := s.opAccountAction(r, v, in); err != nil {
+		s.pageRefused(w, r, err, s.data("Accounts"), func(status int, d pageData) { s.renderAdminUsers(w, r, status, d) })
 		return
 	}
-	s.renderAdminUsers(w, r, http.StatusOK, msg, "")
+	seeOther(w, r, "/admin/users", in.Action)
 }
 
 func (s *Server) apiAdminUsers(w http.ResponseWriter, r *http.Request, v *viewer) {
-	users, err := s.listManaged(r.Context())
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"users": users})
+	out, err := s.opListAccounts(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiAdminCreate(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct{ Email, Role string }
-	if !decodeJSON(w, r, &req) {
+	var in createAccountIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	u, err := s.createManaged(r, v, req.Email, req.Role)
-	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", reason(err))
-		return
-	}
-	writeJSON(w, http.StatusCreated, map[string]any{"user": userJSON{u.ID, u.Role}})
+	out, err := s.opCreateAccount(r, v, in)
+	s.apiAnswer(w, r, http.StatusCreated, out, err)
 }
 
 func (s *Server) apiAdminAction(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct{ Role string }
-	if r.ContentLength > 0 && !decodeJSON(w, r, &req) {
+	var in accountActionIn
+	if r.ContentLength > 0 && !decodeJSON(w, r, &in) {
 		return
 	}
-	msg, err := s.adminAction(r, v, r.PathValue("id"), r.PathValue("action"), req.Role)
-	if errors.Is(err, store.ErrNotFound) {
-		writeJSONError(w, http.StatusNotFound, "not_found", "no such account")
-		return
-	}
-	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", reason(err))
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"message": msg})
+	in.ID, in.Action = r.PathValue("id"), r.PathValue("action")
+	out, err := s.opAccountAction(r, v, in)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
-// escrowFromForm reads the escrow private key (uploaded file or pasted
-// armor) and its passphrase; the key lives in this request only.
-func (s *Server) escrowFromForm(r *http.Request) (*pcrypto.Key, error) {
-	// The form was read into memory within the route's bound (body.go).
-	armored := []byte(r.FormValue("escrow_key"))
-	if f := uploads(r, "escrow_key_file"); len(f) > 0 && len(f[0].Data) > 0 {
-		armored = f[0].Data
-	}
-	return s.Identity.UnlockEscrow(armored, []byte(r.FormValue("passphrase")))
+// escrowIn is the escrow private key (pasted armor, or a page's uploaded
+// file) and its passphrase; the key lives in this request only.
+type escrowIn struct {
+	EscrowKey  string `json:"escrow_key"`
+	Passphrase string `json:"passphrase"`
+	keyFile    []byte
 }
+
+// escrowFromForm reads the page's escrow key fields (body.go read the form
+// into memory within the route's bound).
+func escrowFromForm(r *http.Request) escrowIn {
+	in := escrowIn{EscrowKey: r.FormValue("escrow_key"), Passphrase: r.FormValue("passphrase")}
+	if f := uploads(r, "escrow_key_file"); len(f) > 0 && len(f[0].Data) > 0 {
+		in.keyFile = f[0].Data
+	}
+	return in
+}
+
+// unlockEscrow unlocks the escrow key a request carries: 400 bad_escrow_key
+// with the reason if it cannot be.
+func (s *Server) unlockEscrow(in escrowIn) (*pcrypto.Key, error) {
+	armored := []byte(in.EscrowKey)
+	if len(in.keyFile) > 0 {
+		armored = in.keyFile
+	}
+	escrow, err := s.Identity.UnlockEscrow(armored, []byte(in.Passphrase))
+	if err != nil {
+		oe := refused(http.StatusBadRequest, "bad_escrow_key", reason(err), err)
+		oe.Field = "passphrase"
+		return nil, oe
+	}
+	return escrow, nil
+}
+
+var recoverNotices = map[string]string{"recovered": ""}
 
 func (s *Server) recoverPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	d := s.data("Recover messages")
 	d.SignedIn = true
+	if _, ok := recoverNotices[r.URL.Query().Get("done")]; ok {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		d.Recovered = n
+		d.Notice = web.Count(n, "message") + " " + web.Noun(n, "is", "are") + " readable again with the account's new password."
+	}
 	s.render(w, r, http.StatusOK, "recover.html", d)
 }
 
@@ -249,48 +331,54 @@ func (s *Server) recoverFor(r *http.Request, v *viewer, email string, escrow *pc
 	return n, nil
 }
 
-func (s *Server) recoverSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	d := s.data("Recover messages")
-	d.SignedIn = true
-	escrow, err := s.escrowFromForm(r)
-	if err == nil {
-		d.Recovered, err = s.recoverFor(r, v, r.FormValue("email"), escrow)
+type recoverIn struct {
+	Email string `json:"email"`
+	escrowIn
+}
+
+type recoveredOut struct {
+	Recovered int `json:"recovered"`
+}
+
+// opRecover re-addresses the locked messages of an account to its current
+// key with the escrow key (escrow-assisted recovery after a reset).
+func (s *Server) opRecover(r *http.Request, v *viewer, in recoverIn) (recoveredOut, error) {
+	escrow, err := s.unlockEscrow(in.escrowIn)
+	if err != nil {
+		return recoveredOut{}, err
 	}
+	n, err := s.recoverFor(r, v, strings.TrimSpace(in.Email), escrow)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		d.Error = "No account has that address."
-	case err != nil && (errors.Is(err, identity.ErrEscrowLocked) || strings.Contains(err.Error(), "escrow")):
-		d.Error = reason(err)
+		oe := refused(http.StatusNotFound, "not_found", "No account has that address.", err)
+		oe.Field = "email"
+		return recoveredOut{}, oe
+	case errors.Is(err, identity.ErrEscrowLocked):
+		return recoveredOut{}, refused(http.StatusBadRequest, "bad_escrow_key", reason(err), err)
 	case err != nil:
-		s.fail(w, r, err)
-		return
-	default:
-		d.Notice = web.Count(d.Recovered, "message") + " " + web.Noun(d.Recovered, "is", "are") + " readable again with the account's new password."
+		return recoveredOut{}, err
 	}
-	s.render(w, r, http.StatusOK, "recover.html", d)
+	return recoveredOut{Recovered: n}, nil
+}
+
+func (s *Server) recoverSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	out, err := s.opRecover(r, v, recoverIn{Email: r.FormValue("email"), escrowIn: escrowFromForm(r)})
+	if err != nil {
+		d := s.data("Recover messages")
+		d.SignedIn, d.Email = true, r.FormValue("email")
+		// The escrow key and passphrase are never sent back to the page.
+		d.Form = url.Values{"email": {r.FormValue("email")}}
+		s.pageRefused(w, r, err, d, func(status int, d pageData) { s.render(w, r, status, "recover.html", d) })
+		return
+	}
+	seeOther(w, r, "/admin/recover?n="+strconv.Itoa(out.Recovered), "recovered")
 }
 
 func (s *Server) apiRecover(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		Email      string `json:"email"`
-		EscrowKey  string `json:"escrow_key"`
-		Passphrase string `json:"passphrase"`
-	}
-	if !decodeJSON(w, r, &req) {
+	var in recoverIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	escrow := s.apiUnlockEscrow(w, req.EscrowKey, req.Passphrase)
-	if escrow == nil {
-		return
-	}
-	n, err := s.recoverFor(r, v, req.Email, escrow)
-	if errors.Is(err, store.ErrNotFound) {
-		writeJSONError(w, http.StatusNotFound, "not_found", "no account has that address")
-		return
-	}
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]int{"recovered": n})
+	out, err := s.opRecover(r, v, in)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/store"
@@ -35,17 +34,6 @@ func writeJSONError(w http.ResponseWriter, status int, code, msg string) {
 // the package prefix.
 func reason(err error) string {
 	return strings.TrimPrefix(err.Error(), "identity: ")
-}
-
-// apiUnlockEscrow unlocks the escrow key a request carries, or answers 400
-// with the reason and returns nil.
-func (s *Server) apiUnlockEscrow(w http.ResponseWriter, armored, passphrase string) *pcrypto.Key {
-	escrow, err := s.Identity.UnlockEscrow([]byte(armored), []byte(passphrase))
-	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_escrow_key", reason(err))
-		return nil
-	}
-	return escrow
 }
 
 func (s *Server) apiFail(w http.ResponseWriter, r *http.Request, err error) {

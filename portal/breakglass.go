@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 
 	pcrypto "github.com/phigate/phigate/crypto"
@@ -34,7 +36,7 @@ func (s *Server) breakGlass(r *http.Request, v *viewer, id, reason string, escro
 	}
 	plain, sig, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: m.KeyPackets, Data: m.Body}, escrow, s.Gateway)
 	if err != nil {
-		return nil, err
+		return nil, refused(http.StatusBadRequest, "bad_request", "The message could not be opened with this escrow key.", err)
 	}
 	// The reason may itself name a patient: it is recorded sealed, and the
 	// log and the alert carry only the record's id.
@@ -64,59 +66,64 @@ func (s *Server) breakGlassPage(w http.ResponseWriter, r *http.Request, v *viewe
 	s.render(w, r, http.StatusOK, "breakglass.html", d)
 }
 
-func (s *Server) breakGlassSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	d := s.data("Emergency access")
-	d.SignedIn = true
-	escrow, err := s.escrowFromForm(r)
-	var o *opened
-	if err == nil {
-		o, err = s.breakGlass(r, v, strings.TrimSpace(r.FormValue("message")), r.FormValue("reason"), escrow)
-	}
+type breakGlassIn struct {
+	MessageID string `json:"message_id"`
+	Reason    string `json:"reason"`
+	escrowIn
+}
+
+// opBreakGlass checks the escrow key, the written reason and the message,
+// then opens it (breakGlass: recorded, audited and alerted first).
+func (s *Server) opBreakGlass(r *http.Request, v *viewer, in breakGlassIn) (*opened, error) {
+	escrow, err := s.unlockEscrow(in.escrowIn)
 	if err != nil {
-		d.ID, d.Reason = r.FormValue("message"), r.FormValue("reason")
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			d.Error = "No message has that id."
-		default:
-			d.Error = reason(err)
-		}
-		s.render(w, r, http.StatusBadRequest, "breakglass.html", d)
+		return nil, err
+	}
+	o, err := s.breakGlass(r, v, strings.TrimSpace(in.MessageID), in.Reason, escrow)
+	var short *reasonError
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		oe := refused(http.StatusNotFound, "not_found", "No message has that id.", err)
+		oe.Field = "message"
+		return nil, oe
+	case errors.As(err, &short):
+		oe := refused(http.StatusBadRequest, "reason_required", "Write the reason for this emergency access (at least "+
+			strconv.Itoa(MinReasonLength)+" characters).", err)
+		oe.Field = "reason"
+		return nil, oe
+	}
+	return o, err
+}
+
+func (s *Server) breakGlassSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	in := breakGlassIn{MessageID: r.FormValue("message"), Reason: r.FormValue("reason"), escrowIn: escrowFromForm(r)}
+	o, err := s.opBreakGlass(r, v, in)
+	if err != nil {
+		d := s.data("Emergency access")
+		d.SignedIn, d.ID, d.Reason = true, in.MessageID, in.Reason
+		// The escrow key and passphrase are never sent back to the page.
+		d.Form = url.Values{"message": {in.MessageID}, "reason": {in.Reason}}
+		s.pageRefused(w, r, err, d, func(status int, d pageData) { s.render(w, r, status, "breakglass.html", d) })
 		return
 	}
-	d.Title, d.BreakGlass = "Emergency access", true
+	d := s.data("Emergency access")
+	d.SignedIn, d.BreakGlass = true, true
 	d.ID, d.M, d.Signature, d.ExpiresAt = o.Meta.ID, o.View, o.Signature.String(), o.Meta.ExpiresAt
 	// No frame: the HTML part would need a second escrow unlock; show the
-	// text and list attachments only.
+	// text and list attachments only. No redirect either: the message is
+	// shown once, to this request only.
 	s.render(w, r, http.StatusOK, "message.html", d)
 }
 
 func (s *Server) apiBreakGlass(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		MessageID  string `json:"message_id"`
-		Reason     string `json:"reason"`
-		EscrowKey  string `json:"escrow_key"`
-		Passphrase string `json:"passphrase"`
-	}
-	if !decodeJSON(w, r, &req) {
+	var in breakGlassIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	escrow := s.apiUnlockEscrow(w, req.EscrowKey, req.Passphrase)
-	if escrow == nil {
+	o, err := s.opBreakGlass(r, v, in)
+	if err != nil {
+		s.apiError(w, r, err)
 		return
 	}
-	o, err := s.breakGlass(r, v, req.MessageID, req.Reason, escrow)
-	var short *reasonError
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
-		return
-	case errors.As(err, &short):
-		writeJSONError(w, http.StatusBadRequest, "reason_required", err.Error())
-		return
-	case err != nil:
-		s.apiFail(w, r, err)
-		return
-	}
-	mj := messageView(o)
-	writeJSON(w, http.StatusOK, map[string]any{"break_glass": true, "message": mj})
+	writeJSON(w, http.StatusOK, map[string]any{"break_glass": true, "message": messageView(o)})
 }

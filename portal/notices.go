@@ -100,6 +100,36 @@ func (s *Server) noticeAddress(ctx context.Context, it store.OutboxItem) (string
 // never failed, or onward mail).
 var errNotFailed = errors.New("not a failed notice")
 
+type failedNoticesOut struct {
+	Notices []failedNotice `json:"notices"`
+}
+
+// opFailedNotices lists the failed notices (failedNotices).
+func (s *Server) opFailedNotices(r *http.Request, _ *viewer, _ struct{}) (failedNoticesOut, error) {
+	failed, err := s.failedNotices(r.Context())
+	return failedNoticesOut{Notices: failed}, err
+}
+
+type noticeIn struct{ ID string }
+
+type noticeQueued struct {
+	Notice string `json:"notice"`
+	Status string `json:"status"`
+}
+
+// opRetryNotice retries a failed notice (retryNotice); 404 if it is no
+// longer failed.
+func (s *Server) opRetryNotice(r *http.Request, _ *viewer, in noticeIn) (noticeQueued, error) {
+	err := s.retryNotice(r, in.ID)
+	if errors.Is(err, errNotFailed) {
+		return noticeQueued{}, refused(http.StatusNotFound, "not_found", "That notice is no longer failed (sent or retried meanwhile).", err)
+	}
+	if err != nil {
+		return noticeQueued{}, err
+	}
+	return noticeQueued{Notice: in.ID, Status: "queued"}, nil
+}
+
 // retryNotice makes a failed notice due now with fresh attempts, audited
 // as notice.retry (object the outbox row, the message id beside it).
 func (s *Server) retryNotice(r *http.Request, id string) error {
@@ -136,52 +166,42 @@ func (s *Server) retryNotice(r *http.Request, id string) error {
 	return s.audit(r, "notice.retry", "outbox", id, "ok", details)
 }
 
-func (s *Server) noticesPage(w http.ResponseWriter, r *http.Request, v *viewer) {
-	s.renderNotices(w, r, s.data("Failed notices"))
+var noticesNotices = map[string]string{
+	"retried": "The notice will be sent again within a few seconds.",
 }
 
-func (s *Server) renderNotices(w http.ResponseWriter, r *http.Request, d pageData) {
-	failed, err := s.failedNotices(r.Context())
+func (s *Server) noticesPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	d := s.data("Failed notices")
+	d.Notice = doneNotice(r, noticesNotices)
+	s.renderNotices(w, r, http.StatusOK, d)
+}
+
+func (s *Server) renderNotices(w http.ResponseWriter, r *http.Request, status int, d pageData) {
+	out, err := s.opFailedNotices(r, viewerOf(r), struct{}{})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	d.Notices = failed
-	s.render(w, r, http.StatusOK, "admin_notices.html", d)
+	d.Notices = out.Notices
+	s.render(w, r, status, "admin_notices.html", d)
 }
 
 func (s *Server) noticeRetrySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	d := s.data("Failed notices")
-	switch err := s.retryNotice(r, r.PathValue("id")); {
-	case errors.Is(err, errNotFailed):
-		d.Error = "That notice is no longer failed (sent or retried meanwhile)."
-	case err != nil:
-		s.fail(w, r, err)
+	if _, err := s.opRetryNotice(r, v, noticeIn{ID: r.PathValue("id")}); err != nil {
+		s.pageRefused(w, r, err, s.data("Failed notices"), func(status int, d pageData) { s.renderNotices(w, r, status, d) })
 		return
-	default:
-		d.Notice = "Notice " + r.PathValue("id") + " will be sent again within a few seconds."
 	}
-	s.renderNotices(w, r, d)
+	seeOther(w, r, "/admin/notices", "retried")
 }
 
 func (s *Server) apiNotices(w http.ResponseWriter, r *http.Request, v *viewer) {
-	failed, err := s.failedNotices(r.Context())
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"notices": failed})
+	out, err := s.opFailedNotices(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiNoticeRetry(w http.ResponseWriter, r *http.Request, v *viewer) {
-	switch err := s.retryNotice(r, r.PathValue("id")); {
-	case errors.Is(err, errNotFailed):
-		writeJSONError(w, http.StatusNotFound, "not_found", "no failed notice with this id")
-	case err != nil:
-		s.apiFail(w, r, err)
-	default:
-		writeJSON(w, http.StatusOK, map[string]string{"notice": r.PathValue("id"), "status": "queued"})
-	}
+	out, err := s.opRetryNotice(r, v, noticeIn{ID: r.PathValue("id")})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 // Re-sending a notice (issue 10.6): the sender of a message whose
@@ -247,34 +267,41 @@ func (s *Server) resendNotice(r *http.Request, v *viewer, id string) error {
 	return b.Committed(ctx)
 }
 
-func (s *Server) resendSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	d := s.data("Sent messages")
+type resendIn struct{ ID string }
+
+type resendOut struct {
+	Message string `json:"message"`
+	Status  string `json:"status"`
+}
+
+// opResend sends a message's notice again for its sender (resendNotice):
+// 429 with Retry-After within resendInterval of the last one, 404 for a
+// message that is not the viewer's or not delivered, unopened, unexpired.
+func (s *Server) opResend(r *http.Request, v *viewer, in resendIn) (resendOut, error) {
 	var soon *tooSoon
-	switch err := s.resendNotice(r, v, r.PathValue("id")); {
+	switch err := s.resendNotice(r, v, in.ID); {
 	case errors.As(err, &soon):
-		d.Error = "A notice for this message went out less than 15 minutes ago; try again later."
+		oe := refused(http.StatusTooManyRequests, "too_soon", "A notice for this message went out less than 15 minutes ago; try again later.", err)
+		oe.RetryAfter = soon.wait.Truncate(time.Second) + time.Second
+		return resendOut{}, oe
 	case errors.Is(err, store.ErrNotFound):
-		d.Error = "That message's notice can't be sent again (it is not yours, or it was opened, recalled or has expired)."
+		return resendOut{}, refused(http.StatusNotFound, "not_found",
+			"That message's notice can't be sent again (it is not yours, or it was opened, recalled or has expired).", err)
 	case err != nil:
-		s.fail(w, r, err)
-		return
-	default:
-		d.Notice = "The recipient will get the notice again shortly."
+		return resendOut{}, err
 	}
-	s.renderSent(w, r, d)
+	return resendOut{Message: in.ID, Status: "queued"}, nil
+}
+
+func (s *Server) resendSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	if _, err := s.opResend(r, v, resendIn{ID: r.PathValue("id")}); err != nil {
+		s.pageRefused(w, r, err, s.data("Sent messages"), func(status int, d pageData) { s.renderSentStatus(w, r, status, d) })
+		return
+	}
+	seeOther(w, r, "/sent", "resent")
 }
 
 func (s *Server) apiResend(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var soon *tooSoon
-	switch err := s.resendNotice(r, v, r.PathValue("id")); {
-	case errors.As(err, &soon):
-		w.Header().Set("Retry-After", strconv.Itoa(int(soon.wait.Seconds())+1))
-		writeJSONError(w, http.StatusTooManyRequests, "too_soon", soon.Error())
-	case errors.Is(err, store.ErrNotFound):
-		writeJSONError(w, http.StatusNotFound, "not_found", "no delivered, unopened, unexpired message of yours with that id")
-	case err != nil:
-		s.apiFail(w, r, err)
-	default:
-		writeJSON(w, http.StatusOK, map[string]string{"message": r.PathValue("id"), "status": "queued"})
-	}
+	out, err := s.opResend(r, v, resendIn{ID: r.PathValue("id")})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }

@@ -120,9 +120,24 @@ func (s *Server) pageRefused(w http.ResponseWriter, r *http.Request, err error, 
 	retryAfter(w, oe)
 	d.Error, d.Field, d.Line = oe.Msg, oe.Field, oe.Line
 	if d.Form == nil {
-		d.Form = r.PostForm
+		d.Form = keptInput(r.PostForm)
 	}
 	reshow(oe.Status, d)
+}
+
+// secretFields are never sent back to a page, whatever its template does.
+var secretFields = map[string]bool{"password": true, "confirm": true, "current": true, "code": true,
+	"passphrase": true, "escrow_key": true, "pending": true}
+
+// keptInput is what a refused form may show again: everything but secrets.
+func keptInput(form url.Values) url.Values {
+	out := url.Values{}
+	for k, v := range form {
+		if !secretFields[k] {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // seeOther ends a page's successful POST with a redirect to a page that

@@ -19,6 +19,8 @@ var twins = map[string]string{
 	"POST /api/v1/login":                          "POST /login",
 	"POST /api/v1/login/2fa":                      "POST /login/2fa",
 	"POST /api/v1/claim":                          "POST /claim/{token}",
+	"POST /api/v1/claim/status":                   "GET /claim/{token}",
+	"POST /api/v1/claim/new-link":                 "POST /claim/{token}/new-link",
 	"POST /api/v1/reset":                          "POST /reset",
 	"POST /api/v1/reset/complete":                 "POST /reset/{token}",
 	"POST /api/v1/logout":                         "POST /logout",
@@ -59,6 +61,7 @@ var twins = map[string]string{
 	"GET /api/v1/admin/notices":                   "GET /admin/notices",
 	"POST /api/v1/admin/notices/{id}/retry":       "POST /admin/notices/{id}/retry",
 	"POST /api/v1/sent/{id}/resend":               "POST /sent/{id}/resend",
+	"GET /api/v1/admin/compliance":                "GET /admin/compliance",
 }
 
 // apiOnly are API routes with no page twin, or served by the very same
@@ -75,42 +78,23 @@ var apiOnly = map[string]string{
 var pending = map[string]bool{}
 
 func init() {
-	for _, api := range strings.Split(`DELETE /api/v1/push/devices/{id}
-GET /api/v1/account
-GET /api/v1/admin/compliance
-GET /api/v1/account/notifications
-GET /api/v1/admin/notices
-GET /api/v1/admin/policy
+	for _, api := range strings.Split(`GET /api/v1/admin/policy
 GET /api/v1/admin/policy/versions
-GET /api/v1/admin/quarantine
-GET /api/v1/admin/users
 GET /api/v1/alerts
 GET /api/v1/audit
 GET /api/v1/messages
 GET /api/v1/messages/{id}
 GET /api/v1/messages/{id}/history
-GET /api/v1/push
 GET /api/v1/sent
 POST /api/v1/account/2fa/confirm
 POST /api/v1/account/2fa/setup
-POST /api/v1/account/recovery-codes
-POST /api/v1/account/signout-all
-POST /api/v1/admin/break-glass
-POST /api/v1/admin/notices/{id}/retry
 POST /api/v1/admin/policy/explain
 POST /api/v1/admin/policy/rollback
-POST /api/v1/admin/quarantine/{id}/{action}
-POST /api/v1/admin/recover
-POST /api/v1/admin/users
-POST /api/v1/admin/users/{id}/{action}
 POST /api/v1/audit/verify
 POST /api/v1/claim
 POST /api/v1/messages/{id}/passcode
 POST /api/v1/messages/{id}/reply
-POST /api/v1/push/devices
-POST /api/v1/sent/{id}/resend
 PUT /api/v1/account/key
-PUT /api/v1/account/notifications
 PUT /api/v1/admin/policy
 PUT /api/v1/admin/recipient-keys`, "\n") {
 		pending[api] = true

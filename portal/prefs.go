@@ -6,7 +6,6 @@ package portal
 // with the change.
 
 import (
-	"errors"
 	"net/http"
 
 	"github.com/phigate/phigate/audit"
@@ -31,11 +30,10 @@ func (s *Server) prefsRoutes(h func(pattern string, p Perm, fn handler)) {
 
 // prefsData fills the account page's choice of channels.
 func (s *Server) prefsData(r *http.Request, v *viewer, d *pageData) {
-	p := s.prefs()
-	if p == nil {
+	if s.prefs() == nil {
 		return
 	}
-	pv, err := p.View(r.Context(), v.user.ID)
+	pv, err := s.opPrefs(r, v, struct{}{})
 	if err != nil {
 		s.Log.ErrorContext(r.Context(), "notification preferences", "err", err)
 		return
@@ -46,63 +44,58 @@ func (s *Server) prefsData(r *http.Request, v *viewer, d *pageData) {
 	}
 }
 
-// setPrefs is the one change operation.
-func (s *Server) setPrefs(r *http.Request, v *viewer, choice string) error {
-	if !notify.ValidChoice(choice) {
-		return notify.ErrBadChoice
+// opPrefs is the account's choice of channels, within the organisation's
+// rules.
+func (s *Server) opPrefs(r *http.Request, v *viewer, _ struct{}) (notify.PrefsView, error) {
+	return s.prefs().View(r.Context(), v.user.ID)
+}
+
+type prefsIn struct {
+	Channels string `json:"channels"`
+}
+
+// opSetPrefs is the one change operation; the account.notify-prefs entry
+// commits with the change. It answers the choice as it now stands.
+func (s *Server) opSetPrefs(r *http.Request, v *viewer, in prefsIn) (notify.PrefsView, error) {
+	if !notify.ValidChoice(in.Channels) {
+		oe := refused(http.StatusBadRequest, "bad_channels", "Choose email, notifications on your devices, or both.", notify.ErrBadChoice)
+		oe.Field = "channels"
+		return notify.PrefsView{}, oe
 	}
 	b, err := audit.Prepare(r.Context(), s.Audit, audit.Entry{Actor: v.user.ID, IP: info(r).ip,
 		Action: "account.notify-prefs", ObjectType: "user", ObjectID: v.user.ID, Outcome: audit.OK,
-		Details: map[string]string{"channels": choice}})
+		Details: map[string]string{"channels": in.Channels}})
 	if err != nil {
-		return err
+		return notify.PrefsView{}, err
 	}
-	if err := s.prefs().SetChoice(r.Context(), v.user.ID, choice, s.now(), b.Func()); err != nil {
-		return err
+	if err := s.prefs().SetChoice(r.Context(), v.user.ID, in.Channels, s.now(), b.Func()); err != nil {
+		return notify.PrefsView{}, err
 	}
-	s.Log.InfoContext(r.Context(), "notification channels chosen", "user", v.user.ID, "channels", choice)
-	return b.Committed(r.Context())
+	s.Log.InfoContext(r.Context(), "notification channels chosen", "user", v.user.ID, "channels", in.Channels)
+	if err := b.Committed(r.Context()); err != nil {
+		return notify.PrefsView{}, err
+	}
+	return s.opPrefs(r, v, struct{}{})
 }
 
 func (s *Server) prefsSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	err := s.setPrefs(r, v, r.PostFormValue("channels"))
-	if errors.Is(err, notify.ErrBadChoice) {
-		d := s.accountData(r, v)
-		d.Error = "Choose email, notifications on your devices, or both."
-		s.render(w, r, http.StatusBadRequest, "account.html", d)
-		return
-	}
-	if err != nil {
-		s.fail(w, r, err)
+	if _, err := s.opSetPrefs(r, v, prefsIn{Channels: r.PostFormValue("channels")}); err != nil {
+		s.pageRefused(w, r, err, s.accountData(r, v), func(status int, d pageData) { s.render(w, r, status, "account.html", d) })
 		return
 	}
 	http.Redirect(w, r, "/account?prefs=saved#notify-prefs", http.StatusSeeOther)
 }
 
 func (s *Server) apiPrefs(w http.ResponseWriter, r *http.Request, v *viewer) {
-	pv, err := s.prefs().View(r.Context(), v.user.ID)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, pv)
+	out, err := s.opPrefs(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiPrefsSet(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		Channels string `json:"channels"`
-	}
-	if !decodeJSON(w, r, &req) {
+	var in prefsIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	err := s.setPrefs(r, v, req.Channels)
-	switch {
-	case errors.Is(err, notify.ErrBadChoice):
-		writeJSONError(w, http.StatusBadRequest, "bad_channels", err.Error())
-		return
-	case err != nil:
-		s.apiFail(w, r, err)
-		return
-	}
-	s.apiPrefs(w, r, v)
+	out, err := s.opSetPrefs(r, v, in)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }

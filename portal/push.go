@@ -23,9 +23,9 @@ import (
 
 // pushView is the account page's notifications section.
 type pushView struct {
-	Key     string // the VAPID public key (applicationServerKey)
-	Devices []notify.Device
-	Max     int
+	Key     string          `json:"public_key"` // the VAPID public key (applicationServerKey)
+	Devices []notify.Device `json:"devices"`
+	Max     int             `json:"max_devices"`
 }
 
 // pushRoutes adds the push routes when push is set up.
@@ -153,24 +153,39 @@ func (s *Server) pushData(r *http.Request, v *viewer) (*pushView, error) {
 	if s.Push == nil {
 		return nil, nil
 	}
+	return s.opPushDevices(r, v, struct{}{})
+}
+
+// opPushDevices lists the account's push devices and the key a browser
+// subscribes with.
+func (s *Server) opPushDevices(r *http.Request, v *viewer, _ struct{}) (*pushView, error) {
 	devs, err := s.Push.Devices(r.Context(), v.user.ID)
 	if err != nil {
 		return nil, err
 	}
+	if devs == nil {
+		devs = []notify.Device{}
+	}
 	return &pushView{Key: s.Push.VAPIDPublic, Devices: devs, Max: s.Push.MaxDevices}, nil
 }
 
-// subscribe is the one subscribe operation; it audits the outcome.
-func (s *Server) subscribe(r *http.Request, v *viewer, sub notify.Subscription, label string) (notify.Device, error) {
-	dev, err := s.Push.Subscribe(r.Context(), v.user.ID, sub, label)
+type subscribeIn struct {
+	Subscription notify.Subscription `json:"subscription"`
+	Label        string              `json:"label"`
+}
+
+// opPushSubscribe adds (or replaces) a push device; it audits the outcome,
+// refusals included.
+func (s *Server) opPushSubscribe(r *http.Request, v *viewer, in subscribeIn) (notify.Device, error) {
+	dev, err := s.Push.Subscribe(r.Context(), v.user.ID, in.Subscription, in.Label)
 	var re *notify.RefusedError
 	switch {
 	case errors.As(err, &re):
 		s.audit(r, "push.subscribe", "user", v.user.ID, "refused", map[string]string{"reason": re.Reason})
-		return dev, err
+		return dev, refused(http.StatusBadRequest, "refused", "This browser's notification service cannot be used: "+re.Reason+".", err)
 	case errors.Is(err, notify.ErrTooManyDevices):
 		s.audit(r, "push.subscribe", "user", v.user.ID, "refused", map[string]string{"reason": "too many devices"})
-		return dev, err
+		return dev, refused(http.StatusConflict, "too_many_devices", "You already have the most devices with notifications on. Remove one first.", err)
 	case err != nil:
 		return dev, err
 	}
@@ -179,51 +194,39 @@ func (s *Server) subscribe(r *http.Request, v *viewer, sub notify.Subscription, 
 	return dev, nil
 }
 
-// unsubscribe is the one remove operation.
-func (s *Server) unsubscribe(r *http.Request, v *viewer, id string) error {
-	if err := s.Push.Remove(r.Context(), v.user.ID, id); err != nil {
-		return err
-	}
-	s.Log.InfoContext(r.Context(), "push subscription removed", "user", v.user.ID, "device", id)
-	s.audit(r, "push.unsubscribe", "user", v.user.ID, "ok", map[string]string{"device": id})
-	return nil
-}
+type deviceIn struct{ ID string }
 
-// refusal is what the account holder is told about a refused subscription.
-func refusal(err error) (string, bool) {
-	var re *notify.RefusedError
-	switch {
-	case errors.As(err, &re):
-		return "This browser's notification service cannot be used: " + re.Reason + ".", true
-	case errors.Is(err, notify.ErrTooManyDevices):
-		return "You already have the most devices with notifications on. Remove one first.", true
+// opPushRemove removes one of the account's push devices.
+func (s *Server) opPushRemove(r *http.Request, v *viewer, in deviceIn) (struct{}, error) {
+	err := s.Push.Remove(r.Context(), v.user.ID, in.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return struct{}{}, refused(http.StatusNotFound, "not_found", "That device does not get notifications (any more).", err)
 	}
-	return "", false
+	if err != nil {
+		return struct{}{}, err
+	}
+	s.Log.InfoContext(r.Context(), "push subscription removed", "user", v.user.ID, "device", in.ID)
+	s.audit(r, "push.unsubscribe", "user", v.user.ID, "ok", map[string]string{"device": in.ID})
+	return struct{}{}, nil
 }
 
 // pushSubscribeSubmit takes the subscription push.js read from the
 // browser (PushSubscription.toJSON()) as form fields.
 func (s *Server) pushSubscribeSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var sub notify.Subscription
-	sub.Endpoint, sub.Keys.P256dh, sub.Keys.Auth = r.PostFormValue("endpoint"), r.PostFormValue("p256dh"), r.PostFormValue("auth")
-	_, err := s.subscribe(r, v, sub, r.PostFormValue("label"))
-	if msg, ok := refusal(err); ok {
-		d := s.accountData(r, v)
-		d.Error = msg
-		s.render(w, r, http.StatusBadRequest, "account.html", d)
-		return
-	}
-	if err != nil {
-		s.fail(w, r, err)
+	var in subscribeIn
+	in.Subscription.Endpoint, in.Subscription.Keys.P256dh, in.Subscription.Keys.Auth = r.PostFormValue("endpoint"), r.PostFormValue("p256dh"), r.PostFormValue("auth")
+	in.Label = r.PostFormValue("label")
+	if _, err := s.opPushSubscribe(r, v, in); err != nil {
+		s.pageRefused(w, r, err, s.accountData(r, v), func(status int, d pageData) { s.render(w, r, status, "account.html", d) })
 		return
 	}
 	http.Redirect(w, r, "/account?push=on#notifications", http.StatusSeeOther)
 }
 
 func (s *Server) pushRemoveSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	err := s.unsubscribe(r, v, r.PathValue("id"))
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		s.fail(w, r, err)
+	_, err := s.opPushRemove(r, v, deviceIn{ID: r.PathValue("id")})
+	if oe := asRefusal(err); err != nil && (oe == nil || oe.Status != http.StatusNotFound) {
+		s.pageRefused(w, r, err, s.accountData(r, v), func(status int, d pageData) { s.render(w, r, status, "account.html", d) })
 		return
 	}
 	// Gone already (or never theirs): the list shows what is left.
@@ -231,47 +234,20 @@ func (s *Server) pushRemoveSubmit(w http.ResponseWriter, r *http.Request, v *vie
 }
 
 func (s *Server) apiPush(w http.ResponseWriter, r *http.Request, v *viewer) {
-	pv, err := s.pushData(r, v)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	if pv.Devices == nil {
-		pv.Devices = []notify.Device{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"public_key": pv.Key, "devices": pv.Devices, "max_devices": pv.Max})
+	out, err := s.opPushDevices(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiPushSubscribe(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		Subscription notify.Subscription `json:"subscription"`
-		Label        string              `json:"label"`
-	}
-	if !decodeJSON(w, r, &req) {
+	var in subscribeIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	dev, err := s.subscribe(r, v, req.Subscription, req.Label)
-	var re *notify.RefusedError
-	switch {
-	case errors.As(err, &re):
-		writeJSONError(w, http.StatusBadRequest, "refused", re.Reason)
-	case errors.Is(err, notify.ErrTooManyDevices):
-		writeJSONError(w, http.StatusConflict, "too_many_devices", "remove a device first")
-	case err != nil:
-		s.apiFail(w, r, err)
-	default:
-		writeJSON(w, http.StatusCreated, dev)
-	}
+	out, err := s.opPushSubscribe(r, v, in)
+	s.apiAnswer(w, r, http.StatusCreated, out, err)
 }
 
 func (s *Server) apiPushRemove(w http.ResponseWriter, r *http.Request, v *viewer) {
-	err := s.unsubscribe(r, v, r.PathValue("id"))
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeJSONError(w, http.StatusNotFound, "not_found", "no such device on this account")
-	case err != nil:
-		s.apiFail(w, r, err)
-	default:
-		w.WriteHeader(http.StatusNoContent)
-	}
+	_, err := s.opPushRemove(r, v, deviceIn{ID: r.PathValue("id")})
+	s.apiAnswer(w, r, http.StatusNoContent, nil, err)
 }

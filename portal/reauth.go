@@ -123,15 +123,26 @@ func reauthStatus(err error) int {
 	return http.StatusUnauthorized
 }
 
-// apiReauthRefuse answers a refused confirmation in JSON, or a fault.
-func (s *Server) apiReauthRefuse(w http.ResponseWriter, r *http.Request, v *viewer, err error) {
+// reauthRefused turns a refused confirmation into the refusal both faces
+// answer: 400 reauth_required when the factor is missing, 401
+// bad_current_factor when it is wrong, the sign-in refusals (locked,
+// throttled) otherwise, or err unchanged for a fault.
+func (s *Server) reauthRefused(v *viewer, err error) error {
 	msg, _ := s.reauthRefusal(v, err)
+	var oe *opError
 	switch {
 	case errors.Is(err, errCurrentMissing):
-		writeJSONError(w, http.StatusBadRequest, "reauth_required", msg+` Send it as "current".`)
+		oe = refused(http.StatusBadRequest, "reauth_required", msg, err)
 	case errors.Is(err, identity.ErrBadCode), errors.Is(err, identity.ErrBadCredentials):
-		writeJSONError(w, http.StatusUnauthorized, "bad_current_factor", msg)
+		oe = refused(http.StatusUnauthorized, "bad_current_factor", msg, err)
 	default:
-		s.apiRefuse(w, r, err)
+		return s.signInRefused(err)
 	}
+	oe.Field = "current"
+	return oe
+}
+
+// apiReauthRefuse answers a refused confirmation in JSON, or a fault.
+func (s *Server) apiReauthRefuse(w http.ResponseWriter, r *http.Request, v *viewer, err error) {
+	s.apiError(w, r, s.reauthRefused(v, err))
 }

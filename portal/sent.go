@@ -122,6 +122,7 @@ func (s *Server) apiRecall(w http.ResponseWriter, r *http.Request, v *viewer) {
 // sentNotices are the Sent page's notices after a change (seeOther).
 var sentNotices = map[string]string{
 	"recalled": "Recalled. The recipient now sees that the message was withdrawn.",
+	"resent":   "The recipient will get the notice again shortly.",
 }
 
 func (s *Server) sentPage(w http.ResponseWriter, r *http.Request, v *viewer) {
