@@ -502,6 +502,7 @@ type EscrowResult struct {
 	Old, New  string // fingerprints
 	Rewrapped int    // messages whose key packets now name the new key
 	Skipped   int    // messages with no packet for the old key (done before, or never escrowed to it)
+	Copies    int    // sender's and reviewers' copies re-wrapped
 }
 
 // RewrapEscrow re-addresses every stored message's escrow key packet
@@ -519,6 +520,9 @@ func (o *Rotation) RewrapEscrow(ctx context.Context, old *pcrypto.Key) (EscrowRe
 	}
 	if res.Old == res.New {
 		return res, errors.New("keys: keys.escrow_public_key_file still names the old escrow key: point it at the new key's public half first")
+	}
+	if err := o.rewrapCopies(ctx, old, &res); err != nil {
+		return res, err
 	}
 	after := ""
 	for {
@@ -572,6 +576,53 @@ func (o *Rotation) RewrapEscrow(ctx context.Context, old *pcrypto.Key) (EscrowRe
 			}
 		}
 		res.Rewrapped += n
+	}
+}
+
+// rewrapCopies does for the message copies (store/copies.go) what
+// RewrapEscrow does for messages.
+func (o *Rotation) rewrapCopies(ctx context.Context, old *pcrypto.Key, res *EscrowResult) error {
+	var after store.CopyKeys
+	for {
+		page, err := o.Store.CopyKeyPage(ctx, after, o.batch())
+		if err != nil || len(page) == 0 {
+			return err
+		}
+		after = page[len(page)-1]
+		var olds, news []store.CopyKeys
+		for _, c := range page {
+			kp, err := rewrapIfAny(c.KeyPackets, old, o.Ring.Escrow)
+			if err != nil {
+				return fmt.Errorf("keys: copy of message %s: %w", c.MessageID, err)
+			}
+			if kp != nil {
+				n := c
+				n.KeyPackets = kp
+				olds, news = append(olds, c), append(news, n)
+			}
+		}
+		if len(olds) == 0 {
+			continue
+		}
+		var bt *audit.Batch
+		n, err := o.Store.ReplaceCopyKeys(ctx, olds, news, func(n int) store.AuditFunc {
+			b, fn, err := o.prepare(ctx, audit.Entry{Action: "keys.rewrap_escrow", ObjectType: "key", ObjectID: res.New,
+				Outcome: audit.OK, Details: map[string]string{"old": res.Old, "new": res.New, "copies": strconv.Itoa(n)}})
+			if err != nil {
+				return func(int64, []byte) ([]store.AuditRecord, error) { return nil, err }
+			}
+			bt = b
+			return fn
+		})
+		if err != nil {
+			return err
+		}
+		if bt != nil {
+			if err := bt.Committed(ctx); err != nil {
+				return err
+			}
+		}
+		res.Copies += n
 	}
 }
 

@@ -192,7 +192,17 @@ func (w *world) populate(nPending int) *population {
 			t.Fatal(err)
 		}
 		p.outbox[oid] = payload
+		// The sender's copy (store/copies.go), sealed to the sender and escrow.
+		staffPub, err := w.svc.PublicKey(staff)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp, err := pcrypto.Seal([]byte("copy "+a), w.ring.Gateway, staffPub, w.ring.Escrow)
+		if err != nil {
+			t.Fatal(err)
+		}
 		if err := w.st.Deliver(ctx, store.Delivery{Messages: []store.Message{sm}, ClaimTokens: []store.ClaimToken{tok},
+			Copies: []store.MessageCopy{{MessageID: m.id, Kind: store.CopySender, KeyPackets: cp.KeyPackets, Data: cp.Data}},
 			Outbox: []store.OutboxItem{{ID: oid, Kind: "new-message", UserID: u.ID, MessageID: m.id, Payload: sealed,
 				CreatedAt: time.Now(), NextAttemptAt: time.Now().Add(time.Hour)}}}); err != nil {
 			t.Fatal(err)
@@ -649,8 +659,14 @@ func testRewrapEscrow(t *testing.T, w *world) {
 		t.Fatal("re-wrapping to the same escrow key must be refused")
 	}
 	before := map[string]*store.Message{}
+	var ids []string
 	for _, m := range p.msgs {
 		before[m.id], _ = w.st.GetMessage(ctx, m.id)
+		ids = append(ids, m.id)
+	}
+	copiesBefore, err := w.st.MessageCopies(ctx, store.CopySender, ids...)
+	if err != nil || len(copiesBefore) != len(ids) {
+		t.Fatalf("copies: %d %v", len(copiesBefore), err)
 	}
 	// A new escrow key: the configuration names its public half.
 	newEscrow, _ := pcrypto.GenerateKey(pcrypto.KeyOptions{Name: "escrow 2"})
@@ -668,7 +684,7 @@ func testRewrapEscrow(t *testing.T, w *world) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Rewrapped != len(p.msgs) || res.Skipped != 0 {
+	if res.Rewrapped != len(p.msgs) || res.Skipped != 0 || res.Copies != len(p.msgs) {
 		t.Errorf("first run: %+v, want %d re-wrapped", res, len(p.msgs))
 	}
 	for _, m := range p.msgs {
@@ -699,16 +715,30 @@ func testRewrapEscrow(t *testing.T, w *world) {
 			t.Errorf("%s via the new escrow key: %q %v", m.id, plain, err)
 		}
 	}
+	copiesAfter, _ := w.st.MessageCopies(ctx, store.CopySender, ids...)
+	for id, c := range copiesAfter {
+		b := copiesBefore[id]
+		if !bytes.Equal(c.Data, b.Data) || bytes.Equal(c.KeyPackets, b.KeyPackets) {
+			t.Errorf("copy of %s: data changed or key packets not re-wrapped", id)
+		}
+		sl := &pcrypto.Sealed{KeyPackets: c.KeyPackets, Data: c.Data}
+		if _, _, err := pcrypto.Open(sl, newEscrow, nil); err != nil {
+			t.Errorf("copy of %s: the new escrow key cannot open it: %v", id, err)
+		}
+		if _, _, err := pcrypto.Open(sl, oldEscrow, nil); !errors.Is(err, pcrypto.ErrNotRecipient) {
+			t.Errorf("copy of %s: the old escrow key still opens it: %v", id, err)
+		}
+	}
 	// The recipients still read (check logs in or unwraps and opens).
 	w.check(p)
 	// A second run finds nothing left (resumable: an interrupted run is
 	// just run again).
 	res, err = w.rotation().RewrapEscrow(ctx, oldEscrow)
-	if err != nil || res.Rewrapped != 0 || res.Skipped != len(p.msgs) {
+	if err != nil || res.Rewrapped != 0 || res.Copies != 0 || res.Skipped != len(p.msgs) {
 		t.Errorf("second run: %+v, %v", res, err)
 	}
 	es, err := w.trail.Search(ctx, audit.Query{Action: "keys.rewrap_escrow"})
-	if err != nil || len(es) != 2 || es[0].Details["messages"] != "2" || es[1].Details["messages"] != "2" {
+	if err != nil || len(es) != 4 || es[0].Details["copies"] != "2" || es[2].Details["messages"] != "2" || es[3].Details["messages"] != "2" {
 		t.Errorf("audit: one entry per batch with its count: %+v %v", es, err)
 	}
 	// Recovery with the new escrow key works (identity.Recover).

@@ -121,6 +121,16 @@ type KeyStore interface {
 	// audit(n) seals, in one transaction; it returns n, the messages
 	// written.
 	ReplaceMessageKeys(ctx context.Context, old, next []MessageKeys, audit func(n int) AuditFunc) (int, error)
+	// CopyKeyPage and ReplaceCopyKeys are the same for the sender's and
+	// reviewers' copies (message_copies), which are sealed to escrow too.
+	CopyKeyPage(ctx context.Context, after CopyKeys, limit int) ([]CopyKeys, error)
+	ReplaceCopyKeys(ctx context.Context, old, next []CopyKeys, audit func(n int) AuditFunc) (int, error)
+}
+
+// CopyKeys are the key packets of one message copy.
+type CopyKeys struct {
+	MessageID, Kind string
+	KeyPackets      []byte
 }
 
 var _ KeyStore = (*SQL)(nil)
@@ -477,6 +487,52 @@ func (s *SQL) ReplaceMessageKeys(ctx context.Context, old, next []MessageKeys, a
 			res, err := tx.ExecContext(ctx, `UPDATE messages SET key_packets = $1, summary_keys = $2
 				WHERE id = $3 AND key_packets = $4 AND summary_keys = $5 AND purged_at IS NULL`,
 				nk.KeyPackets, nk.SummaryKeys, o.MessageID, o.KeyPackets, o.SummaryKeys)
+			if err != nil {
+				return err
+			}
+			k, _ := res.RowsAffected()
+			n += int(k)
+		}
+		if n == 0 {
+			return nil
+		}
+		return s.appendAudit(ctx, tx, audit(n))
+	})
+	return n, err
+}
+
+func (s *SQL) CopyKeyPage(ctx context.Context, after CopyKeys, limit int) ([]CopyKeys, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT message_id, kind, key_packets FROM message_copies
+		WHERE message_id > $1 OR (message_id = $1 AND kind > $2) ORDER BY message_id, kind LIMIT $3`, after.MessageID, after.Kind, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []CopyKeys
+	for rows.Next() {
+		var c CopyKeys
+		if err := rows.Scan(&c.MessageID, &c.Kind, &c.KeyPackets); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+func (s *SQL) ReplaceCopyKeys(ctx context.Context, old, next []CopyKeys, audit func(n int) AuditFunc) (int, error) {
+	if len(old) != len(next) {
+		return 0, errors.New("store: old and new key packets differ in number")
+	}
+	var n int
+	err := s.auditedTx(ctx, func(tx *sql.Tx) error {
+		n = 0
+		for i, o := range old {
+			nk := next[i]
+			if nk.MessageID != o.MessageID || nk.Kind != o.Kind {
+				return errors.New("store: old and new key packets are not in the same order")
+			}
+			res, err := tx.ExecContext(ctx, `UPDATE message_copies SET key_packets = $1
+				WHERE message_id = $2 AND kind = $3 AND key_packets = $4`, nk.KeyPackets, o.MessageID, o.Kind, o.KeyPackets)
 			if err != nil {
 				return err
 			}

@@ -212,4 +212,26 @@ func testKeyRotation(t *testing.T, s Store) {
 	eqBytes(t, "summary keys", gm.SummaryKeys, []byte("rewrapped-summary"))
 	eqBytes(t, "body", gm.Body, m.Body)
 	eqBytes(t, "summary", gm.Summary, m.Summary)
+
+	// The same for message copies.
+	m2 := mkMsg(users[1], sender, t0)
+	deliver(t, s, Delivery{Messages: []Message{m2}, Copies: []MessageCopy{
+		{MessageID: m2.ID, Kind: CopySender, KeyPackets: []byte("copy-kp"), Data: []byte("copy-data")}}})
+	cks, err := s.CopyKeyPage(ctx, CopyKeys{}, 10)
+	if err != nil || len(cks) != 1 || cks[0].MessageID != m2.ID {
+		t.Fatalf("CopyKeyPage: %+v %v", cks, err)
+	}
+	if more, _ := s.CopyKeyPage(ctx, cks[0], 10); len(more) != 0 {
+		t.Errorf("page after the last copy: %d", len(more))
+	}
+	nc := cks[0]
+	nc.KeyPackets = []byte("copy-rewrapped")
+	if n, err := s.ReplaceCopyKeys(ctx, cks, []CopyKeys{nc}, func(int) AuditFunc {
+		return (&chained{action: "keys.rewrap_escrow", ids: []string{"c"}}).fn
+	}); err != nil || n != 1 {
+		t.Fatalf("ReplaceCopyKeys: %d %v", n, err)
+	}
+	got2, _ := s.MessageCopies(ctx, CopySender, m2.ID)
+	eqBytes(t, "copy key packets", got2[m2.ID].KeyPackets, []byte("copy-rewrapped"))
+	eqBytes(t, "copy data", got2[m2.ID].Data, []byte("copy-data"))
 }

@@ -122,8 +122,8 @@ func keysCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if err != nil {
 			return fail(fmt.Errorf("%w (%s re-wrapped before the error; run again to continue)", err, web.Count(res.Rewrapped, "message")))
 		}
-		fmt.Fprintf(stdout, "re-wrapped %s from escrow key %s to %s (%s had no packet for the old key)\n",
-			web.Count(res.Rewrapped, "message"), res.Old, res.New, web.Count(res.Skipped, "message"))
+		fmt.Fprintf(stdout, "re-wrapped %s and %s from escrow key %s to %s (%s had no packet for the old key)\n",
+			web.Count(res.Rewrapped, "message"), web.Count(res.Copies, "message copy", "message copies"), res.Old, res.New, web.Count(res.Skipped, "message"))
 	}
 	return 0
 }
