@@ -92,8 +92,6 @@ POST /api/v1/admin/policy/explain
 POST /api/v1/admin/policy/rollback
 POST /api/v1/audit/verify
 POST /api/v1/claim
-POST /api/v1/messages/{id}/passcode
-POST /api/v1/messages/{id}/reply
 PUT /api/v1/account/key
 PUT /api/v1/admin/policy
 PUT /api/v1/admin/recipient-keys`, "\n") {

@@ -3,7 +3,6 @@ package portal
 import (
 	"errors"
 	"html/template"
-	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -60,6 +59,10 @@ type pageData struct {
 	HasHTML    bool
 	ExpiresAt  time.Time
 	SentBy     string // the account that submitted the message over SMTP
+	// BlockedImages counts the HTML body's pictures not shown; Inline
+	// names the attachments a browser may open itself (attachment.go).
+	BlockedImages int
+	Inline        map[string]bool
 
 	// Push is the account page's notifications section (push.go).
 	Push *pushView
@@ -368,7 +371,12 @@ func (s *Server) renderMessage(w http.ResponseWriter, r *http.Request, v *viewer
 	d.SentBy = s.sentBy(r.Context(), o.Meta)
 	d.NoticeRefs = s.noticeRefs(r.Context(), v.user.ID) // issue 13.9
 	d.HasHTML = o.View.HTML != ""
+	d.BlockedImages = message.BlockedImages(o.View.HTML) // issue 13.7: say so
+	d.Inline = inlineAttachments(o.View.Attachments)
 	d.Error = problem
+	if problem != "" {
+		d.Form = keptInput(r.PostForm) // the refused reply's text stays in the form
+	}
 	if r.URL.Query().Get("replied") == "1" {
 		d.Notice = "Your reply was sent securely."
 	}
@@ -494,14 +502,17 @@ func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer,
 
 // messageContent serves the sanitised HTML body for the sandboxed frame.
 // Its CSP allows nothing to load but inline data: images, and sandboxes the
-// document (no scripts, no forms, unique origin).
+// document (no scripts, no forms). allow-same-origin lets the portal's own
+// page.js read the content's height to size the frame (issue 13.7); with
+// no script able to run in the frame (sanitiser, CSP and sandbox each
+// forbid it) the frame cannot use that origin itself.
 func (s *Server) messageContent(w http.ResponseWriter, r *http.Request, v *viewer) {
 	o, err := s.openAndAudit(w, r, v, "content")
 	if err != nil {
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Security-Policy", "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'; sandbox allow-popups allow-popups-to-escape-sandbox")
+	h.Set("Content-Security-Policy", "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'; sandbox allow-same-origin allow-popups allow-popups-to-escape-sandbox")
 	h.Set("X-Frame-Options", "SAMEORIGIN")
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	w.Write([]byte(`<!doctype html><html><head><meta charset="utf-8"><base target="_blank"></head><body style="font-family:sans-serif;word-wrap:break-word">`))
@@ -509,7 +520,8 @@ func (s *Server) messageContent(w http.ResponseWriter, r *http.Request, v *viewe
 	w.Write([]byte(`</body></html>`))
 }
 
-// attachment serves one attachment as a download, never rendered inline.
+// attachment serves one attachment: a PDF or an image for the browser to
+// show, anything else as a download (serveAttachment, attachment.go).
 func (s *Server) attachment(w http.ResponseWriter, r *http.Request, v *viewer) {
 	o, err := s.openAndAudit(w, r, v, "attachment")
 	if err != nil {
@@ -520,11 +532,7 @@ func (s *Server) attachment(w http.ResponseWriter, r *http.Request, v *viewer) {
 		if a.ID != aid {
 			continue
 		}
-		h := w.Header()
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": a.Filename}))
-		h.Set("Content-Security-Policy", "default-src 'none'; sandbox")
-		w.Write(a.Data)
+		serveAttachment(w, r, a)
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/api/") {

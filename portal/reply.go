@@ -68,65 +68,79 @@ func replyProblem(err error) (string, bool) {
 	return "", false
 }
 
-func (s *Server) replySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	id := r.PathValue("id")
-	// The form was read into memory within the route's bound (body.go).
-	rep := intake.Reply{Text: r.PostFormValue("text")}
-	for _, f := range uploads(r, "files") {
-		rep.Attachments = append(rep.Attachments, message.Attachment{Filename: f.Filename,
-			ContentType: f.ContentType, Data: f.Data})
-	}
-	_, err := s.sendReply(r, v, id, rep)
-	if msg, ok := replyProblem(err); ok {
-		s.renderMessage(w, r, v, id, msg)
-		return
-	}
-	if errors.Is(err, errNoMessage) {
-		s.notFound(w, r)
-		return
-	}
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	http.Redirect(w, r, "/messages/"+id+"?replied=1", http.StatusSeeOther)
+// replyIn is a secure reply: the page's form (files uploaded) or the API's
+// body (attachments in base64).
+type replyIn struct {
+	ID          string `json:"-"`
+	Text        string `json:"text"`
+	Attachments []struct {
+		Filename    string `json:"filename"`
+		ContentType string `json:"content_type"`
+		Data        string `json:"data"` // base64
+	} `json:"attachments"`
+	files []message.Attachment
 }
 
-func (s *Server) apiReply(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		Text        string `json:"text"`
-		Attachments []struct {
-			Filename    string `json:"filename"`
-			ContentType string `json:"content_type"`
-			Data        string `json:"data"` // base64
-		} `json:"attachments"`
-	}
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	rep := intake.Reply{Text: req.Text}
-	for _, a := range req.Attachments {
+type replyOut struct {
+	ReplyID string `json:"reply_id"`
+}
+
+// opReply sends the viewer's secure reply to message in.ID.
+func (s *Server) opReply(r *http.Request, v *viewer, in replyIn) (replyOut, error) {
+	rep := intake.Reply{Text: in.Text, Attachments: in.files}
+	for _, a := range in.Attachments {
 		data, err := base64.StdEncoding.DecodeString(a.Data)
 		if err != nil {
-			writeJSONError(w, http.StatusBadRequest, "bad_request", "attachment data must be base64")
-			return
+			return replyOut{}, refused(http.StatusBadRequest, "bad_request", "Attachment data must be base64.", err)
 		}
 		rep.Attachments = append(rep.Attachments, message.Attachment{Filename: a.Filename, ContentType: a.ContentType, Data: data})
 	}
-	replyID, err := s.sendReply(r, v, r.PathValue("id"), rep)
+	replyID, err := s.sendReply(r, v, in.ID, rep)
 	if msg, ok := replyProblem(err); ok {
-		writeJSONError(w, http.StatusBadRequest, "reply_refused", msg)
-		return
+		oe := refused(http.StatusBadRequest, "reply_refused", msg, err)
+		oe.Field = "text"
+		return replyOut{}, oe
 	}
 	if errors.Is(err, errNoMessage) {
-		writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
-		return
+		return replyOut{}, refused(http.StatusNotFound, "not_found", noSuchMessage, err)
 	}
 	if err != nil {
-		s.apiFail(w, r, err)
+		return replyOut{}, err
+	}
+	return replyOut{ReplyID: replyID}, nil
+}
+
+// noSuchMessage is the one answer for a message that does not exist, has
+// expired or is someone else's (all three look the same).
+const noSuchMessage = "This message does not exist, has expired, or is not addressed to you."
+
+func (s *Server) replySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	in := replyIn{ID: r.PathValue("id"), Text: r.PostFormValue("text")}
+	// The form was read into memory within the route's bound (body.go).
+	for _, f := range uploads(r, "files") {
+		in.files = append(in.files, message.Attachment{Filename: f.Filename, ContentType: f.ContentType, Data: f.Data})
+	}
+	if _, err := s.opReply(r, v, in); err != nil {
+		s.pageRefused(w, r, err, s.data("Secure message"), func(status int, d pageData) {
+			if status == http.StatusNotFound {
+				s.notFound(w, r)
+				return
+			}
+			s.renderMessage(w, r, v, in.ID, d.Error)
+		})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"reply_id": replyID})
+	seeOther(w, r, "/messages/"+in.ID+"?replied=1", "")
+}
+
+func (s *Server) apiReply(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var in replyIn
+	if !decodeJSON(w, r, &in) {
+		return
+	}
+	in.ID = r.PathValue("id")
+	out, err := s.opReply(r, v, in)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 // checkPasscode accepts the passcode the sender gave the recipient out of
@@ -153,41 +167,51 @@ func (s *Server) checkPasscode(r *http.Request, v *viewer, id, code string) erro
 	return s.Store.PasscodeGiven(r.Context(), id, s.now())
 }
 
-func (s *Server) passcodeSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	id := r.PathValue("id")
-	err := s.checkPasscode(r, v, id, r.PostFormValue("code"))
+type passcodeIn struct {
+	ID   string `json:"-"`
+	Code string `json:"code"`
+}
+
+// opPasscode accepts the passcode of message in.ID; wrong guesses count
+// towards that message's passcode lock-out (checkPasscode).
+func (s *Server) opPasscode(r *http.Request, v *viewer, in passcodeIn) (struct{}, error) {
+	err := s.checkPasscode(r, v, in.ID, in.Code)
 	if errors.Is(err, errNoMessage) {
-		s.notFound(w, r)
-		return
+		return struct{}{}, refused(http.StatusNotFound, "not_found", noSuchMessage, err)
 	}
 	if err != nil {
-		d := s.data("Enter the passcode")
-		d.SignedIn, d.ID = true, id
-		if msg, ok := s.signInRefusal(err); ok {
-			d.Error = strings.Replace(msg, "from your authenticator app, or one of your recovery codes", "the sender gave you", 1)
-			s.render(w, r, http.StatusUnauthorized, "passcode.html", d)
-			return
+		err = s.signInRefused(err)
+		if oe := asRefusal(err); oe != nil {
+			oe.Msg = strings.Replace(oe.Msg, "from your authenticator app, or one of your recovery codes", "the sender gave you", 1)
 		}
-		s.fail(w, r, err)
+		return struct{}{}, err
+	}
+	return struct{}{}, nil
+}
+
+func (s *Server) passcodeSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	in := passcodeIn{ID: r.PathValue("id"), Code: r.PostFormValue("code")}
+	if _, err := s.opPasscode(r, v, in); err != nil {
+		d := s.data("Enter the passcode")
+		d.SignedIn, d.ID = true, in.ID
+		s.pageRefused(w, r, err, d, func(status int, d pageData) {
+			if status == http.StatusNotFound {
+				s.notFound(w, r)
+				return
+			}
+			s.render(w, r, status, "passcode.html", d)
+		})
 		return
 	}
-	http.Redirect(w, r, "/messages/"+id, http.StatusSeeOther)
+	http.Redirect(w, r, "/messages/"+in.ID, http.StatusSeeOther)
 }
 
 func (s *Server) apiPasscode(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		Code string `json:"code"`
-	}
-	if !decodeJSON(w, r, &req) {
+	var in passcodeIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	err := s.checkPasscode(r, v, r.PathValue("id"), req.Code)
-	switch {
-	case errors.Is(err, errNoMessage):
-		writeJSONError(w, http.StatusNotFound, "not_found", "no such message with a passcode")
-	case err != nil:
-		s.apiRefuse(w, r, err)
-	default:
-		w.WriteHeader(http.StatusNoContent)
-	}
+	in.ID = r.PathValue("id")
+	_, err := s.opPasscode(r, v, in)
+	s.apiAnswer(w, r, http.StatusNoContent, nil, err)
 }
