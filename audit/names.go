@@ -11,6 +11,7 @@ import (
 // "Message accepted" everywhere. The stored action stays the stable key.
 var actionNames = map[string]string{
 	"account.claim":            "Account claimed",
+	"account.claim.new-link":   "New claim link sent",
 	"account.notify-prefs":     "Notice channels changed",
 	"account.recover":          "Messages recovered with the escrow key",
 	"account.reset":            "Password reset",

@@ -46,6 +46,13 @@ func (s *Service) CheckClaimToken(ctx context.Context, raw string) (*store.User,
 	if u.Status != store.StatusPending {
 		return nil, ErrBadToken
 	}
+	// A recipient whose only message was withdrawn (or has expired) is not
+	// asked to choose a password for nothing (issue 13.1).
+	if readable, _, err := s.Store.ClaimStanding(ctx, u.ID, s.now()); err != nil {
+		return nil, err
+	} else if readable == 0 {
+		return nil, ErrNothingToRead
+	}
 	return u, nil
 }
 
