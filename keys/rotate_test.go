@@ -35,7 +35,7 @@ var (
 const pw = "correct horse battery staple"
 
 type world struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	cfg   config.Config
 	st    *store.SQL
@@ -44,18 +44,18 @@ type world struct {
 	svc   *identity.Service
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	return newWorldOn(t, func(dir string) (*store.SQL, error) { return store.OpenSQLite(ctx, filepath.Join(dir, "phigate.db")) })
 }
 
 // newWorldPostgres is a world on a fresh PostgreSQL database
 // (internal/pgtest; in CI a missing PostgreSQL fails the test).
-func newWorldPostgres(t *testing.T) *world {
+func newWorldPostgres(t testing.TB) *world {
 	url := pgtest.URL(t)
 	return newWorldOn(t, func(string) (*store.SQL, error) { return store.OpenPostgres(ctx, url) })
 }
 
-func newWorldOn(t *testing.T, open func(dir string) (*store.SQL, error)) *world {
+func newWorldOn(t testing.TB, open func(dir string) (*store.SQL, error)) *world {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := config.Default()
