@@ -58,8 +58,8 @@ func TestAuditedChangesInTransaction(t *testing.T) {
 		t.Fatalf("%d held messages, want 2", len(q.Messages))
 	}
 	approved, denied := q.Messages[0].ID, q.Messages[1].ID
-	admin.JSON("POST", "/api/v1/admin/quarantine/"+approved+"/approve", nil, 200, nil)
-	admin.JSON("POST", "/api/v1/admin/quarantine/"+denied+"/deny", nil, 200, nil)
+	admin.JSON("POST", "/api/v1/admin/quarantine/"+approved+"/approve", map[string]string{"note": "checked"}, 200, nil)
+	admin.JSON("POST", "/api/v1/admin/quarantine/"+denied+"/deny", map[string]string{"note": "not for outside"}, 200, nil)
 	// Purge: the recalled and the denied message.
 	if n, err := h.G.PurgeOnce(ctx, time.Now()); err != nil || n != 2 {
 		t.Fatalf("purge: %d, %v", n, err)

@@ -57,7 +57,7 @@ func TestBrowserLiveInbox(t *testing.T) {
 		chromedp.SetValue(chromedp.CSS("#code"), e2e.TOTPCode(t, secret, time.Now().Add(30*time.Second))),
 		chromedp.Click(chromedp.CSS(`form[action="/login/2fa"] button[type=submit]`)),
 	)
-	sent.waitFor("signed in", `location.pathname === '/inbox'`, 10*time.Second)
+	sent.waitFor("signed in", `location.pathname === '/sent'`, 10*time.Second) // staff land on Sent (issue 13.3)
 	sent.navigate(h.BaseURL + "/sent")
 	sent.waitFor("the Sent page", `document.querySelectorAll('#live-list tbody tr').length === 1`, 10*time.Second)
 
@@ -93,7 +93,7 @@ func TestBrowserLiveInbox(t *testing.T) {
 	id := strings.TrimPrefix(href, "/messages/")
 	sent.waitFor("'opened' on the Sent page", `window.phigateNoReload === true && (() => {
 		const r = document.querySelector('#live-list tr[data-id="`+id+`"]');
-		return r !== null && !r.children[4].textContent.includes('not yet');
+		return r !== null && r.querySelector('td.status').textContent.startsWith('Opened');
 	})()`, 15*time.Second)
 	inbox.waitFor("the message shown as read in the first tab",
 		`window.phigateNoReload === true && !document.querySelector('ul.inbox li:first-child').classList.contains('unread')`, 15*time.Second)

@@ -122,6 +122,13 @@ func Open(ctx context.Context, cfg config.Config, log *slog.Logger) (*Gateway, e
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
+	// Issue 14.3: the database says which master key is active and keeps
+	// earlier epochs' and signing keys' parts (keys/epoch.go).
+	if err := ring.Bind(ctx, st); err != nil {
+		st.Close()
+		return nil, err
+	}
+	logx.SetPseudonymKey(ring.PseudonymKey())
 	pcrypto.SetHashQueue(pcrypto.HashQueueConfig{Slots: cfg.Keys.MaxConcurrentPassword, Wait: cfg.Keys.PasswordQueueWait.Duration,
 		PerClient: cfg.Keys.PasswordQueuePerClient, Total: cfg.Keys.PasswordQueueTotal})
 	g := &Gateway{Cfg: cfg, Log: log, Keys: ring, Store: st}
@@ -188,7 +195,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 		RecipientKeys: g.recipientKeys(), Detector: g.detector(), PGP: g.pgpBuilder(), Audit: g.Audit,
 		Notifier: g.Dispatcher, Log: g.Log, Opts: intake.Options{Expiry: cfg.Portal.MessageExpiry.Duration,
 			ClaimTTL: cfg.Portal.ClaimTTL.Duration, PublicURL: cfg.Server.PublicURL,
-			NotifyFrom: cfg.Org.NotifyFrom, Hostname: cfg.Server.Hostname}}
+			NotifyFrom: cfg.Org.NotifyFrom, Hostname: cfg.Server.Hostname, Zone: cfg.Org.Location()}}
 	if err := g.shared(ctx); err != nil {
 		return err
 	}
@@ -206,10 +213,10 @@ func (g *Gateway) Start(ctx context.Context) error {
 			FailureDelay: cfg.SMTP.AuthFailureDelay.Duration, MaxPerConn: cfg.SMTP.AuthMaxFailures,
 			MaxPerIP: cfg.Security.IPMaxFailures, Window: cfg.Security.IPWindow.Duration}}}
 	ps := &portal.Server{Store: g.Store, Identity: g.Identity, Sessions: g.Sessions, Limiter: g.Limiter, Bus: g.Bus,
-		Gateway: g.Keys.Gateway.Public(), Org: cfg.Org, Log: g.Log, PublicURL: cfg.Server.PublicURL,
+		Gateway: g.Keys.Verifier(), Org: cfg.Org, Log: g.Log, PublicURL: cfg.Server.PublicURL,
 		RequirePatient2FA: cfg.Security.RequirePatient2FA, OfficerEmail: cfg.Security.OfficerEmail,
 		PolicyVersions: g.PolicyVersions, Intake: g.Intake, Metrics: g.Metrics, Audit: g.Audit, Trail: g.Trail, Alerts: g.Alerts,
-		Push: g.Push}
+		Push: g.Push, Compliance: g.ComplianceReport}
 	g.Refusals = audit.NewCoalescer(g.Audit, audit.CoalescerOptions{OnError: func(err error) { g.Log.Error("audit summary", "err", err) }})
 	ps.Refusals = g.Refusals
 
@@ -404,10 +411,11 @@ func (g *Gateway) verifyDaily(ctx context.Context) {
 	})
 }
 
-// purge deletes the ciphertext of recalled, denied and expired messages
-// every hour (and at start); their rows stay for status and history.
+// purge disposes of what is past its retention every
+// retention.purge_interval (and at start): see retention.go. Message rows
+// stay, without ciphertext, for status and history.
 func (g *Gateway) purge(ctx context.Context) {
-	every(ctx, time.Hour, true, func(ctx context.Context, now time.Time) {
+	every(ctx, g.purgeInterval(), true, func(ctx context.Context, now time.Time) {
 		if n, err := g.PurgeOnce(ctx, now); err != nil && ctx.Err() == nil {
 			g.Log.ErrorContext(ctx, "purge", "err", err)
 		} else if n > 0 {
@@ -437,7 +445,7 @@ func (g *Gateway) serveMetrics(ctx context.Context) error {
 	if g.Cfg.Metrics.Addr == "" {
 		return nil
 	}
-	ln, err := metrics.Serve(ctx, g.Cfg.Metrics.Addr, g.Cfg.Metrics.AllowRemote, g.Metrics)
+	ln, err := metrics.Serve(ctx, g.Cfg.Metrics.Addr, g.Cfg.Metrics.AllowRemote, g.Metrics, metrics.WithPprof(g.Cfg.Metrics.Pprof))
 	if err != nil {
 		return fmt.Errorf("metrics.addr: %w", err)
 	}

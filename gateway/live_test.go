@@ -179,7 +179,7 @@ func TestLiveEventsAnyNode(t *testing.T) {
 			t.Fatalf("staff: frame %+v, want message-held", f)
 		}
 		held := f.MessageID
-		nodeClient(n.B, nodeCookie(t, admin)).JSON("POST", "/api/v1/admin/quarantine/"+held+"/approve", nil, 200, nil)
+		nodeClient(n.B, nodeCookie(t, admin)).JSON("POST", "/api/v1/admin/quarantine/"+held+"/approve", map[string]string{"note": "checked"}, 200, nil)
 		aliceWS.want(t, "new-message", "inbox", held) // her first frame since the purge: the held one never reached her
 		staffWS.want(t, "new-message", "sent", held)
 

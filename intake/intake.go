@@ -26,6 +26,7 @@ import (
 	"github.com/phigate/phigate/quota"
 	"github.com/phigate/phigate/store"
 	"github.com/phigate/phigate/totp"
+	"github.com/phigate/phigate/web"
 )
 
 type Options struct {
@@ -36,6 +37,9 @@ type Options struct {
 	// Message-ID domain).
 	NotifyFrom string
 	Hostname   string
+	// Zone is the organisation's time zone for times in notes to the
+	// sender (org.time_zone); nil: UTC.
+	Zone *time.Location
 }
 
 type Intake struct {
@@ -75,6 +79,8 @@ type Envelope struct {
 	Sender    *store.User
 	From      string
 	To        []string
+
+	copies *sideCopies // sealed for the sender and reviewers (copies.go)
 }
 
 // Result says what happened to each recipient class.
@@ -292,6 +298,13 @@ func (in *Intake) storePortal(ctx context.Context, env Envelope, plans []plan, r
 	if err != nil {
 		return nil, err
 	}
+	held := false
+	for _, p := range plans {
+		held = held || p.dec.Action == policy.Quarantine
+	}
+	if env.copies, err = in.sealCopies(ctx, env, view, held); err != nil {
+		return nil, err
+	}
 	// The sealed copies are held in memory and committed in batches of at
 	// most Limits.CommitBatchBytes (issue 8.5), not all at once: a message
 	// to many recipients must not hold recipients x size sealed bytes. The
@@ -386,16 +399,23 @@ func (in *Intake) prepare(ctx context.Context, env Envelope, plans []plan, raw, 
 		decision, _ := json.Marshal(p.dec)
 		m := store.Message{
 			ID: identity.NewID(), RecipientID: u.ID, SenderID: env.Sender.ID, KeyFpr: u.KeyFpr,
-			CreatedAt: now, ExpiresAt: now.Add(in.expiry(p.dec)), Size: int64(len(raw)), Policy: p.dec.Rule,
+			CreatedAt: now, ExpiresAt: now.Add(min(in.expiry(p.dec), in.keepFor(p.dec))), DisposeAt: now.Add(in.keepFor(p.dec)), Size: int64(len(raw)), Policy: p.dec.Rule,
 			KeyPackets: body.KeyPackets, Body: body.Data, SummaryKeys: sum.KeyPackets, Summary: sum.Data,
 			Decision: string(decision), State: store.StateDelivered,
 		}
 		d.Messages = append(d.Messages, m)
 		ids = append(ids, m.ID)
+		d.Copies = append(d.Copies, env.copies.forMessage(m.ID, p.dec.Action == policy.Quarantine)...)
 		if p.dec.Action == policy.Quarantine {
-			// Held: no notice until an admin releases it (Release).
+			// Held: no notice until an admin releases it (Release); the
+			// sender hears at once that it waits (issue 13.2).
 			m.State = store.StateQuarantined
 			d.Messages[len(d.Messages)-1] = m
+			note, err := in.heldNote(env, m, p.dec.Rule)
+			if err != nil {
+				return d, nil, err
+			}
+			d.Outbox = append(d.Outbox, note)
 			continue
 		}
 		if p.dec.Passcode {
@@ -420,6 +440,17 @@ func (in *Intake) prepare(ctx context.Context, env Envelope, plans []plan, raw, 
 		d.Outbox = append(d.Outbox, notice.Outbox...)
 	}
 	return d, ids, nil
+}
+
+// keepFor is how long a message is kept before the purge disposes of it:
+// its rule's retention (issue 14.4), or its read window. A retention
+// shorter than the read window (which may come from portal.message_expiry,
+// beyond the policy's sight) shortens the window to it.
+func (in *Intake) keepFor(d policy.Decision) time.Duration {
+	if r := d.RetainFor(); r > 0 {
+		return r
+	}
+	return in.expiry(d)
 }
 
 func (in *Intake) expiry(d policy.Decision) time.Duration {
@@ -460,6 +491,9 @@ func (in *Intake) Notice(ctx context.Context, u *store.User, rcpt string, m stor
 type Decider struct {
 	UserID string
 	IP     string
+	// Note is the decider's reason, kept (encrypted) in the decision's
+	// audit entry; never sent to anyone (issue 13.2).
+	Note string
 }
 
 // Release approves or denies a quarantined message. Approving makes it
@@ -494,8 +528,12 @@ func (in *Intake) Release(ctx context.Context, messageID string, approve bool, b
 		d.ClaimTokens = notice.ClaimTokens
 		d.Outbox = append(notice.Outbox, d.Outbox...)
 	}
+	var details map[string]string
+	if by.Note != "" {
+		details = map[string]string{"note": by.Note}
+	}
 	b, err := audit.Prepare(ctx, in.Audit, audit.Entry{Actor: by.UserID, IP: by.IP, Action: action,
-		ObjectType: "message", ObjectID: m.ID, Outcome: audit.OK})
+		ObjectType: "message", ObjectID: m.ID, Outcome: audit.OK, Details: details})
 	if err != nil {
 		return err
 	}
@@ -547,8 +585,8 @@ func (in *Intake) senderNote(m *store.Message, approved bool) (store.Delivery, e
 	if !approved {
 		what = "was denied by an administrator and will not be delivered"
 	}
-	text := fmt.Sprintf("The secure message you sent on %s (phigate id %s), held for review by the organisation's policy, %s.",
-		m.CreatedAt.UTC().Format("Monday 2 January 2006, 15:04 MST"), m.ID, what)
+	text := fmt.Sprintf("The secure message you sent on %s (reference %s, phigate id %s), held for review by the organisation's policy, %s.",
+		web.When(m.CreatedAt, in.Opts.Zone), web.Ref(m.ID), m.ID, what)
 	item, err := notify.NewItem(in.Keys, notify.KindSenderNote, notify.Notice{To: to, Alert: text}, sender.ID, m.ID, in.now())
 	return store.Delivery{Outbox: []store.OutboxItem{item}}, err
 }

@@ -141,6 +141,9 @@ func (s *Server) accountData(r *http.Request, v *viewer) pageData {
 	case "removed":
 		d.Notice = "The device no longer gets notifications."
 	}
+	if f := registeredFingerprint(r); f != "" {
+		d.Notice = "Your key " + f + " is registered."
+	}
 	return d
 }
 

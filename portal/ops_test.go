@@ -92,9 +92,7 @@ POST /api/v1/admin/policy/explain
 POST /api/v1/admin/policy/rollback
 POST /api/v1/audit/verify
 POST /api/v1/claim
-PUT /api/v1/account/key
-PUT /api/v1/admin/policy
-PUT /api/v1/admin/recipient-keys`, "\n") {
+PUT /api/v1/admin/policy`, "\n") {
 		pending[api] = true
 	}
 }

@@ -1,7 +1,6 @@
 package portal
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -19,6 +18,8 @@ type policyJSON struct {
 	CreatedAt time.Time `json:"created_at"`
 	Note      string    `json:"note"`
 	Body      string    `json:"body,omitempty"`
+	// AuthorEmail is the author in words: an address (issue 13.4).
+	AuthorEmail string `json:"author_email,omitempty"`
 }
 
 func toPolicyJSON(p *store.PolicyVersion, body bool) policyJSON {
@@ -132,106 +133,26 @@ func (s *Server) apiPolicyExplain(w http.ResponseWriter, r *http.Request, v *vie
 	writeJSON(w, http.StatusOK, map[string]any{"recipients": out})
 }
 
-// quarantineJSON is what an approver sees: who, when, which rule and which
-// detectors fired. The content stays sealed (break-glass opens it).
-type quarantineJSON struct {
-	ID         string          `json:"id"`
-	SenderID   string          `json:"sender_id"`
-	Recipient  string          `json:"recipient"`
-	ReceivedAt time.Time       `json:"received_at"`
-	Size       int64           `json:"size"`
-	Decision   json.RawMessage `json:"decision"`
-}
-
 func (s *Server) apiQuarantine(w http.ResponseWriter, r *http.Request, v *viewer) {
-	list, err := s.Store.ListQuarantined(r.Context())
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	out := make([]quarantineJSON, 0, len(list))
-	for _, m := range list {
-		rcpt := ""
-		if u, err := s.Store.UserByID(r.Context(), m.RecipientID); err == nil {
-			rcpt, _ = s.Identity.Email(u)
-		}
-		dec := json.RawMessage(m.Decision)
-		if len(dec) == 0 {
-			dec = json.RawMessage("{}")
-		}
-		out = append(out, quarantineJSON{ID: m.ID, SenderID: m.SenderID, Recipient: rcpt, ReceivedAt: m.CreatedAt, Size: m.Size, Decision: dec})
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"messages": out})
+	out, err := s.opListQuarantine(r, v, listQuarantineIn{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiQuarantineDecide(w http.ResponseWriter, r *http.Request, v *viewer) {
-	id, action := r.PathValue("id"), r.PathValue("action")
-	if action != "approve" && action != "deny" {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", "action must be approve or deny")
+	in := decideIn{ID: r.PathValue("id"), Action: r.PathValue("action")}
+	if r.ContentLength != 0 && !decodeJSON(w, r, &in) {
 		return
 	}
-	err := s.Intake.Release(r.Context(), id, action == "approve", intake.Decider{UserID: v.user.ID, IP: info(r).ip})
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
-		return
-	case errors.Is(err, store.ErrConflict):
-		writeJSONError(w, http.StatusConflict, "not_held", "this message is not in quarantine (already decided)")
-		return
-	case err != nil:
-		s.apiFail(w, r, err)
-		return
-	}
-	s.Log.WarnContext(r.Context(), "quarantine decision", "by", v.user.ID, "message", id, "decision", action, "ip", info(r).ip)
-	writeJSON(w, http.StatusOK, map[string]string{"message": id, "decision": action})
-}
-
-func (s *Server) apiRecipientKey(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		Email string `json:"email"`
-		Key   string `json:"key"`
-	}
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), req.Email, []byte(req.Key), v.user.ID)
-	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_key", reason(err))
-		return
-	}
-	s.Log.InfoContext(r.Context(), "recipient key registered", "by", v.user.ID, "fingerprint", fpr)
-	s.audit(r, "key.register", "key", fpr, "ok", map[string]string{"email": req.Email})
-	writeJSON(w, http.StatusOK, map[string]string{"fingerprint": fpr})
-}
-
-// apiOwnKey lets a recipient register their own OpenPGP key; later
-// messages may then come as PGP/MIME if the policy says so.
-func (s *Server) apiOwnKey(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		Key string `json:"key"`
-	}
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	email, err := s.Identity.Email(v.user)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), email, []byte(req.Key), v.user.ID)
-	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_key", reason(err))
-		return
-	}
-	s.audit(r, "key.register", "key", fpr, "ok", nil)
-	writeJSON(w, http.StatusOK, map[string]string{"fingerprint": fpr})
+	out, err := s.opDecideQuarantine(r, v, in)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 type policyPage struct {
 	Active   policyJSON
 	Versions []policyJSON
 	Explain  []intake.Explanation
-	Held     []quarantineJSON
+	// Lines are the refused text around its first problem (policyform.go).
+	Lines []policyLine
 }
 
 func (s *Server) renderPolicy(w http.ResponseWriter, r *http.Request, status int, d pageData) {
@@ -253,6 +174,10 @@ func (s *Server) renderPolicy(w http.ResponseWriter, r *http.Request, status int
 	for i := len(list) - 1; i >= 0; i-- {
 		d.Policy.Versions = append(d.Policy.Versions, toPolicyJSON(&list[i], false))
 	}
+	s.authorNames(ctx, d.Policy.Versions)
+	if d.Form.Has("body") {
+		d.Policy.Lines = aroundLine(d.Form.Get("body"), d.Line)
+	}
 	s.render(w, r, status, "admin_policy.html", d)
 }
 
@@ -267,6 +192,7 @@ func (s *Server) policySubmit(w http.ResponseWriter, r *http.Request, v *viewer)
 		id, err := s.applyPolicy(r, v, strings.ReplaceAll(r.PostFormValue("body"), "\r\n", "\n"), r.PostFormValue("note"))
 		if err != nil {
 			d.Error = "The policy was not applied: " + err.Error()
+			d.Form, d.Field, d.Line = r.PostForm, "body", problemLine(err) // keep the text (issue 13.5)
 			s.renderPolicy(w, r, http.StatusBadRequest, d)
 			return
 		}
@@ -287,92 +213,8 @@ func (s *Server) policySubmit(w http.ResponseWriter, r *http.Request, v *viewer)
 		if err != nil {
 			d.Error = err.Error()
 		}
-		d.Policy = &policyPage{Explain: out}
+		d.Policy, d.Form = &policyPage{Explain: out}, r.PostForm // the sample stays in the form (issue 13.5)
 	}
 	s.renderPolicy(w, r, http.StatusOK, d)
 }
 
-func (s *Server) quarantinePage(w http.ResponseWriter, r *http.Request, v *viewer) {
-	s.renderQuarantine(w, r, s.data("Quarantine"))
-}
-
-func (s *Server) renderQuarantine(w http.ResponseWriter, r *http.Request, d pageData) {
-	list, err := s.Store.ListQuarantined(r.Context())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	d.Policy = &policyPage{}
-	for _, m := range list {
-		rcpt := ""
-		if u, err := s.Store.UserByID(r.Context(), m.RecipientID); err == nil {
-			rcpt, _ = s.Identity.Email(u)
-		}
-		d.Policy.Held = append(d.Policy.Held, quarantineJSON{ID: m.ID, SenderID: m.SenderID, Recipient: rcpt,
-			ReceivedAt: m.CreatedAt, Size: m.Size, Decision: json.RawMessage(m.Decision)})
-	}
-	s.render(w, r, http.StatusOK, "admin_quarantine.html", d)
-}
-
-func (s *Server) quarantineSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	d := s.data("Quarantine")
-	id, action := r.PathValue("id"), r.PathValue("action")
-	if action != "approve" && action != "deny" {
-		d.Error = "Unknown action."
-		s.renderQuarantine(w, r, d)
-		return
-	}
-	err := s.Intake.Release(r.Context(), id, action == "approve", intake.Decider{UserID: v.user.ID, IP: info(r).ip})
-	switch {
-	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrNotFound):
-		d.Error = "That message is no longer held (someone else decided first)."
-	case err != nil:
-		s.fail(w, r, err)
-		return
-	default:
-		s.Log.WarnContext(r.Context(), "quarantine decision", "by", v.user.ID, "message", id, "decision", action, "ip", info(r).ip)
-		d.Notice = "Message " + id + ": " + action + "d."
-	}
-	s.renderQuarantine(w, r, d)
-}
-
-// keysPage registers a recipient's OpenPGP key from the admin pages.
-func (s *Server) keysPage(w http.ResponseWriter, r *http.Request, v *viewer) {
-	d := s.data("Recipient keys")
-	s.render(w, r, http.StatusOK, "admin_keys.html", d)
-}
-
-func (s *Server) keysSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	d := s.data("Recipient keys")
-	email := strings.TrimSpace(r.PostFormValue("email"))
-	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), email, []byte(r.PostFormValue("key")), v.user.ID)
-	if err != nil {
-		d.Email, d.Error = email, "The key was refused: "+reason(err)
-		s.render(w, r, http.StatusBadRequest, "admin_keys.html", d)
-		return
-	}
-	s.audit(r, "key.register", "key", fpr, "ok", map[string]string{"email": email})
-	d.Notice = "Registered key " + fpr + " for " + email + ". Messages to this address can now go as PGP/MIME if the policy says so."
-	s.render(w, r, http.StatusOK, "admin_keys.html", d)
-}
-
-// ownKeySubmit lets a recipient register their own key from the account page.
-func (s *Server) ownKeySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	email, err := s.Identity.Email(v.user)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	d := s.data("Your account")
-	d.Enrolled = len(v.user.TOTPSecretEnc) > 0
-	d.CodesLeft, _ = s.Store.CountRecoveryCodes(r.Context(), v.user.ID)
-	fpr, err := s.Identity.RegisterRecipientKey(r.Context(), email, []byte(r.PostFormValue("key")), v.user.ID)
-	if err != nil {
-		d.Error = "The key was refused: " + reason(err)
-		s.render(w, r, http.StatusBadRequest, "account.html", d)
-		return
-	}
-	s.audit(r, "key.register", "key", fpr, "ok", nil)
-	d.Notice = "Your key " + fpr + " is registered."
-	s.render(w, r, http.StatusOK, "account.html", d)
-}

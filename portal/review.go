@@ -184,6 +184,9 @@ func (s *Server) recentAlerts() []alert.Alert {
 type reviewPage struct {
 	Query   map[string]string
 	Entries []audit.Entry
+	Rows    []entryRow           // Entries in words (names.go)
+	Actions []audit.ActionChoice // the filter bar's "what" list
+	Problem string               // a filter that could not be used
 	Alerts  []alert.Alert
 	Checked int64
 	Broken  *audit.BrokenError
@@ -207,13 +210,25 @@ func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 			return
 		}
 	}
-	entries, err := s.Trail.Search(r.Context(), queryFrom(r))
+	q := queryFrom(r)
+	rp.Actions = audit.ActionChoices()
+	s.zoneDates(&q, r.URL.Query())
+	if q.Actor, rp.Problem = s.actorFilter(r.Context(), q.Actor); rp.Problem != "" {
+		d.Review = rp
+		s.render(w, r, http.StatusOK, "admin_audit.html", d)
+		return
+	}
+	entries, err := s.Trail.Search(r.Context(), q)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	s.audit(r, "audit.search", "audit", "", "ok", map[string]string{"query": r.URL.RawQuery})
-	rp.Entries = entries
+	nm := s.namer(r.Context())
+	rp.Entries, rp.Rows = entries, nm.rows(entries, true)
+	if a := nm.user(q.Actor); a != "" {
+		rp.Query["user"] = a // the address, not the id it was turned into
+	}
 	d.Review = rp
 	s.render(w, r, http.StatusOK, "admin_audit.html", d)
 }
@@ -235,6 +250,6 @@ func (s *Server) historyPage(w http.ResponseWriter, r *http.Request, v *viewer) 
 		return
 	}
 	d := s.data("Message history")
-	d.ID, d.Review = r.PathValue("id"), &reviewPage{Entries: entries}
+	d.ID, d.Review = r.PathValue("id"), &reviewPage{Entries: entries, Rows: s.namer(r.Context()).rows(entries, false)}
 	s.render(w, r, http.StatusOK, "history.html", d)
 }

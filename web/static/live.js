@@ -10,7 +10,7 @@
   var root = document.querySelector("[data-live]");
   if (!root || !window.fetch) { return; }
   var box = root.getAttribute("data-live");
-  var api = box === "sent" ? "/api/v1/sent" : "/api/v1/messages";
+  var api = "/api/v1/messages";
   var status = document.getElementById("live-status");
   var org = root.getAttribute("data-org") || "your organisation";
   var running = false, again = false, expiryTimer = null;
@@ -59,59 +59,6 @@
     return ul;
   }
 
-  function sentRow(m) {
-    var tr = el("tr");
-    tr.setAttribute("data-id", m.id);
-    var notified = m.notified ? date(m.notified) : (m.notice_failed ? "failed" : "not yet");
-    var opened = m.opened_at ? date(m.opened_at) + " from " + (m.opened_from || "") : "not yet";
-    [date(m.sent_at), m.recipient || "", m.state, notified, opened, date(m.replied_at)].forEach(function (t) {
-      tr.appendChild(el("td", "", t));
-    });
-    var act = el("td", "actions");
-    var h = el("a", "", "History");
-    h.href = "/messages/" + encodeURIComponent(m.id) + "/history";
-    act.appendChild(h);
-    if (m.state === "delivered" || m.state === "quarantined") {
-      var f = el("form");
-      f.method = "post";
-      f.action = "/sent/" + encodeURIComponent(m.id) + "/recall";
-      var b = el("button", "", "Recall");
-      b.type = "submit";
-      f.appendChild(b);
-      act.appendChild(document.createTextNode("\n"));
-      act.appendChild(f);
-    }
-    if (m.state === "delivered" && !m.opened_at) {
-      // As sent.html: the sender may have the notice sent again (issue 10.6).
-      var rf = el("form");
-      rf.method = "post";
-      rf.action = "/sent/" + encodeURIComponent(m.id) + "/resend";
-      var rb = el("button", "", "Send notice again");
-      rb.type = "submit";
-      rf.appendChild(rb);
-      act.appendChild(document.createTextNode("\n"));
-      act.appendChild(rf);
-    }
-    tr.appendChild(act);
-    return tr;
-  }
-
-  function sent(list) {
-    if (!list.length) { return el("p", "", "You have not sent any portal messages yet."); }
-    var t = el("table", "users");
-    t.appendChild(el("caption", "", "Your messages, newest first"));
-    var hr = el("tr");
-    ["Sent", "To", "Status", "Notified", "Opened", "Replied", ""].forEach(function (c) {
-      var th = el("th", "", c);
-      th.scope = "col";
-      hr.appendChild(th);
-    });
-    t.appendChild(el("thead")).appendChild(hr);
-    var tb = t.appendChild(el("tbody"));
-    list.forEach(function (m) { tb.appendChild(sentRow(m)); });
-    return t;
-  }
-
   // The inbox lists only unexpired messages: re-read when the next one
   // expires, even if no event comes (the purge runs hourly).
   function watchExpiry(list) {
@@ -125,7 +72,7 @@
   }
 
   function draw(list, hint) {
-    var view = box === "sent" ? sent(list) : inbox(list);
+    var view = inbox(list);
     while (root.firstChild) { root.removeChild(root.firstChild); }
     root.appendChild(view);
     root.setAttribute("data-live-count", String(list.length));
@@ -133,9 +80,30 @@
     watchExpiry(list);
   }
 
+  // The Sent page is redrawn from the server's own rendering of /sent
+  // (issue 13.3): subjects, statuses in words and times in the
+  // organisation's zone are worded in one place, the template.
+  function redrawSent(html) {
+    var fresh = new DOMParser().parseFromString(html, "text/html").getElementById("live-list");
+    if (!fresh) { return; }
+    root.innerHTML = fresh.innerHTML;
+    root.setAttribute("data-live-count", String(root.querySelectorAll("tbody tr").length));
+  }
+
   function refresh(hint) {
     if (running) { again = true; return; }
     running = true;
+    if (box === "sent") {
+      fetch("/sent", { credentials: "same-origin", headers: { "Accept": "text/html", "X-Phigate-Live": "1" } })
+        .then(function (r) { return r.status === 200 ? r.text() : null; })
+        .then(function (html) { if (html) { redrawSent(html); } })
+        .catch(function () { /* the next event or reload catches up */ })
+        .then(function () {
+          running = false;
+          if (again) { again = false; refresh(); }
+        });
+      return;
+    }
     fetch(api, { credentials: "same-origin", headers: { "Accept": "application/json", "X-Phigate-Live": "1" } })
       .then(function (r) { return r.status === 200 ? r.json() : null; })
       .then(function (d) { if (d && d.messages) { draw(d.messages, typeof hint === "string" ? hint : ""); } })
