@@ -35,6 +35,9 @@ type config struct {
 	workers        int
 	settle         time.Duration
 	user, passFile string
+	// -active: sessions in a slow transaction beside the idle ones (active.go)
+	active, activeSize int
+	trickle            time.Duration
 }
 
 func main() {
@@ -48,6 +51,9 @@ func main() {
 	flag.DurationVar(&c.settle, "settle", 2*time.Second, "pause before measuring once the connections are open")
 	flag.StringVar(&c.user, "user", "", "account for the legitimate client's AUTH and message (optional)")
 	flag.StringVar(&c.passFile, "pass-file", "", "file holding that account's app password")
+	flag.IntVar(&c.active, "active", 0, "sessions that AUTH and then send one message slowly, held with the idle ones (needs -user)")
+	flag.IntVar(&c.activeSize, "active-size", 20480, "bytes of each active session's message")
+	flag.DurationVar(&c.trickle, "trickle", time.Second, "an active session sends one body line per trickle while held")
 	flag.Parse()
 	if err := loopbackOnly(c.addr); err != nil {
 		fmt.Fprintln(os.Stderr, "smtpidle:", err)
@@ -77,7 +83,16 @@ func source(i, perIP int) net.IP {
 }
 
 func run(c config) error {
-	fmt.Printf("gateway before:         %s\n", procstat.Read(c.pid))
+	before := procstat.Read(c.pid)
+	fmt.Printf("gateway before:         %s\n", before)
+	var act *active
+	if c.active > 0 {
+		var err error
+		if act, err = startActive(c); err != nil {
+			return err
+		}
+		fmt.Printf("active sessions:        %d of %d in DATA, trickling\n", act.inData.Load(), c.active)
+	}
 	var held, refused, failed, closedByGateway atomic.Int64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -119,9 +134,18 @@ func run(c config) error {
 	fmt.Printf("idle connections:       %d attempted in %s: %d held now, %d closed by the gateway to make room or on timeout, %d refused with 421, %d failed to connect\n",
 		c.n, opened.Round(time.Millisecond), held.Load(), closedByGateway.Load(), refused.Load(), failed.Load())
 	fmt.Printf("gateway while flooded:  %s\n", during)
+	if act != nil {
+		fmt.Printf("active sessions:        %d in DATA now\n", act.inData.Load())
+	}
+	if sessions := held.Load() + inData(act); before.OK && during.OK && sessions > 0 {
+		fmt.Printf("per held session:       %.1f KiB of RSS (%d sessions)\n", float64(during.RSSKiB-before.RSSKiB)/float64(sessions), sessions)
+	}
 	legitSMTP(c)
 	if c.portal != "" {
 		legitPortal(c.portal)
+	}
+	if act != nil {
+		act.finish()
 	}
 	close(stop)
 	wg.Wait()

@@ -1,0 +1,132 @@
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/phigate/phigate/intake"
+	"github.com/phigate/phigate/internal/e2e"
+)
+
+// EnvSeeded names a data folder filled by bench/seed (issue 12, goal 5).
+const EnvSeeded = "PHIGATE_BENCH_SEEDED"
+
+// BenchmarkIntakeGrowth is BenchmarkIntake20KB's load (20 KB messages to
+// 50 portal recipients, 16 concurrent deliveries per GOMAXPROCS, through
+// Intake.Accept: detectors, policy, sign + encrypt body and summary, the
+// group-committed delivery with its notice and audit entries) on an empty
+// store and on a copy of the store bench/seed filled (100,000 messages,
+// 10,000 accounts, their audit chain), back to back; figures in
+// docs/perf.md, "Cost growth". Both use the same settings (log level info,
+// the sending limits lifted, each message its own notice). The copy is
+// fresh for each run, so runs do not grow the seed:
+//
+//	go run ./bench/seed -data /tmp/seeded -messages 100000 -accounts 10000
+//	PHIGATE_BENCH_SEEDED=/tmp/seeded go test ./gateway -run '^$' -bench IntakeGrowth -benchtime 3000x -count 3
+//
+// SQLite only: the seed is a dev data folder.
+func BenchmarkIntakeGrowth(b *testing.B) {
+	seeded := os.Getenv(EnvSeeded)
+	if seeded == "" {
+		b.Skip(EnvSeeded + " is not set: make a seeded folder with bench/seed first")
+	}
+	for _, arm := range []string{"empty", "seeded"} {
+		b.Run(arm, func(b *testing.B) {
+			e2e.Silence()
+			dir := b.TempDir()
+			if arm == "seeded" {
+				if err := copyTree(seeded, dir); err != nil {
+					b.Fatal(err)
+				}
+			}
+			cfg := e2e.Config(dir)
+			cfg.Log.Level = "info"
+			cfg.SMTP.Senders.MessagesPerHour, cfg.SMTP.Senders.ConcurrentTxns, cfg.SMTP.Senders.MaxStoredBytes = 0, 0, 0
+			h := e2e.Start(b, cfg)
+			ctx := context.Background()
+			sender, err := h.G.Identity.UserByEmail(ctx, staff)
+			if err != nil {
+				h.AddStaff(staff)
+				if sender, err = h.G.Identity.UserByEmail(ctx, staff); err != nil {
+					b.Fatal(err)
+				}
+			}
+			chain, _, err := h.G.Trail.Head(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			raw := benchMessage(20 << 10)
+			var n atomic.Int64
+			var mu sync.Mutex
+			var lat []time.Duration
+			b.SetBytes(int64(len(raw)))
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				var mine []time.Duration
+				for pb.Next() {
+					rcpt := fmt.Sprintf("bench%d@example.net", n.Add(1)%50)
+					t0 := time.Now()
+					if _, err := h.G.Intake.Accept(ctx, intake.Envelope{Sender: sender, From: staff, To: []string{rcpt}}, raw); err != nil {
+						b.Error(err)
+						return
+					}
+					mine = append(mine, time.Since(t0))
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			})
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			b.ReportMetric(float64(pct(lat, 0.5).Microseconds())/1000, "accept-p50-ms")
+			b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "accept-p99-ms")
+			b.ReportMetric(float64(chain), "audit-entries-before")
+		})
+	}
+}
+
+// copyTree copies the regular files under src to dst (a dev data folder:
+// keys, the SQLite database and its WAL, the audit checkpoints).
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		to := filepath.Join(dst, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return os.MkdirAll(to, info.Mode().Perm()|0o700)
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, info.Mode().Perm())
+		if err != nil {
+			return err
+		}
+		if _, err := io.Copy(out, in); err != nil {
+			out.Close()
+			return err
+		}
+		return out.Close()
+	})
+}
