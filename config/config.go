@@ -295,6 +295,9 @@ type Notify struct {
 type Metrics struct {
 	Addr        string `toml:"addr"`
 	AllowRemote bool   `toml:"allow_remote"`
+	// Pprof mounts Go's profiler on this listener (serve --debug-pprof
+	// only, never from a file or the environment; loopback addresses only).
+	Pprof bool `toml:"-"`
 }
 
 // Backup is the periodic encrypted backup that serve takes (issue 14.1;

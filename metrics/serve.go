@@ -24,18 +24,25 @@ const DefaultAddr = "127.0.0.1:9464"
 // a name that resolves to any non-loopback address. allowNonLoopback lifts
 // that check. Exposing metrics beyond loopback needs a TLS-terminating proxy
 // (with client authentication) in front of this listener; the listener
-// itself never speaks TLS.
-func Serve(ctx context.Context, addr string, allowNonLoopback bool, m *M) (net.Listener, error) {
+// itself never speaks TLS. WithPprof adds the profiler, on loopback only.
+func Serve(ctx context.Context, addr string, allowNonLoopback bool, m *M, opts ...Option) (net.Listener, error) {
 	if !m.on() {
 		return nil, errors.New("metrics: Serve needs a non-nil *M from New")
+	}
+	var so serveOptions
+	for _, o := range opts {
+		o(&so)
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: listen address %q: %w", addr, err)
 	}
 	listenAddr := addr
-	if !allowNonLoopback {
+	if !allowNonLoopback || so.pprof {
 		ip, err := loopbackHost(ctx, host)
+		if err != nil && so.pprof {
+			return nil, fmt.Errorf("metrics: refusing the profiler (--debug-pprof) on %q: %w (it is served on a loopback metrics address only, whatever metrics.allow_remote says)", addr, err)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("metrics: refusing %q: %w (metrics are served on loopback only; put a TLS-terminating proxy in front to expose them)", addr, err)
 		}
@@ -51,6 +58,9 @@ func Serve(ctx context.Context, addr string, allowNonLoopback bool, m *M) (net.L
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", m.Handler())
+	if so.pprof {
+		mountPprof(mux)
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

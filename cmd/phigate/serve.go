@@ -56,6 +56,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	smtpsAddr := fs.String("smtps", "", "SMTP implicit TLS listen `address` (default 127.0.0.1:2465)")
 	httpAddr := fs.String("http", "", "HTTPS portal listen `address` (default 127.0.0.1:8443)")
 	metricsAddr := fs.String("metrics", "", "Prometheus metrics listen `address` (default 127.0.0.1:9464; loopback only unless metrics.allow_remote)")
+	debugPprof := fs.Bool("debug-pprof", false, "also serve Go's profiler at /debug/pprof/ on the metrics listener (refused unless its address is loopback)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -76,9 +77,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		if *metricsAddr != "" {
 			c.Metrics.Addr = *metricsAddr
 		}
+		c.Metrics.Pprof = *debugPprof
 	})
 	if err == nil && !cf.dev {
 		err = cfg.ValidateProduction(fileExists)
+	}
+	if err == nil && cfg.Metrics.Pprof && cfg.Metrics.Addr == "" {
+		err = errors.New("--debug-pprof: the profiler is served on the metrics listener, and metrics.addr is empty")
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "phigate serve: refusing to start:\n  %v\n", indent(err))
@@ -114,6 +119,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "  HTTPS portal:           https://%s  (links use %s)\n", https, cfg.Server.PublicURL)
 	if a := g.MetricsAddr(); a != "" {
 		fmt.Fprintf(stdout, "  metrics (Prometheus):   http://%s/metrics\n", a)
+		if cfg.Metrics.Pprof {
+			fmt.Fprintf(stdout, "  profiler (debug):       http://%s/debug/pprof/\n", a)
+		}
 	}
 	if cfg.Dev {
 		fmt.Fprintf(stdout, "  WARNING dev escrow PRIVATE key and passphrase are in the data folder (%s, %s): never do this with real patient data\n",
