@@ -614,6 +614,12 @@ func (c *Config) Validate() error {
 	if _, err := time.LoadLocation(c.Org.TimeZone); err != nil || c.Org.TimeZone == "Local" {
 		errs = append(errs, fmt.Errorf("org.time_zone %q: an IANA zone name is needed, e.g. Europe/London or America/New_York", c.Org.TimeZone))
 	}
+	// Notices print it and link to it: only a web page will do (issue 13.9).
+	if v := c.Org.VerifyURL; v != "" {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("org.verify_url %q: a web address is needed, e.g. https://clinic.example/secure-messages", v))
+		}
+	}
 	if c.DKIM.Selector == "" || strings.ContainsAny(c.DKIM.Selector, "; \t") {
 		errs = append(errs, errors.New("dkim.selector: a DNS label is needed (default phigate)"))
 	}
