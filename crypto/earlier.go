@@ -1,5 +1,13 @@
 package crypto
 
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+)
+
 // WithEarlier returns k's public half as a verifier that also accepts
 // signatures by the earlier keys (public halves are enough): after a
 // gateway signing-key rotation (issue 14.3), messages signed by a retired
@@ -27,4 +35,24 @@ func (k *Key) Accepts(fingerprint string) bool {
 		}
 	}
 	return false
+}
+
+// PublicKeyring returns the public halves of keys in one armored block
+// (several blocks in one file are not all imported by every tool; one
+// block of several keys is: gpg --import reads each).
+func PublicKeyring(keys ...*Key) ([]byte, error) {
+	var buf bytes.Buffer
+	w, err := armor.Encode(&buf, openpgp.PublicKeyType, nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range keys {
+		if err := k.e.Serialize(w); err != nil {
+			return nil, fmt.Errorf("crypto: serialize public key: %w", err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

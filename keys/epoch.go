@@ -211,3 +211,10 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// SigningKeysArmored is the gateway key's public half followed by every
+// earlier gateway key's (after Bind), in one armored block: what
+// `gpg --import` needs to verify any stored message's signature.
+func (r *Ring) SigningKeysArmored() ([]byte, error) {
+	return pcrypto.PublicKeyring(append([]*pcrypto.Key{r.Gateway}, r.history...)...)
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/phigate/phigate/config"
 	pcrypto "github.com/phigate/phigate/crypto"
 	"github.com/phigate/phigate/identity"
+	"github.com/phigate/phigate/internal/gpgtest"
 	"github.com/phigate/phigate/internal/pgtest"
 	"github.com/phigate/phigate/keys"
 	"github.com/phigate/phigate/notify"
@@ -745,5 +746,45 @@ func testRewrapEscrow(t *testing.T, w *world) {
 	u, _ := w.svc.UserByEmail(ctx, p.active)
 	if _, err := w.svc.Recover(ctx, u.ID, newEscrow); err != nil {
 		t.Errorf("recover with the new escrow key: %v", err)
+	}
+}
+
+// TestSigningHistoryWithGPG: gpg, given the exported signing keys (what
+// `phigate keys export-signing` prints), verifies a message signed before
+// a signing-key rotation and one signed after it.
+func TestSigningHistoryWithGPG(t *testing.T) {
+	g := gpgtest.New(t)
+	w := newWorld(t)
+	reader, _ := pcrypto.GenerateKey(pcrypto.KeyOptions{Name: "reader"})
+	priv, _ := reader.PrivateBytes()
+	g.MustRun(priv, "--import")
+	body := []byte("Subject: x\r\n\r\nsigned before the rotation\r\n")
+	before, err := pcrypto.Seal(body, w.ring.Gateway, reader.Public(), w.ring.Escrow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldFpr := w.ring.Gateway.Fingerprint()
+	res, err := w.rotation().RotateSigning(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.reopen()
+	after, _ := pcrypto.Seal(body, w.ring.Gateway, reader.Public(), w.ring.Escrow)
+	bundle, err := w.ring.SigningKeysArmored()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, st := g.MustRun(bundle, "--import")
+	if n := strings.Count(st, "[GNUPG:] IMPORT_OK"); n != 2 {
+		t.Fatalf("gpg imported %d keys, want the current and the earlier one:\n%s", n, st)
+	}
+	for _, c := range []struct {
+		msg *pcrypto.Sealed
+		fpr string
+	}{{before, oldFpr}, {after, res.New}} {
+		out, st := g.MustRun(c.msg.Bytes(), "--decrypt")
+		if out != string(body) || !strings.Contains(st, "[GNUPG:] VALIDSIG "+strings.ToUpper(c.fpr)) {
+			t.Errorf("gpg: want a valid signature by %s:\n%s", c.fpr, st)
+		}
 	}
 }

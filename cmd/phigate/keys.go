@@ -26,6 +26,7 @@ const keysUsage = `Usage:
   phigate keys rotate-master [--batch N] [--limit N]
                                            (stop every phigate serve first; run again to resume)
   phigate keys rotate-signing              (new gateway signing key; old public keys kept)
+  phigate keys export-signing              (the gateway's public signing keys, current and earlier, for gpg --import)
   phigate keys rewrap-escrow --old-escrow-key FILE [--passphrase-file FILE] [--batch N]
                                            (after pointing keys.escrow_public_key_file at the new key;
                                             passphrase of the OLD key, else on standard input)
@@ -43,7 +44,7 @@ func keysCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	cmd := args[0]
 	switch cmd {
-	case "status", "rotate-master", "rotate-signing", "rewrap-escrow":
+	case "status", "rotate-master", "rotate-signing", "rewrap-escrow", "export-signing":
 	default:
 		fmt.Fprintf(stderr, "phigate keys: unknown subcommand %q\n\n%s", cmd, keysUsage)
 		return 2
@@ -87,6 +88,12 @@ func keysCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch cmd {
 	case "status":
 		return keysStatus(ctx, g, stdout, stderr)
+	case "export-signing":
+		b, err := g.Keys.SigningKeysArmored()
+		if err != nil {
+			return fail(err)
+		}
+		stdout.Write(b)
 	case "rotate-master":
 		res, err := rot.RotateMaster(ctx)
 		if errors.Is(err, keys.ErrPaused) {

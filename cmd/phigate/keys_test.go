@@ -118,6 +118,9 @@ func TestCLIKeyRotation(t *testing.T) {
 	if r := runCLI(t, "", "backup", "verify", "--data", data, oldBackup); r.code != 0 || !strings.Contains(r.stdout, "this gateway's key") {
 		t.Fatalf("backup from before the signing rotation: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	if r := runCLI(t, "", "keys", "export-signing", "--data", data); r.code != 0 || !strings.HasPrefix(r.stdout, "-----BEGIN PGP PUBLIC KEY BLOCK") {
+		t.Fatalf("keys export-signing: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 
 	// 6. Escrow key: the officer makes a new one, the configuration names
 	// its public half, stored messages are re-wrapped with the old one.

@@ -29,7 +29,7 @@ Usage:
   phigate store migrate --from sqlite:PATH --to postgres://...   (copy an SQLite store into an empty PostgreSQL one)
   phigate backup create [--out DIR] | list [--dir DIR] | verify FILE   (encrypted backups; see docs/operations.md)
   phigate backup restore FILE --escrow-key FILE [--passphrase-file FILE]   (into an empty data folder; passphrase else on stdin)
-  phigate keys status | rotate-master | rotate-signing | rewrap-escrow --old-escrow-key FILE   (key rotation; see docs/operations.md)
+  phigate keys status | rotate-master | rotate-signing | rewrap-escrow --old-escrow-key FILE | export-signing   (key rotation; see docs/operations.md)
   phigate audit verify | export [--format csv|json] [--user ID] [--action A] [--message ID] [--from D] [--to D]
   phigate compliance report [--json]        (HIPAA safeguards, settings and live checks; exit 1 if a check fails)
 
