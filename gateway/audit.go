@@ -16,7 +16,11 @@ import (
 // to DATA/audit-checkpoints.jsonl (and the log).
 func (g *Gateway) openTrail() error {
 	mac, enc := g.Keys.AuditKeys()
-	t, err := audit.New(audit.Options{Store: g.Store, MACKey: mac, EncKey: enc,
+	var eps []audit.KeyEpoch // issue 14.3: every master-key epoch's audit keys
+	for _, e := range g.Keys.AuditEpochs() {
+		eps = append(eps, audit.KeyEpoch{Epoch: e.Epoch, FromSeq: e.FromSeq, MAC: e.MAC, Enc: e.Enc})
+	}
+	t, err := audit.New(audit.Options{Store: g.Store, MACKey: mac, EncKey: enc, Epochs: eps,
 		CheckpointFile: DataPath(g.Cfg, "audit-checkpoints.jsonl"), Log: g.Log})
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
@@ -77,31 +81,4 @@ func (m alertMailer) SendAlert(ctx context.Context, a alert.Alert) error {
 	}
 	m.g.Dispatcher.Kick()
 	return nil
-}
-
-// PurgeOnce deletes the ciphertext of recalled, denied and expired messages
-// now; each purge is audited (message.purge, one entry per message) in the
-// purge's own transaction.
-func (g *Gateway) PurgeOnce(ctx context.Context, now time.Time) (int, error) {
-	var batch *audit.Batch
-	var purged []string
-	n, err := g.Store.PurgeCiphertext(ctx, now, func(ids []string) store.AuditFunc {
-		purged = ids
-		entries := make([]audit.Entry, len(ids))
-		for i, id := range ids {
-			entries[i] = audit.Entry{Actor: "system", Action: "message.purge", ObjectType: "message",
-				ObjectID: id, Outcome: audit.OK}
-		}
-		var err error
-		if batch, err = audit.Prepare(ctx, g.Audit, entries...); err != nil {
-			return func(int64, []byte) ([]store.AuditRecord, error) { return nil, err }
-		}
-		return batch.Func()
-	})
-	if err != nil || n == 0 {
-		return n, err
-	}
-	err = batch.Committed(ctx)
-	g.publishPurged(ctx, purged)
-	return n, err
 }
