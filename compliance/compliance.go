@@ -95,6 +95,9 @@ type Sources struct {
 	// GatewayKey is the gateway signing key's fingerprint ("" if absent).
 	GatewayKey string
 	Now        time.Time
+	// Retention counts what is overdue for disposal (store.Store does);
+	// nil leaves that check out.
+	Retention Backlog
 }
 
 // Build reads the sources and returns the report. An error means a source
@@ -118,12 +121,16 @@ func Build(ctx context.Context, src Sources) (*Report, error) {
 	for _, p := range []struct {
 		action string
 		dst    **audit.Entry
-	}{{"audit.verify", &ev.verify}, {"backup.create", &ev.backup}, {"backup.restore", &ev.restore}} {
+	}{{"audit.verify", &ev.verify}, {"backup.create", &ev.backup}, {"backup.restore", &ev.restore},
+		{"backup.drill", &ev.drill}, {"retention.purge", &ev.purge}} {
 		if *p.dst, err = last(p.action); err != nil {
 			return nil, fmt.Errorf("compliance: audit trail: %w", err)
 		}
 	}
-	b := builder{src: src, cfg: src.Config, users: users, ev: ev}
+	if ev.first, err = first(ctx, src.Trail); err != nil {
+		return nil, fmt.Errorf("compliance: audit trail: %w", err)
+	}
+	b := builder{src: src, cfg: src.Config, users: users, ev: ev, ctx: ctx}
 	r := &Report{Generated: src.Now.UTC(), Safeguards: b.safeguards()}
 	for _, s := range r.Safeguards {
 		for _, c := range s.Checks {
@@ -137,13 +144,14 @@ func Build(ctx context.Context, src Sources) (*Report, error) {
 }
 
 // events are the newest audit entries the checks read.
-type events struct{ verify, backup, restore *audit.Entry }
+type events struct{ verify, backup, restore, drill, purge, first *audit.Entry }
 
 type builder struct {
 	src   Sources
 	cfg   config.Config
 	users []store.User
 	ev    events
+	ctx   context.Context
 }
 
 func check(name string, ok bool, detail string) Check {
@@ -209,6 +217,8 @@ func (b *builder) safeguards() []Safeguard {
 			Does:    "serve takes an encrypted, signed backup every backup.interval and keeps the last backup.keep; phigate backup restore brings a data folder back and verifies it; both are audited (backup.create, backup.restore).",
 			Setting: "backup.interval, backup.keep, backup.dir", Value: fmt.Sprintf("%s, %d, %s", c.Backup.Interval, c.Backup.Keep, orNone(c.Backup.Dir)),
 			Checks: []Check{b.lastBackup(), b.lastDrill()}},
+		b.disposal(),
+		b.documentation(),
 	}
 }
 
@@ -344,7 +354,7 @@ func (b *builder) lastBackup() Check {
 
 func (b *builder) lastDrill() Check {
 	const name = "last restore drill succeeded within a year"
-	e := b.ev.restore
+	e := newest(b.ev.restore, b.ev.drill) // phigate backup drill records in the live trail
 	if e == nil {
 		return check(name, false, "no restore recorded")
 	}

@@ -61,13 +61,13 @@ func (d *Document) trace(in Input, steps *[]Step) (Decision, bool) {
 			return Decision{}, false
 		}
 		if why == "" {
-			return decision(r.Name, r.Then, r.When, in), true
+			return d.retained(decision(r.Name, r.Then, r.When, in)), true
 		}
 	}
 	if steps != nil {
 		*steps = append(*steps, Step{Rule: "default", Matched: true, Why: "no rule matched"})
 	}
-	return decision("default", d.Default, When{}, in), true
+	return d.retained(decision("default", d.Default, When{}, in)), true
 }
 
 func orAll(why string) string {

@@ -34,6 +34,9 @@ type Decision struct {
 	Require2FA    bool  `json:"require_2fa,omitempty"` // reading needs a second factor in this session
 	Passcode      bool  `json:"passcode,omitempty"`    // first access needs a passcode given out of band
 	Version       int64 `json:"version"`
+	// Retain is the stored message's lifetime ("90d"; RetainFor), from its
+	// rule or the policy's [retention]; "" keeps it to its read window's end.
+	Retain string `json:"retain,omitempty"`
 }
 
 // Input is what a decision may look at.

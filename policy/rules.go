@@ -21,6 +21,8 @@ type Document struct {
 	Groups  map[string][]string `toml:"groups"`
 	Rules   []Rule              `toml:"rule"`
 	Default Then                `toml:"default"`
+	// Retention: message and unclaimed-account lifetimes (retention.go).
+	Retention Retention `toml:"retention"`
 }
 
 // DetectorSettings configure the content detectors (package detect).
@@ -61,6 +63,9 @@ type Then struct {
 	AllowDownload *bool `toml:"allow_download"`
 	Require2FA    bool  `toml:"require_2fa"`
 	Passcode      bool  `toml:"passcode"`
+	// Retain is how long the stored message is kept ("90d", "6y"):
+	// it is disposed of then (retention.go).
+	Retain string `toml:"retain"`
 	// pgp option: what to do when the recipient has no usable key.
 	Fallback Action `toml:"fallback"`
 	// reject options: the SMTP reply the sender sees.
@@ -184,6 +189,7 @@ func Parse(text []byte, detectorNames []string) (*Document, error) {
 		add(-1, "[default] needs an action")
 	}
 	checkThen(d.Default, func(f string, a ...any) { add(-1, f, a...) })
+	errs = append(errs, d.Retention.check(func(k string) int { return findLine(text, k) })...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -209,6 +215,7 @@ func checkThen(t Then, bad func(string, ...any)) {
 	if t.ExpiryDays < 0 || t.ExpiryDays > 3650 {
 		bad("expiry_days %d: use 1 to 3650", t.ExpiryDays)
 	}
+	checkRetain(t, bad)
 }
 
 // headerLines returns the 1-based line of each occurrence of header.

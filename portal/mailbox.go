@@ -46,20 +46,22 @@ func (s *Server) list(ctx context.Context, v *viewer) ([]listItem, error) {
 	if err != nil {
 		return nil, err
 	}
+	locked := func(m *store.Message) bool { return m.KeyFpr != "" && m.KeyFpr != v.user.KeyFpr }
+	sums := openSummaries(msgs, func(m *store.Message) bool { return m.State != store.StateRecalled && !locked(m) }, v.key, s.Gateway)
 	out := make([]listItem, 0, len(msgs))
-	for _, m := range msgs {
+	for i, m := range msgs {
 		it := listItem{ID: m.ID, ReceivedAt: m.CreatedAt, ExpiresAt: m.ExpiresAt, Read: m.ReadAt != nil, Size: m.Size}
 		if m.State == store.StateRecalled {
 			it.Recalled, it.Date, it.Signature, it.Subject = true, m.CreatedAt, "recalled", "(recalled by the sender)"
 			out = append(out, it)
 			continue
 		}
-		if m.KeyFpr != "" && m.KeyFpr != v.user.KeyFpr {
+		if locked(&m) {
 			it.Locked, it.Date, it.Signature = true, m.CreatedAt, "locked"
 			out = append(out, it)
 			continue
 		}
-		plain, sig, err := pcrypto.Open(&pcrypto.Sealed{KeyPackets: m.SummaryKeys, Data: m.Summary}, v.key, s.Gateway)
+		plain, sig, err := sums[i].plain, sums[i].sig, sums[i].err
 		if err != nil {
 			// Show the row rather than hide a message we hold.
 			s.Log.ErrorContext(ctx, "summary unreadable", "message", m.ID, "err", err)
@@ -90,6 +92,9 @@ type opened struct {
 // found", so its existence is not revealed.
 func (s *Server) open(ctx context.Context, v *viewer, id string) (*opened, error) {
 	m, err := s.Store.GetMessage(ctx, id)
+	if err == nil && m.RecipientID == v.rec.UserID && m.State == store.StateDelivered && m.PurgedAt != nil {
+		return nil, disposedError{at: *m.PurgedAt} // issue 14.4: say so, not "not found"
+	}
 	if errors.Is(err, store.ErrNotFound) || (err == nil && (m.RecipientID != v.rec.UserID || !s.now().Before(m.ExpiresAt))) {
 		return nil, errNoMessage
 	}

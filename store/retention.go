@@ -27,6 +27,8 @@ type PurgeResult struct {
 	// Messages whose ciphertext (body with attachments, summary, key
 	// packets) was emptied, by why.
 	Expired, Recalled, Denied []string
+	// Copies: their summaries sealed to others (sender, reviewers) deleted.
+	Copies int
 	// Accounts deleted unclaimed, and how many of them held a pending key.
 	Accounts    []string
 	PendingKeys int
@@ -152,6 +154,12 @@ func purgeMessages(ctx context.Context, tx *sql.Tx, p PurgePlan, r *PurgeResult)
 		if affected(res) == 0 {
 			continue
 		}
+		// The sender's and reviewers' sealed summaries go with it.
+		res, err = tx.ExecContext(ctx, `DELETE FROM message_copies WHERE message_id = $1`, m.id)
+		if err != nil {
+			return err
+		}
+		r.Copies += affected(res)
 		switch m.state {
 		case StateRecalled:
 			r.Recalled = append(r.Recalled, m.id)

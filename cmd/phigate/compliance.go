@@ -5,11 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"time"
-
-	"github.com/phigate/phigate/compliance"
-	"github.com/phigate/phigate/keys"
 )
 
 const complianceUsage = "phigate compliance report [--json] [--data DIR | --config FILE]"
@@ -37,13 +32,8 @@ func complianceCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	defer g.Store.Close()
 	defer g.Trail.Close()
-	cfg := g.Cfg
-	// The configuration the listeners get, loaded the same way (never
-	// creating a certificate: a missing one is a finding).
-	tlsCfg, tlsErr := keys.LoadTLS(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.Server.Hostname, false,
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	r, err := compliance.Build(context.Background(), compliance.Sources{Config: cfg, Users: g.Store, Trail: g.Trail,
-		TLS: tlsCfg, TLSErr: tlsErr, GatewayKey: g.Keys.Gateway.Fingerprint(), Now: time.Now()})
+	// The same report as the admin page (gateway.ComplianceReport).
+	r, err := g.ComplianceReport(context.Background())
 	if err != nil {
 		fmt.Fprintf(stderr, "phigate compliance: %v\n", err)
 		return 1
