@@ -180,27 +180,12 @@ func (s *Server) actorFilter(ctx context.Context, who string) (string, string) {
 // export links then carry ids only.
 func (s *Server) auditSearchSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
 	q := url.Values{}
-	for _, k := range []string{"action", "message", "ip", "from", "to", "outcome"} {
+	for _, k := range []string{"user", "action", "message", "ip", "from", "to", "outcome"} {
 		if x := strings.TrimSpace(r.PostFormValue(k)); x != "" {
 			q.Set(k, x)
 		}
 	}
-	who := strings.TrimSpace(r.PostFormValue("user"))
-	if who != "" {
-		actor, problem := s.actorFilter(r.Context(), who)
-		if problem != "" {
-			d := s.data("Audit trail")
-			d.Review = &reviewPage{Query: map[string]string{"user": who}, Actions: audit.ActionChoices(), Problem: problem}
-			for k := range q {
-				d.Review.Query[k] = q.Get(k)
-			}
-			s.render(w, r, http.StatusOK, "admin_audit.html", d)
-			return
-		}
-		q.Set("user", actor)
-	}
-	r.URL.RawQuery = q.Encode()
-	s.auditPage(w, r, v)
+	s.renderAudit(w, r, v, q)
 }
 
 // zoneDates reads the page's from/until dates (YYYY-MM-DD) as days in the

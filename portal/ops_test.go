@@ -80,17 +80,12 @@ var pending = map[string]bool{}
 func init() {
 	for _, api := range strings.Split(`GET /api/v1/admin/policy
 GET /api/v1/admin/policy/versions
-GET /api/v1/alerts
-GET /api/v1/audit
 GET /api/v1/messages
 GET /api/v1/messages/{id}
-GET /api/v1/messages/{id}/history
-GET /api/v1/sent
 POST /api/v1/account/2fa/confirm
 POST /api/v1/account/2fa/setup
 POST /api/v1/admin/policy/explain
 POST /api/v1/admin/policy/rollback
-POST /api/v1/audit/verify
 POST /api/v1/claim
 PUT /api/v1/admin/policy`, "\n") {
 		pending[api] = true

@@ -1,9 +1,11 @@
 package portal
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -12,12 +14,11 @@ import (
 	"github.com/phigate/phigate/store"
 )
 
-// queryFrom reads an audit search from URL parameters: user (actor),
+// queryFrom reads an audit search from parameters: user (actor),
 // action ("auth.*" for a prefix), message (object id of a message),
 // object_type, object_id, ip, outcome, from/to (RFC 3339 or 2006-01-02),
 // limit, before (seq, for paging back).
-func queryFrom(r *http.Request) audit.Query {
-	v := r.URL.Query()
+func queryFrom(v url.Values) audit.Query {
 	q := audit.Query{Actor: v.Get("user"), Action: v.Get("action"), ObjectType: v.Get("object_type"),
 		ObjectID: v.Get("object_id"), IP: v.Get("ip"), Outcome: v.Get("outcome"), Newest: true}
 	if m := v.Get("message"); m != "" {
@@ -42,43 +43,84 @@ func parseWhen(s string) time.Time {
 	return time.Time{}
 }
 
-// badDates reports a from/to parameter that does not parse: silently
-// ignoring it would widen a search or an export.
-func badDates(r *http.Request) bool {
+// auditQuery is the one reading of an audit search, for the page, its
+// filter bar, the API and the export alike: a date that does not parse is
+// refused (ignoring it would widen a search or an export), a date without
+// a time is a day in org.time_zone ("to" includes that whole day), and
+// "user" may be an address, searched as its account's id.
+func (s *Server) auditQuery(ctx context.Context, vals url.Values) (audit.Query, error) {
 	for _, k := range []string{"from", "to"} {
-		if s := r.URL.Query().Get(k); s != "" && parseWhen(s).IsZero() {
-			return true
+		if x := vals.Get(k); x != "" && parseWhen(x).IsZero() {
+			oe := refused(http.StatusBadRequest, "bad_request", "From and to take dates (YYYY-MM-DD) or RFC 3339 times.", nil)
+			oe.Field = k
+			return audit.Query{}, oe
 		}
 	}
-	return false
+	q := queryFrom(vals)
+	s.zoneDates(&q, vals)
+	actor, problem := s.actorFilter(ctx, q.Actor)
+	if problem != "" {
+		oe := refused(http.StatusBadRequest, "bad_request", problem, nil)
+		oe.Field = "user"
+		return audit.Query{}, oe
+	}
+	q.Actor = actor
+	return q, nil
+}
+
+type auditSearchIn struct {
+	Query url.Values
+}
+
+type auditSearchOut struct {
+	Entries []audit.Entry `json:"entries"`
+	// asIDs is the search with the account as its id, for links: an
+	// address (PHI) never goes into a URL.
+	asIDs url.Values
+	actor string
+}
+
+// opAuditSearch searches the trail, newest first; the search is itself
+// audited (audit.search, with the query).
+func (s *Server) opAuditSearch(r *http.Request, _ *viewer, in auditSearchIn) (auditSearchOut, error) {
+	q, err := s.auditQuery(r.Context(), in.Query)
+	if err != nil {
+		return auditSearchOut{}, err
+	}
+	entries, err := s.Trail.Search(r.Context(), q)
+	if err != nil {
+		return auditSearchOut{}, err
+	}
+	ids := url.Values{}
+	for k, v := range in.Query {
+		if k != "verify" {
+			ids[k] = v
+		}
+	}
+	if q.Actor != "" {
+		ids.Set("user", q.Actor)
+	}
+	s.audit(r, "audit.search", "audit", "", "ok", map[string]string{"query": ids.Encode()})
+	return auditSearchOut{Entries: entries, asIDs: ids, actor: q.Actor}, nil
 }
 
 func (s *Server) apiAudit(w http.ResponseWriter, r *http.Request, v *viewer) {
-	if badDates(r) {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", "from and to take RFC 3339 times or YYYY-MM-DD dates")
-		return
-	}
-	entries, err := s.Trail.Search(r.Context(), queryFrom(r))
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	s.audit(r, "audit.search", "audit", "", "ok", map[string]string{"query": r.URL.RawQuery})
-	writeJSON(w, http.StatusOK, map[string]any{"entries": entries})
+	out, err := s.opAuditSearch(r, v, auditSearchIn{Query: r.URL.Query()})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 // export streams the matching entries as CSV or JSON; the export is itself
 // in the trail, before any byte leaves.
 func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, v *viewer) {
-	if badDates(r) {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", "from and to take RFC 3339 times or YYYY-MM-DD dates")
+	q, err := s.auditQuery(r.Context(), r.URL.Query())
+	if err != nil {
+		s.apiError(w, r, err)
 		return
 	}
 	format := r.URL.Query().Get("format")
 	if format != "csv" && format != "json" {
 		format = "json"
 	}
-	q := queryFrom(r)
 	q.Limit, q.Newest = 0, false
 	if err := s.audit(r, "audit.export", "audit", "", "ok", map[string]string{"format": format, "query": r.URL.RawQuery}); err != nil {
 		s.apiFail(w, r, err)
@@ -111,17 +153,32 @@ func (s *Server) verifyTrail(r *http.Request) (int64, error) {
 	return n, err
 }
 
-func (s *Server) apiAuditVerify(w http.ResponseWriter, r *http.Request, v *viewer) {
+type verifyOut struct {
+	OK          bool   `json:"ok"`
+	Checked     int64  `json:"checked"`
+	FirstBroken *int64 `json:"first_broken,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+	broken      *audit.BrokenError
+}
+
+// opAuditVerify checks the whole chain (verifyTrail); a broken chain is a
+// result, not an error.
+func (s *Server) opAuditVerify(r *http.Request, _ *viewer, _ struct{}) (verifyOut, error) {
 	n, err := s.verifyTrail(r)
 	var be *audit.BrokenError
-	switch {
-	case errors.As(err, &be):
-		writeJSON(w, http.StatusOK, map[string]any{"ok": false, "checked": n, "first_broken": be.Seq, "reason": be.Reason})
-	case err != nil:
-		s.apiFail(w, r, err)
-	default:
-		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "checked": n})
+	if errors.As(err, &be) {
+		seq := be.Seq
+		return verifyOut{Checked: n, FirstBroken: &seq, Reason: be.Reason, broken: be}, nil
 	}
+	if err != nil {
+		return verifyOut{}, err
+	}
+	return verifyOut{OK: true, Checked: n}, nil
+}
+
+func (s *Server) apiAuditVerify(w http.ResponseWriter, r *http.Request, v *viewer) {
+	out, err := s.opAuditVerify(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 // messageHistory is "proof of delivery": accepted, policy, notified,
@@ -157,21 +214,40 @@ var senderVisible = map[string]bool{"message.accept": true, "notice.send": true,
 	"message.attachment": true, "message.reply": true, "message.recall": true, "message.purge": true,
 	"quarantine.approve": true, "quarantine.deny": true}
 
-func (s *Server) apiMessageHistory(w http.ResponseWriter, r *http.Request, v *viewer) {
-	entries, err := s.messageHistory(r, v, r.PathValue("id"))
+type historyIn struct{ ID string }
+
+type historyOut struct {
+	Message string        `json:"message"`
+	History []audit.Entry `json:"history"`
+}
+
+// opHistory is one message's proof of delivery (messageHistory); 404 for
+// a message the viewer may not see, as for one that does not exist.
+func (s *Server) opHistory(r *http.Request, v *viewer, in historyIn) (historyOut, error) {
+	entries, err := s.messageHistory(r, v, in.ID)
 	if errors.Is(err, store.ErrNotFound) {
-		writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
-		return
+		return historyOut{}, refused(http.StatusNotFound, "not_found", "This message does not exist, or you did not send it.", err)
 	}
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"message": r.PathValue("id"), "history": entries})
+	return historyOut{Message: in.ID, History: entries}, err
+}
+
+func (s *Server) apiMessageHistory(w http.ResponseWriter, r *http.Request, v *viewer) {
+	out, err := s.opHistory(r, v, historyIn{ID: r.PathValue("id")})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
+}
+
+type alertsOut struct {
+	Alerts []alert.Alert `json:"alerts"`
+}
+
+// opAlerts lists the recent security alerts.
+func (s *Server) opAlerts(_ *http.Request, _ *viewer, _ struct{}) (alertsOut, error) {
+	return alertsOut{Alerts: s.recentAlerts()}, nil
 }
 
 func (s *Server) apiAlerts(w http.ResponseWriter, r *http.Request, v *viewer) {
-	writeJSON(w, http.StatusOK, map[string]any{"alerts": s.recentAlerts()})
+	out, err := s.opAlerts(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) recentAlerts() []alert.Alert {
@@ -195,61 +271,53 @@ type reviewPage struct {
 }
 
 func (s *Server) auditPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	s.renderAudit(w, r, v, r.URL.Query())
+}
+
+// renderAudit shows the trail for a search: the page's own URL, or what
+// the filter bar posted (auditSearchSubmit).
+func (s *Server) renderAudit(w http.ResponseWriter, r *http.Request, v *viewer, vals url.Values) {
 	d := s.data("Audit trail")
-	rp := &reviewPage{Query: map[string]string{}}
+	rp := &reviewPage{Query: map[string]string{}, Actions: audit.ActionChoices()}
 	for _, k := range []string{"user", "action", "message", "ip", "from", "to", "outcome"} {
-		rp.Query[k] = r.URL.Query().Get(k)
+		rp.Query[k] = vals.Get(k)
 	}
-	rp.Export = r.URL.RawQuery
-	if r.URL.Query().Get("verify") == "1" {
-		rp.Verify = true
-		n, err := s.verifyTrail(r)
-		rp.Checked = n
-		if !errors.As(err, &rp.Broken) && err != nil {
+	d.Review = rp
+	if vals.Get("verify") == "1" {
+		out, err := s.opAuditVerify(r, v, struct{}{})
+		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
+		rp.Verify, rp.Checked, rp.Broken = true, out.Checked, out.broken
 	}
-	q := queryFrom(r)
-	rp.Actions = audit.ActionChoices()
-	s.zoneDates(&q, r.URL.Query())
-	if q.Actor, rp.Problem = s.actorFilter(r.Context(), q.Actor); rp.Problem != "" {
-		d.Review = rp
-		s.render(w, r, http.StatusOK, "admin_audit.html", d)
-		return
-	}
-	entries, err := s.Trail.Search(r.Context(), q)
+	out, err := s.opAuditSearch(r, v, auditSearchIn{Query: vals})
 	if err != nil {
-		s.fail(w, r, err)
+		s.pageRefused(w, r, err, d, func(status int, d pageData) { s.render(w, r, status, "admin_audit.html", d) })
 		return
 	}
-	s.audit(r, "audit.search", "audit", "", "ok", map[string]string{"query": r.URL.RawQuery})
 	nm := s.namer(r.Context())
-	rp.Entries, rp.Rows = entries, nm.rows(entries, true)
-	if a := nm.user(q.Actor); a != "" {
+	rp.Entries, rp.Rows, rp.Export = out.Entries, nm.rows(out.Entries, true), out.asIDs.Encode()
+	if a := nm.user(out.actor); a != "" {
 		rp.Query["user"] = a // the address, not the id it was turned into
 	}
-	d.Review = rp
 	s.render(w, r, http.StatusOK, "admin_audit.html", d)
 }
 
 func (s *Server) alertsPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	out, _ := s.opAlerts(r, v, struct{}{}) // never fails
 	d := s.data("Security alerts")
-	d.Review = &reviewPage{Alerts: s.recentAlerts()}
+	d.Review = &reviewPage{Alerts: out.Alerts}
 	s.render(w, r, http.StatusOK, "admin_alerts.html", d)
 }
 
 func (s *Server) historyPage(w http.ResponseWriter, r *http.Request, v *viewer) {
-	entries, err := s.messageHistory(r, v, r.PathValue("id"))
-	if errors.Is(err, store.ErrNotFound) {
-		s.notFound(w, r)
-		return
-	}
+	out, err := s.opHistory(r, v, historyIn{ID: r.PathValue("id")})
 	if err != nil {
-		s.fail(w, r, err)
+		s.pageRefused(w, r, err, s.data("Message not found"), func(status int, d pageData) { s.render(w, r, status, "error.html", d) })
 		return
 	}
 	d := s.data("Message history")
-	d.ID, d.Review = r.PathValue("id"), &reviewPage{Entries: entries, Rows: s.namer(r.Context()).rows(entries, false)}
+	d.ID, d.Review = out.Message, &reviewPage{Entries: out.History, Rows: s.namer(r.Context()).rows(out.History, false)}
 	s.render(w, r, http.StatusOK, "history.html", d)
 }

@@ -73,13 +73,20 @@ func (s *Server) sentList(r *http.Request, v *viewer) ([]sentItem, error) {
 	return s.describeSent(r.Context(), v, out)
 }
 
-func (s *Server) apiSent(w http.ResponseWriter, r *http.Request, v *viewer) {
+type sentOut struct {
+	Messages []sentItem `json:"messages"`
+}
+
+// opSentList is the sender's portal messages, newest first, with where
+// each stands (sentList).
+func (s *Server) opSentList(r *http.Request, v *viewer, _ struct{}) (sentOut, error) {
 	items, err := s.sentList(r, v)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"messages": items})
+	return sentOut{Messages: items}, err
+}
+
+func (s *Server) apiSent(w http.ResponseWriter, r *http.Request, v *viewer) {
+	out, err := s.opSentList(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 type recallIn struct{ ID string }
@@ -136,13 +143,12 @@ func (s *Server) renderSent(w http.ResponseWriter, r *http.Request, d pageData) 
 }
 
 func (s *Server) renderSentStatus(w http.ResponseWriter, r *http.Request, status int, d pageData) {
-	v := viewerOf(r)
-	items, err := s.sentList(r, v)
+	out, err := s.opSentList(r, viewerOf(r), struct{}{})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	d.Sent = items
+	d.Sent = out.Messages
 	s.render(w, r, status, "sent.html", d)
 }
 
