@@ -13,6 +13,12 @@
   var box = document.getElementById("logoff-warning");
   var secs = document.getElementById("logoff-seconds");
   var stay = document.getElementById("logoff-stay");
+  // The visible seconds change every second; a screen reader hears the
+  // countdown twice only: when it opens and when NEAR seconds are left
+  // (issue 13.8). The box itself is not a live region.
+  var announce = document.getElementById("logoff-announce");
+  var NEAR = 10;
+  var saidNear = false;
   var done = false;
   // A form on this page is on its way (second factor, enrolment): its
   // answer is the next page, so a "privilege" end it causes must not
@@ -33,9 +39,20 @@
     window.location.replace("/login?ended=" + encodeURIComponent(reason || "idle"));
   }
 
+  function say(text) {
+    if (announce && announce.textContent !== text) { announce.textContent = text; }
+  }
+
+  function hide() {
+    box.hidden = true;
+    saidNear = false;
+    // Emptied quietly, so that the next countdown's words are news again.
+    if (announce) { announce.textContent = ""; }
+  }
+
   function setExpiry(at) {
     expiresAt = at;
-    if (box && box.hidden === false && expiresAt - Date.now() > WARN * 1000) { box.hidden = true; }
+    if (box && box.hidden === false && expiresAt - Date.now() > WARN * 1000) { hide(); }
   }
 
   function tick() {
@@ -44,7 +61,15 @@
     if (left <= 0) { wipe("idle"); return; }
     if (left <= WARN && box) {
       secs.textContent = String(left);
-      if (box.hidden) { box.hidden = false; stay.focus(); }
+      if (box.hidden) {
+        box.hidden = false;
+        saidNear = left <= NEAR;
+        say("You will be signed out in " + left + " seconds to protect your information. Choose Stay signed in to continue.");
+        stay.focus();
+      } else if (left <= NEAR && !saidNear) {
+        saidNear = true;
+        say(left + " seconds left before you are signed out.");
+      }
     }
   }
   setInterval(tick, 1000);
@@ -55,7 +80,7 @@
         if (r.status !== 200) { wipe("idle"); return; }
         var at = Date.now() + idle * 1000;
         setExpiry(at);
-        box.hidden = true;
+        hide();
         if (chan) { chan.postMessage({ type: "extend", expiresAt: at }); }
       }, function () { /* network trouble: the countdown goes on */ });
     });
