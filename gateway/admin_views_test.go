@@ -375,3 +375,17 @@ func TestPolicyEditorKeepsText(t *testing.T) {
 		t.Errorf("active version %d after a refused change", p.Version)
 	}
 }
+
+// Point 5 beyond the policy: a refused form comes back with what was typed
+// (account creation, a key upload, the recovery form's address), never
+// with a password or passphrase.
+func TestFormsKeepWhatWasTyped(t *testing.T) {
+	f := newAdminFixture(t)
+	got := getPage(t, f.admin, "POST", "/admin/users", "email=not-an-address&role=security", 400)
+	mustContain(t, "account creation", got, `value="not-an-address"`, `<option selected>security</option>`)
+	key := "-----BEGIN PGP PUBLIC KEY BLOCK-----\nnot really a key\n-----END PGP PUBLIC KEY BLOCK-----"
+	got = getPage(t, f.staffC, "POST", "/account/key", "key="+url.QueryEscape(key), 400)
+	mustContain(t, "own key", got, "not really a key")
+	got = getPage(t, f.admin, "POST", "/admin/keys", "email=pat%40example.net&key="+url.QueryEscape(key), 400)
+	mustContain(t, "recipient key", got, `value="pat@example.net"`, "not really a key")
+}
