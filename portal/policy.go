@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -30,13 +31,20 @@ func toPolicyJSON(p *store.PolicyVersion, body bool) policyJSON {
 	return j
 }
 
-func (s *Server) apiPolicy(w http.ResponseWriter, r *http.Request, v *viewer) {
+// opPolicy is the active policy version, its text included.
+func (s *Server) opPolicy(r *http.Request, _ *viewer, _ struct{}) (policyJSON, error) {
 	p, err := s.Store.LatestPolicyVersion(r.Context())
 	if err != nil {
-		s.apiFail(w, r, err)
-		return
+		return policyJSON{}, err
 	}
-	writeJSON(w, http.StatusOK, toPolicyJSON(p, true))
+	out := []policyJSON{toPolicyJSON(p, true)}
+	s.authorNames(r.Context(), out)
+	return out[0], nil
+}
+
+func (s *Server) apiPolicy(w http.ResponseWriter, r *http.Request, v *viewer) {
+	out, err := s.opPolicy(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 // applyPolicy validates and activates a new version; the error lines name
@@ -50,34 +58,63 @@ func (s *Server) applyPolicy(r *http.Request, v *viewer, body, note string) (int
 	return id, err
 }
 
-func (s *Server) apiPolicyApply(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		Body string `json:"body"`
-		Note string `json:"note"`
-	}
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	id, err := s.applyPolicy(r, v, req.Body, req.Note)
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, map[string]any{"error": "invalid_policy", "message": "the policy was not applied",
-			"problems": strings.Split(err.Error(), "\n")})
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]int64{"version": id})
+type policyIn struct {
+	Body string `json:"body"`
+	Note string `json:"note"`
 }
 
-func (s *Server) apiPolicyVersions(w http.ResponseWriter, r *http.Request, v *viewer) {
+type versionOut struct {
+	Version int64 `json:"version"`
+}
+
+// notApplied is a policy the engine refused: 400 invalid_policy, each
+// problem (naming its line) in "problems", the first problem's line marked.
+func notApplied(prefix string, err error) error {
+	oe := refused(http.StatusBadRequest, "invalid_policy", prefix+err.Error(), err)
+	oe.Field, oe.Line = "body", problemLine(err)
+	oe.Extra = map[string]any{"problems": strings.Split(err.Error(), "\n")}
+	return oe
+}
+
+// opApplyPolicy validates the text and activates it as a new version.
+func (s *Server) opApplyPolicy(r *http.Request, v *viewer, in policyIn) (versionOut, error) {
+	id, err := s.applyPolicy(r, v, strings.ReplaceAll(in.Body, "\r\n", "\n"), in.Note)
+	if err != nil {
+		return versionOut{}, notApplied("The policy was not applied: ", err)
+	}
+	return versionOut{Version: id}, nil
+}
+
+func (s *Server) apiPolicyApply(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var in policyIn
+	if !decodeJSON(w, r, &in) {
+		return
+	}
+	out, err := s.opApplyPolicy(r, v, in)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
+}
+
+type versionsOut struct {
+	Versions []policyJSON `json:"versions"`
+}
+
+// opPolicyVersions lists every version, oldest first, without the texts.
+func (s *Server) opPolicyVersions(r *http.Request, _ *viewer, _ struct{}) (versionsOut, error) {
 	list, err := s.Store.ListPolicyVersions(r.Context())
 	if err != nil {
-		s.apiFail(w, r, err)
-		return
+		return versionsOut{}, err
 	}
 	out := make([]policyJSON, len(list))
 	for i := range list {
 		out[i] = toPolicyJSON(&list[i], false)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"versions": out})
+	s.authorNames(r.Context(), out)
+	return versionsOut{Versions: out}, nil
+}
+
+func (s *Server) apiPolicyVersions(w http.ResponseWriter, r *http.Request, v *viewer) {
+	out, err := s.opPolicyVersions(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiPolicyDiff(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -95,42 +132,63 @@ func (s *Server) apiPolicyDiff(w http.ResponseWriter, r *http.Request, v *viewer
 	writeJSON(w, http.StatusOK, map[string]string{"diff": d})
 }
 
-func (s *Server) apiPolicyRollback(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		Version int64 `json:"version"`
-	}
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	id, err := s.PolicyVersions.Rollback(r.Context(), v.user.ID, req.Version)
+type rollbackIn struct {
+	Version int64 `json:"version"`
+}
+
+// opRollback makes an earlier version active again, as a new version.
+func (s *Server) opRollback(r *http.Request, v *viewer, in rollbackIn) (versionOut, error) {
+	id, err := s.PolicyVersions.Rollback(r.Context(), v.user.ID, in.Version)
 	if errors.Is(err, store.ErrNotFound) {
-		writeJSONError(w, http.StatusNotFound, "not_found", "no such version")
-		return
+		oe := refused(http.StatusNotFound, "not_found", "No such version.", err)
+		oe.Field = "version"
+		return versionOut{}, oe
 	}
 	if err != nil {
-		s.apiFail(w, r, err)
+		// The old text no longer passes (a detector it names is gone).
+		return versionOut{}, notApplied("Rollback failed: ", err)
+	}
+	s.Log.WarnContext(r.Context(), "policy rolled back", "by", v.user.ID, "to", in.Version, "version", id)
+	s.audit(r, "policy.rollback", "policy", fmt.Sprint(id), "ok", map[string]string{"to": fmt.Sprint(in.Version)})
+	return versionOut{Version: id}, nil
+}
+
+func (s *Server) apiPolicyRollback(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var in rollbackIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	s.Log.WarnContext(r.Context(), "policy rolled back", "by", v.user.ID, "to", req.Version, "version", id)
-	s.audit(r, "policy.rollback", "policy", fmt.Sprint(id), "ok", map[string]string{"to": fmt.Sprint(req.Version)})
-	writeJSON(w, http.StatusOK, map[string]int64{"version": id})
+	out, err := s.opRollback(r, v, in)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
+}
+
+type explainIn struct {
+	From    string   `json:"from"`
+	To      []string `json:"to"`
+	Message string   `json:"message"`
+}
+
+type explainOut struct {
+	Recipients []intake.Explanation `json:"recipients"`
+}
+
+// opExplain says what the active policy would do with a message from one
+// sender to each recipient, and why.
+func (s *Server) opExplain(r *http.Request, _ *viewer, in explainIn) (explainOut, error) {
+	out, err := s.Intake.Explain(r.Context(), in.From, in.To, []byte(in.Message))
+	if err != nil {
+		return explainOut{}, refused(http.StatusBadRequest, "bad_request", reason(err), err)
+	}
+	return explainOut{Recipients: out}, nil
 }
 
 func (s *Server) apiPolicyExplain(w http.ResponseWriter, r *http.Request, v *viewer) {
-	var req struct {
-		From    string   `json:"from"`
-		To      []string `json:"to"`
-		Message string   `json:"message"`
-	}
-	if !decodeJSON(w, r, &req) {
+	var in explainIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	out, err := s.Intake.Explain(r.Context(), req.From, req.To, []byte(req.Message))
-	if err != nil {
-		writeJSONError(w, http.StatusBadRequest, "bad_request", err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"recipients": out})
+	out, err := s.opExplain(r, v, in)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiQuarantine(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -156,13 +214,13 @@ type policyPage struct {
 }
 
 func (s *Server) renderPolicy(w http.ResponseWriter, r *http.Request, status int, d pageData) {
-	ctx := r.Context()
-	p, err := s.Store.LatestPolicyVersion(ctx)
+	v := viewerOf(r)
+	active, err := s.opPolicy(r, v, struct{}{})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	list, err := s.Store.ListPolicyVersions(ctx)
+	versions, err := s.opPolicyVersions(r, v, struct{}{})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -170,11 +228,10 @@ func (s *Server) renderPolicy(w http.ResponseWriter, r *http.Request, status int
 	if d.Policy == nil {
 		d.Policy = &policyPage{}
 	}
-	d.Policy.Active = toPolicyJSON(p, true)
-	for i := len(list) - 1; i >= 0; i-- {
-		d.Policy.Versions = append(d.Policy.Versions, toPolicyJSON(&list[i], false))
+	d.Policy.Active = active
+	for i := len(versions.Versions) - 1; i >= 0; i-- {
+		d.Policy.Versions = append(d.Policy.Versions, versions.Versions[i])
 	}
-	s.authorNames(ctx, d.Policy.Versions)
 	if d.Form.Has("body") {
 		d.Policy.Lines = aroundLine(d.Form.Get("body"), d.Line)
 	}
@@ -182,39 +239,53 @@ func (s *Server) renderPolicy(w http.ResponseWriter, r *http.Request, status int
 }
 
 func (s *Server) policyPage(w http.ResponseWriter, r *http.Request, v *viewer) {
-	s.renderPolicy(w, r, http.StatusOK, s.data("Data-sharing policy"))
-}
-
-func (s *Server) policySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
 	d := s.data("Data-sharing policy")
-	switch r.PostFormValue("do") {
-	case "apply":
-		id, err := s.applyPolicy(r, v, strings.ReplaceAll(r.PostFormValue("body"), "\r\n", "\n"), r.PostFormValue("note"))
-		if err != nil {
-			d.Error = "The policy was not applied: " + err.Error()
-			d.Form, d.Field, d.Line = r.PostForm, "body", problemLine(err) // keep the text (issue 13.5)
-			s.renderPolicy(w, r, http.StatusBadRequest, d)
-			return
-		}
+	q := r.URL.Query()
+	id, _ := strconv.ParseInt(q.Get("version"), 10, 64)
+	to, _ := strconv.ParseInt(q.Get("to"), 10, 64)
+	switch {
+	case q.Get("done") == "applied" && id > 0:
 		d.Notice = "Applied as version " + strconv.FormatInt(id, 10) + "."
-	case "rollback":
-		n, _ := strconv.ParseInt(r.PostFormValue("version"), 10, 64)
-		id, err := s.PolicyVersions.Rollback(r.Context(), v.user.ID, n)
-		if err != nil {
-			d.Error = "Rollback failed: " + err.Error()
-			s.renderPolicy(w, r, http.StatusBadRequest, d)
-			return
-		}
-		s.Log.WarnContext(r.Context(), "policy rolled back", "by", v.user.ID, "to", n, "version", id)
-		s.audit(r, "policy.rollback", "policy", fmt.Sprint(id), "ok", map[string]string{"to": fmt.Sprint(n)})
-		d.Notice = "Version " + strconv.FormatInt(n, 10) + " is active again, as version " + strconv.FormatInt(id, 10) + "."
-	case "explain":
-		out, err := s.Intake.Explain(r.Context(), r.PostFormValue("from"), strings.Split(r.PostFormValue("to"), ","), []byte(r.PostFormValue("message")))
-		if err != nil {
-			d.Error = err.Error()
-		}
-		d.Policy, d.Form = &policyPage{Explain: out}, r.PostForm // the sample stays in the form (issue 13.5)
+	case q.Get("done") == "rolled-back" && id > 0 && to > 0:
+		d.Notice = "Version " + strconv.FormatInt(to, 10) + " is active again, as version " + strconv.FormatInt(id, 10) + "."
 	}
 	s.renderPolicy(w, r, http.StatusOK, d)
 }
 
+// policySubmit is the policy page's three forms: apply, roll back, and
+// explain (a question, answered on the page, nothing changed).
+func (s *Server) policySubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	reshow := func(status int, d pageData) { s.renderPolicy(w, r, status, d) }
+	switch r.PostFormValue("do") {
+	case "apply":
+		out, err := s.opApplyPolicy(r, v, policyIn{Body: r.PostFormValue("body"), Note: r.PostFormValue("note")})
+		if err != nil {
+			s.pageRefused(w, r, err, s.data("Data-sharing policy"), reshow) // the text stays, its line marked (issue 13.5)
+			return
+		}
+		seeOther(w, r, "/admin/policy?version="+strconv.FormatInt(out.Version, 10), "applied")
+	case "rollback":
+		n, _ := strconv.ParseInt(r.PostFormValue("version"), 10, 64)
+		out, err := s.opRollback(r, v, rollbackIn{Version: n})
+		if err != nil {
+			d := s.data("Data-sharing policy")
+			d.Form = url.Values{} // the editor shows the active text, not a refused one
+			s.pageRefused(w, r, err, d, reshow)
+			return
+		}
+		seeOther(w, r, "/admin/policy?version="+strconv.FormatInt(out.Version, 10)+"&to="+strconv.FormatInt(n, 10), "rolled-back")
+	case "explain":
+		in := explainIn{From: r.PostFormValue("from"), To: strings.Split(r.PostFormValue("to"), ","), Message: r.PostFormValue("message")}
+		out, err := s.opExplain(r, v, in)
+		d := s.data("Data-sharing policy")
+		d.Form = r.PostForm // the sample stays in the form (issue 13.5)
+		if err != nil {
+			s.pageRefused(w, r, err, d, reshow)
+			return
+		}
+		d.Policy = &policyPage{Explain: out.Recipients}
+		s.renderPolicy(w, r, http.StatusOK, d)
+	default:
+		s.renderPolicy(w, r, http.StatusOK, s.data("Data-sharing policy"))
+	}
+}
