@@ -37,6 +37,7 @@ func BenchmarkIntake20KB(b *testing.B) {
 	b.ReportAllocs()
 	b.SetParallelism(16)
 	b.ResetTimer()
+	cpu := startCPU(b)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			rcpt := fmt.Sprintf("bench%d@example.net", n.Add(1)%50)
@@ -47,6 +48,7 @@ func BenchmarkIntake20KB(b *testing.B) {
 		}
 	})
 	b.StopTimer()
+	cpu.report(b)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
 
@@ -69,6 +71,7 @@ func BenchmarkSMTPSubmit20KB(b *testing.B) {
 	// Postfix comparison in docs/perf.md.
 	b.SetParallelism(16)
 	b.ResetTimer()
+	cpu := startCPU(b)
 	b.RunParallel(func(pb *testing.PB) {
 		c, err := smtp.DialStartTLS(h.SMTP, &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
@@ -89,5 +92,6 @@ func BenchmarkSMTPSubmit20KB(b *testing.B) {
 		}
 	})
 	b.StopTimer()
+	cpu.report(b)
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }

@@ -89,10 +89,17 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// Each connection keeps its compiled statements (stmtcache.go).
+	db, err := sql.Open(sqliteCached, "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, err
 	}
+	// database/sql keeps 2 idle connections by default: under 32 SMTP
+	// sessions reading at once, the rest were opened (file, schema,
+	// pragmas) and closed again on every burst, about 6% of the intake's
+	// CPU (docs/perf.md). Idle ones still close after a minute unused.
+	db.SetMaxIdleConns(sqliteMaxIdle)
+	db.SetConnMaxIdleTime(time.Minute)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
