@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/emersion/go-message/mail"
 	"github.com/phigate/phigate/internal/e2e"
 	"github.com/phigate/phigate/internal/testtool"
@@ -107,4 +108,106 @@ func TestBrowserNoticeOnPhone(t *testing.T) {
 		}
 		doIn(t, tb, desktop)
 	}
+}
+
+// Issue 13.1 and 13.9 in headless Chromium, each page held to the shared
+// page check at 390 and 1280 px: an expired claim link's page, its "Send
+// me a new link" button (a form: no script, no address typed) and the
+// answer; the new link sets the password; the inbox then shows the notice
+// references; and a recalled-only recipient's link asks for no password.
+func TestBrowserClaimLinkPages(t *testing.T) {
+	chromium := testtool.Need(t, "chromium")
+	needAxe(t)
+	if testing.Short() {
+		t.Skip("a real-browser test")
+	}
+	h, clock := startClocked(t)
+	pass := h.AddStaff(staff)
+	const rcpt = "browser.stranded@example.net"
+	for _, to := range []string{rcpt, "browser.withdrawn@example.net"} {
+		msg := e2e.Multipart(staff, "Dr Lee", to, "Follow-up", "body", "<p>body</p>", "a.txt", []byte("x"))
+		if err := e2e.Send(e2e.SendOptions{Addr: h.SMTP, User: staff, Pass: pass, From: staff, To: []string{to}, Msg: msg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := h.WaitNotices(2)
+	tokens := map[string]string{}
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, to := range []string{rcpt, "browser.withdrawn@example.net"} {
+			if bytes.Contains(raw, []byte("To: <"+to+">")) {
+				tokens[to] = e2e.ClaimToken(t, f)
+			}
+		}
+	}
+	firstRef := ""
+	for _, f := range files {
+		if raw, _ := os.ReadFile(f); bytes.Contains(raw, []byte("To: <"+rcpt+">")) {
+			firstRef = noticeRef(t, f)
+		}
+	}
+	sender, _ := signInStaff(t, h, staff, "staff portal password 123", time.Now())
+	var sent struct {
+		Messages []struct{ ID, Recipient string }
+	}
+	sender.JSON("GET", "/api/v1/sent", nil, 200, &sent)
+	recalled := 0
+	for _, m := range sent.Messages {
+		if m.Recipient == "browser.withdrawn@example.net" {
+			sender.JSON("POST", "/api/v1/sent/"+m.ID+"/recall", nil, 200, nil)
+			recalled++
+		}
+	}
+	if recalled != 1 {
+		t.Fatalf("sent list %+v: the withdrawn recipient's message not found", sent)
+	}
+	clock.Add(8 * 24 * time.Hour) // the links (7 days) end
+
+	tb := newBrowser(t, chromium).first
+	tb.navigate(h.BaseURL + "/claim/" + tokens["browser.withdrawn@example.net"])
+	tb.waitFor("withdrawn page", `document.querySelector('h1') !== null`, 10*time.Second)
+	if got := tb.eval(`document.querySelector('h1').textContent`); got != "The sender withdrew this message" {
+		t.Errorf("recalled-only link: heading %q", got)
+	}
+	if n := evalAs[int](tb, `document.querySelectorAll('input, form').length`); n != 0 {
+		t.Errorf("recalled-only link page has %d forms or inputs", n)
+	}
+	checkPage(t, tb, "claim-link-withdrawn")
+
+	tb.navigate(h.BaseURL + "/claim/" + tokens[rcpt])
+	tb.waitFor("expired page", `document.querySelector('main form button') !== null`, 10*time.Second)
+	if got := tb.eval(`document.querySelector('h1').textContent`); got != "This link has expired" {
+		t.Errorf("expired link: heading %q", got)
+	}
+	if n := evalAs[int](tb, `document.querySelectorAll('main input:not([type=hidden])').length`); n != 0 {
+		t.Errorf("the new-link form asks for %d inputs, want none", n)
+	}
+	checkPage(t, tb, "claim-link-expired")
+	tb.do(chromedp.Click(chromedp.CSS(`main form button[type=submit]`)))
+	tb.waitFor("answer", `location.pathname.endsWith('/new-link') && document.querySelector('h1') !== null`, 15*time.Second)
+	if got := tb.eval(`document.querySelector('h1').textContent`); got != "Check your email" {
+		t.Errorf("answer page heading %q", got)
+	}
+	checkPage(t, tb, "claim-link-sent")
+
+	newFile := h.WaitNotices(3)[2]
+	newToken, newRef := e2e.ClaimToken(t, newFile), noticeRef(t, newFile)
+	tb.navigate(h.BaseURL + "/claim/" + newToken)
+	tb.waitFor("claim form", `document.querySelector('#password') !== null`, 10*time.Second)
+	tb.do(
+		chromedp.SendKeys(chromedp.CSS("#password"), patientPW),
+		chromedp.SendKeys(chromedp.CSS("#confirm"), patientPW),
+		chromedp.Click(chromedp.CSS(`main form button[type=submit]`)),
+	)
+	tb.waitFor("the message", `location.pathname.startsWith('/messages/')`, 20*time.Second)
+	tb.navigate(h.BaseURL + "/inbox")
+	tb.waitFor("inbox", `document.querySelector('.notice-refs') !== null`, 10*time.Second)
+	refs := tb.eval(`document.querySelector('.notice-refs').innerText`)
+	if !strings.Contains(refs, firstRef) || !strings.Contains(refs, newRef) {
+		t.Errorf("inbox banner %q lacks %s or %s", refs, firstRef, newRef)
+	}
+	checkPage(t, tb, "inbox-notice-refs")
 }
