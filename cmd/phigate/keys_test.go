@@ -5,6 +5,7 @@ package main
 // signing key, escrow key; the gateway keeps working at every step.
 
 import (
+	"database/sql"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -74,17 +75,31 @@ func TestCLIKeyRotation(t *testing.T) {
 	readAs(t, p, patA, pw, m1, m3)
 	p.stop()
 
-	// 3. A run killed (SIGKILL) at a random point, then one that finishes.
+	// 3. A run killed (SIGKILL) once it has committed more batches, then
+	// one that finishes.
+	db, err := sql.Open("sqlite", filepath.Join(data, "phigate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	resealed := func() (n int64) {
+		db.QueryRow(`SELECT resealed FROM key_epochs WHERE state = 'rotating'`).Scan(&n)
+		return n
+	}
+	was := resealed()
 	cmd := exec.Command(binPath, "keys", "rotate-master", "--data", data, "--batch", "1")
 	cmd.Env = childEnv()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Duration(rand.IntN(150)) * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); resealed() <= was && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond)
 	cmd.Process.Kill()
-	err := cmd.Wait()
+	err = cmd.Wait()
 	if _, statErr := os.Stat(filepath.Join(data, "master.key.next")); statErr == nil {
-		t.Logf("killed mid-rotation (%v); running it again", err)
+		t.Logf("killed mid-rotation (%v) with %d values re-sealed (%d before this run); running it again", err, resealed(), was)
 		r = runCLI(t, "", "keys", "rotate-master", "--data", data)
 		if r.code != 0 || !strings.Contains(r.stdout, "finished the rotation: master key") || !strings.Contains(r.stdout, "is active (epoch 2)") {
 			t.Fatalf("rotate-master resumed: exit %d\n%s%s", r.code, r.stdout, r.stderr)
