@@ -51,7 +51,7 @@ func TestBrowserAdminFlows(t *testing.T) {
 	signInChecked(t, h, ad, admin, adminPW, adminSecret, "")
 	ad.waitFor("the overview", `location.pathname === '/admin' && `+ready, 10*time.Second)
 	ad.expectText("main", "1 message waiting")
-	checkPage(t, ad, "admin-overview")
+	checkPage(t, ad, "admin")
 
 	// The quarantine: context without content.
 	ad.navigate(h.BaseURL + "/admin/quarantine")
@@ -62,28 +62,28 @@ func TestBrowserAdminFlows(t *testing.T) {
 	if strings.Contains(ad.eval(`document.body.innerText`), "Biopsy") {
 		t.Error("the quarantine list shows the subject")
 	}
-	checkPage(t, ad, "quarantine")
+	checkPage(t, ad, "admin-quarantine-context")
 
 	// Review, then ask for the preview (an audited access).
 	ad.do(chromedp.Click(chromedp.CSS(`.held li:first-child a.button`)))
 	ad.waitFor("the review page", `document.querySelector('a[href$="?preview=1"]') !== null && `+ready, 10*time.Second)
-	checkPage(t, ad, "quarantine-review")
+	checkPage(t, ad, "admin-quarantine-review")
 	ad.do(chromedp.Click(chromedp.CSS(`a[href$="?preview=1"]`)))
 	ad.waitFor("the preview", `document.querySelector('.preview') !== null`, 10*time.Second)
 	ad.expectText("main", heldSubject)
 	ad.expectText(".preview", "Patient SSN 512-34-5678 on file")
-	checkPage(t, ad, "quarantine-preview")
+	checkPage(t, ad, "admin-quarantine-preview")
 
 	// Approve: a confirmation with a note, then back on the list.
 	ad.do(chromedp.Click(chromedp.CSS(`main a[href$="/approve"]`)))
 	ad.waitFor("the confirmation", `location.pathname.endsWith('/approve') && document.querySelector('#note') !== null`, 10*time.Second)
 	ad.expectText("main h1", "Approve held message")
-	checkPage(t, ad, "quarantine-confirm")
+	checkPage(t, ad, "admin-quarantine-approve")
 	ad.do(chromedp.SetValue(chromedp.CSS("#note"), "Checked with Dr Lee by phone"),
 		chromedp.Click(chromedp.CSS(`form.card button[type=submit]`)))
 	ad.waitFor("the list after approving", `location.search === '?done=approved' && `+ready, 10*time.Second)
 	ad.expectText("main", "Approved: the message is delivered")
-	checkPage(t, ad, "quarantine-approved")
+	checkPage(t, ad, "admin-quarantine-approved")
 
 	// The audit filter bar: compact at desktop size, an address typed in
 	// it never lands in the URL.
@@ -93,7 +93,7 @@ func TestBrowserAdminFlows(t *testing.T) {
 		t.Errorf("the audit filter bar is %.0f px high at 1280 px: not a compact bar", hgt)
 	}
 	ad.expectText("table.audit", "Signed in")
-	checkPage(t, ad, "audit")
+	checkPage(t, ad, "admin-audit-bar")
 	ad.do(chromedp.SetValue(chromedp.CSS("#f-user"), staff),
 		chromedp.SetValue(chromedp.CSS("#f-action"), "quarantine.*"),
 		chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)))
@@ -101,7 +101,7 @@ func TestBrowserAdminFlows(t *testing.T) {
 	if strings.Contains(ad.where(), "@") {
 		t.Errorf("the address is in the URL: %s", ad.where())
 	}
-	checkPage(t, ad, "audit-filtered")
+	checkPage(t, ad, "admin-audit-filtered")
 
 	// The policy editor keeps refused text and marks the line.
 	ad.navigate(h.BaseURL + "/admin/policy")
@@ -119,7 +119,7 @@ func TestBrowserAdminFlows(t *testing.T) {
 	// The line the policy names (its rule's first line) is marked.
 	ad.expectText(".problem-lines mark", `[[rule]]`)
 	ad.expectText(".problem-lines", "The problem is on line 1")
-	checkPage(t, ad, "policy-refused")
+	checkPage(t, ad, "admin-policy-refused")
 
 	// The staff member lands on Sent: subjects, words, the reference.
 	st := b.newIsolatedTab("staff")
@@ -127,7 +127,7 @@ func TestBrowserAdminFlows(t *testing.T) {
 	st.waitFor("the Sent page", `location.pathname === '/sent' && document.querySelectorAll('#live-list tbody tr').length === 2`, 10*time.Second)
 	st.expectText("#live-list", heldSubject)
 	st.expectText("#live-list", "Follow-up appointment")
-	checkPage(t, st, "sent")
+	checkPage(t, st, "sent-landing")
 	st.do(chromedp.SetValue(chromedp.CSS("#q"), "follow-up"), chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)))
 	st.waitFor("the search", `document.querySelectorAll('#live-list tbody tr').length === 1`, 10*time.Second)
 	if strings.Contains(st.where(), "follow") {
