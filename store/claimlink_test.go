@@ -19,6 +19,7 @@ func TestClaimLinks(t *testing.T) {
 		t.Run("Renew", func(t *testing.T) { testRenewClaim(t, s) })
 		t.Run("RenewConcurrent", func(t *testing.T) { testRenewClaimConcurrent(t, s, node()) })
 		t.Run("References", func(t *testing.T) { testNoticeReferences(t, s) })
+		t.Run("PurgeKeepsRenewableLinks", func(t *testing.T) { testPurgeKeepsRenewableLinks(t, s) })
 	})
 }
 
@@ -220,5 +221,43 @@ func testNoticeReferences(t *testing.T, s Store) {
 	}
 	if refs, err := s.NoticeReferences(ctx, sender.ID, "", 10); err != nil || len(refs) != 0 {
 		t.Errorf("another account's references: %+v %v", refs, err)
+	}
+}
+
+// A purge run keeps the spent and expired claim links of an account that
+// still waits for its password and has something to read (their page
+// offers a new link), and deletes them once nothing is left to read.
+func testPurgeKeepsRenewableLinks(t *testing.T, s Store) {
+	ctx := context.Background()
+	u, sender := mkUser(t, s, RolePatient, StatusPending), mkUser(t, s, RoleStaff, StatusActive)
+	m := mkMsg(u, sender, t0) // readable until t0 + 30 days
+	expired, replaced := mkToken(u, t0, 7*24*time.Hour), mkToken(u, t0, 7*24*time.Hour)
+	deliver(t, s, Delivery{Messages: []Message{m}, ClaimTokens: []ClaimToken{expired, replaced}})
+	r := renewal(u, t0.Add(time.Hour)) // ends both earlier links
+	if err := s.RenewClaim(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	// An active account's spent link goes as before.
+	active := mkUser(t, s, RolePatient, StatusActive)
+	spent := mkToken(active, t0, time.Hour)
+	deliver(t, s, Delivery{ClaimTokens: []ClaimToken{spent}})
+
+	if _, err := s.Purge(ctx, PurgePlan{Now: t0.Add(8 * 24 * time.Hour), Batch: 100}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []ClaimToken{expired, replaced, r.Token} {
+		if _, err := s.ClaimTokenByHash(ctx, tok.Hash); err != nil {
+			t.Errorf("a link of a waiting account with something to read was purged: %v", err)
+		}
+	}
+	if _, err := s.ClaimTokenByHash(ctx, spent.Hash); !errors.Is(err, ErrNotFound) {
+		t.Errorf("an expired link of an active account was kept: %v", err)
+	}
+	// Day 31: the message expired, nothing to read: the old links go.
+	if _, err := s.Purge(ctx, PurgePlan{Now: t0.Add(31 * 24 * time.Hour), Batch: 100}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ClaimTokenByHash(ctx, expired.Hash); !errors.Is(err, ErrNotFound) {
+		t.Errorf("a link of an account with nothing to read was kept: %v", err)
 	}
 }

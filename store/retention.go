@@ -80,8 +80,14 @@ func (s *SQL) Purge(ctx context.Context, p PurgePlan, audit RetentionAudit) (Pur
 				return err
 			}
 		}
+		// A spent or expired claim link of an account that still waits for
+		// its password and has something to read stays: its page offers a
+		// new link (issue 13.1, claimlink.go), found by this row.
 		res, err := tx.ExecContext(ctx, `DELETE FROM claim_tokens WHERE token_hash IN (SELECT token_hash FROM claim_tokens
-			WHERE used_at IS NOT NULL OR expires_at <= $1 ORDER BY token_hash LIMIT $2)`, unix(p.Now), p.Batch)
+			WHERE (used_at IS NOT NULL OR expires_at <= $1)
+			AND NOT (kind = $3 AND user_id IN (SELECT u.id FROM users u JOIN messages m ON m.recipient_id = u.id
+				WHERE u.status = $4 AND m.state = $5 AND m.purged_at IS NULL AND m.expires_at > $1))
+			ORDER BY token_hash LIMIT $2)`, unix(p.Now), p.Batch, TokenClaim, StatusPending, StateDelivered)
 		if err != nil {
 			return err
 		}
