@@ -172,12 +172,8 @@ func (s *Server) apiResetComplete(w http.ResponseWriter, r *http.Request, v *vie
 }
 
 func (s *Server) apiMessages(w http.ResponseWriter, r *http.Request, v *viewer) {
-	items, err := s.list(r.Context(), v)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"messages": items})
+	out, err := s.opInbox(r, v, struct{}{})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 type messageJSON struct {
@@ -203,8 +199,9 @@ type headersJSON struct {
 }
 
 func (s *Server) apiMessage(w http.ResponseWriter, r *http.Request, v *viewer) {
-	o, err := s.openAndAudit(w, r, v, "read")
+	o, err := s.opOpenMessage(r, v, openIn{ID: r.PathValue("id"), What: "read"})
 	if err != nil {
+		s.apiError(w, r, err)
 		return
 	}
 	mj := messageView(o)

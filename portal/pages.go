@@ -13,6 +13,7 @@ import (
 	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/notify"
+	"github.com/phigate/phigate/web"
 )
 
 // pageData is what every template sees.
@@ -331,12 +332,24 @@ func (s *Server) logoutSubmit(w http.ResponseWriter, r *http.Request, v *viewer)
 	http.Redirect(w, r, "/login?ended=user", http.StatusSeeOther)
 }
 
-func (s *Server) inboxPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+type inboxOut struct {
+	Messages []listItem `json:"messages"`
+}
+
+// opInbox lists the viewer's messages that have not expired, newest
+// first, from their sealed summaries (list).
+func (s *Server) opInbox(r *http.Request, v *viewer, _ struct{}) (inboxOut, error) {
 	items, err := s.list(r.Context(), v)
+	return inboxOut{Messages: items}, err
+}
+
+func (s *Server) inboxPage(w http.ResponseWriter, r *http.Request, v *viewer) {
+	out, err := s.opInbox(r, v, struct{}{})
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	items := out.Messages
 	d := s.data("Your secure messages")
 	d.SignedIn, d.Messages = true, items
 	for _, it := range items {
@@ -394,98 +407,57 @@ func (s *Server) renderMessage(w http.ResponseWriter, r *http.Request, v *viewer
 	s.render(w, r, status, "message.html", d)
 }
 
-// openAndAudit opens a message for v, logs the access, marks it read, and
-// writes the error response itself when it fails.
-func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer, what string) (*opened, error) {
-	id := r.PathValue("id")
+type openIn struct {
+	ID   string
+	What string // read, content or attachment: the audit action's last part
+}
+
+// opOpenMessage opens one of the viewer's messages: every refusal is
+// audited where it touches a message that exists (denied, recalled,
+// disposed, download not allowed), every access is audited before any of
+// it is returned (no entry, no access), logged, and marks the message read.
+func (s *Server) opOpenMessage(r *http.Request, v *viewer, in openIn) (*opened, error) {
+	id, what := in.ID, in.What
 	o, err := s.open(r.Context(), v, id)
 	if de, ok := errors.AsType[disposedError](err); ok {
-		s.disposed(w, r, id, what, de)
-		return nil, err
+		s.audit(r, "message."+what, "message", id, "denied", map[string]string{"why": "disposed"})
+		return nil, refused(http.StatusGone, "disposed", "This message was deleted on "+web.When(de.at, s.Org.Location())+
+			", at the end of the time "+s.Org.Name+" keeps messages, so it can no longer be shown. If you still need it, contact "+
+			s.Org.Contact+".", err)
 	}
-	if errors.Is(err, errNoMessage) {
+	switch {
+	case errors.Is(err, errNoMessage):
 		s.audit(r, "message."+what, "message", id, "denied", nil)
 		s.Log.WarnContext(r.Context(), "message access denied", "user", v.rec.UserID, "message", id, "ip", info(r).ip, "what", what)
-		if strings.HasPrefix(r.URL.Path, "/api/") {
-			writeJSONError(w, http.StatusNotFound, "not_found", "no such message")
-		} else {
-			s.notFound(w, r)
-		}
-		return nil, err
-	}
-	if errors.Is(err, errPasscode) {
-		if isAPI(r) {
-			writeJSONError(w, http.StatusForbidden, "passcode_required", "send the passcode the sender gave you to /api/v1/messages/{id}/passcode")
-		} else {
-			d := s.data("Enter the passcode")
-			d.SignedIn, d.ID = true, id
-			s.render(w, r, http.StatusForbidden, "passcode.html", d)
-		}
-		return nil, err
-	}
-	if errors.Is(err, errNeeds2FA) {
+		return nil, refused(http.StatusNotFound, "not_found", noSuchMessage, err)
+	case errors.Is(err, errPasscode):
+		oe := refused(http.StatusForbidden, "passcode_required", "Enter the passcode the sender gave you (by phone or in person) to open this message.", err)
+		oe.Field = "code"
+		return nil, oe
+	case errors.Is(err, errNeeds2FA):
 		// The rule that delivered this message asks for a second factor.
-		if isAPI(r) {
-			code := "mfa_required"
-			if len(v.user.TOTPSecretEnc) == 0 {
-				code = "mfa_enrolment_required"
-			}
-			writeJSONError(w, http.StatusForbidden, code, "this message needs the second sign-in step")
-		} else if len(v.user.TOTPSecretEnc) == 0 {
-			http.Redirect(w, r, "/account/2fa?next="+url.QueryEscape(r.URL.Path), http.StatusSeeOther)
-		} else {
-			http.Redirect(w, r, "/login/2fa", http.StatusSeeOther)
+		code := "mfa_required"
+		if len(v.user.TOTPSecretEnc) == 0 {
+			code = "mfa_enrolment_required"
 		}
-		return nil, err
-	}
-	if errors.Is(err, errRecalled) {
+		return nil, refused(http.StatusForbidden, code, "This message needs the second sign-in step.", err)
+	case errors.Is(err, errRecalled):
 		s.audit(r, "message."+what, "message", id, "denied", map[string]string{"why": "recalled"})
-		if isAPI(r) {
-			writeJSONError(w, http.StatusGone, "recalled", "the sender recalled this message")
-		} else {
-			d := s.data("Message recalled")
-			d.Error = "The sender recalled this message, so it can no longer be shown. Contact " + s.Org.Contact + " if you need it."
-			s.render(w, r, http.StatusGone, "error.html", d)
-		}
-		return nil, err
-	}
-	if errors.Is(err, errLocked) {
-		if isAPI(r) {
-			writeJSONError(w, http.StatusConflict, "locked", "this message is waiting for your organisation to restore access after a password reset")
-		} else {
-			d := s.data("Message waiting")
-			d.SignedIn = true
-			d.Error = "This message arrived before your password was reset. Your organisation can restore access to it; contact " + s.Org.Contact + "."
-			s.render(w, r, http.StatusConflict, "error.html", d)
-		}
-		return nil, err
-	}
-	if err != nil {
-		if strings.HasPrefix(r.URL.Path, "/api/") {
-			s.apiFail(w, r, err)
-		} else {
-			s.fail(w, r, err)
-		}
+		return nil, refused(http.StatusGone, "recalled", "The sender recalled this message, so it can no longer be shown. Contact "+
+			s.Org.Contact+" if you need it.", err)
+	case errors.Is(err, errLocked):
+		return nil, refused(http.StatusConflict, "locked", "This message arrived before your password was reset. "+
+			"Your organisation can restore access to it; contact "+s.Org.Contact+".", err)
+	case err != nil:
 		return nil, err
 	}
 	if what == "attachment" && decisionOf(o.Meta).NoDownload {
 		s.audit(r, "message.attachment", "message", id, "denied", map[string]string{"why": "download not allowed"})
-		if isAPI(r) {
-			writeJSONError(w, http.StatusForbidden, "download_not_allowed", "the organisation's policy does not allow downloading this message's attachments")
-		} else {
-			d := s.data("Download not allowed")
-			d.SignedIn, d.Error = true, "The organisation's policy does not allow downloading this message's attachments."
-			s.render(w, r, http.StatusForbidden, "error.html", d)
-		}
-		return nil, errNoMessage
+		return nil, refused(http.StatusForbidden, "download_not_allowed",
+			"The organisation's policy does not allow downloading this message's attachments.", errNoMessage)
 	}
 	// Every access to PHI is in the trail; no entry, no access.
 	if err := s.audit(r, "message."+what, "message", id, "ok", map[string]string{"signature": o.Signature.String()}); err != nil {
-		if isAPI(r) {
-			s.apiFail(w, r, err)
-		} else {
-			s.fail(w, r, err)
-		}
 		return nil, err
 	}
 	s.Log.InfoContext(r.Context(), "message opened", "user", v.rec.UserID, "message", id, "ip", info(r).ip,
@@ -498,6 +470,40 @@ func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer,
 		}
 	}
 	return o, nil
+}
+
+// openTitles are the error pages' titles for a refused opening.
+var openTitles = map[string]string{"not_found": "Message not found", "disposed": "Message deleted", "recalled": "Message recalled",
+	"locked": "Message waiting", "download_not_allowed": "Download not allowed"}
+
+// openAndAudit opens a message for the routes that serve it in both
+// faces (opOpenMessage) and, when it fails, writes the answer itself:
+// JSON for the API; for a page the passcode form, the second sign-in step,
+// or an error page in the same words.
+func (s *Server) openAndAudit(w http.ResponseWriter, r *http.Request, v *viewer, what string) (*opened, error) {
+	o, err := s.opOpenMessage(r, v, openIn{ID: r.PathValue("id"), What: what})
+	if err == nil {
+		return o, nil
+	}
+	if isAPI(r) {
+		s.apiError(w, r, err)
+		return nil, err
+	}
+	s.pageRefused(w, r, err, s.data("Secure message"), func(status int, d pageData) {
+		switch code := asRefusal(err).Code; code {
+		case "passcode_required":
+			d.Title, d.ID, d.Error = "Enter the passcode", r.PathValue("id"), "" // the form says what to do
+			s.render(w, r, status, "passcode.html", d)
+		case "mfa_enrolment_required":
+			http.Redirect(w, r, "/account/2fa?next="+url.QueryEscape(r.URL.Path), http.StatusSeeOther)
+		case "mfa_required":
+			http.Redirect(w, r, "/login/2fa", http.StatusSeeOther)
+		default:
+			d.Title = openTitles[code]
+			s.render(w, r, status, "error.html", d)
+		}
+	})
+	return nil, err
 }
 
 // messageContent serves the sanitised HTML body for the sandboxed frame.
