@@ -195,8 +195,10 @@ func (s *SQL) BeginKeyEpoch(ctx context.Context, active, next KeyEpoch, audit Au
 	})
 }
 
+// where selects the non-empty values: a sent notice's payload is emptied,
+// and a page of empty values must not end the walk early.
 func (c SealedColumn) where() string {
-	w := c.Column + ` IS NOT NULL`
+	w := c.Column + ` IS NOT NULL AND length(` + c.Column + `) > 0`
 	if c.Where != "" {
 		w += ` AND ` + c.Where
 	}

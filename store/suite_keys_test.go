@@ -213,6 +213,31 @@ func testKeyRotation(t *testing.T, s Store) {
 	eqBytes(t, "body", gm.Body, m.Body)
 	eqBytes(t, "summary", gm.Summary, m.Summary)
 
+	// Emptied values (a sent notice's payload) are not returned, and do
+	// not end the paging early.
+	var obs []OutboxItem
+	for range 3 {
+		obs = append(obs, mkOutbox(sender.ID, "", farFuture))
+	}
+	deliver(t, s, Delivery{Outbox: obs})
+	if err := s.OutboxSent(ctx, t0, obs[0].ID, obs[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	ocol := SealedColumn{Table: "outbox", Column: "payload", ID: "id"}
+	var seen []string
+	for after := ""; ; {
+		page, err := s.SealedPage(ctx, ocol, after, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page) == 0 {
+			break
+		}
+		seen = append(seen, page[0].ID)
+		after = page[0].ID
+	}
+	sameIDs(t, "unsent payloads", seen, []string{obs[2].ID})
+
 	// The same for message copies.
 	m2 := mkMsg(users[1], sender, t0)
 	deliver(t, s, Delivery{Messages: []Message{m2}, Copies: []MessageCopy{
