@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"encoding/json"
 	"sort"
 	"strings"
 )
@@ -123,4 +124,16 @@ func ActionChoices() []ActionChoice {
 	}
 	sort.Slice(named, func(i, j int) bool { return named[i].Label < named[j].Label })
 	return append(out, named...)
+}
+
+// MarshalJSON writes an entry with "action_name" (ActionName's words)
+// beside the stable "action", so the JSON API and JSON exports name an
+// action as the pages do. The MAC does not cover it (chain.go encodes the
+// stored fields only), and reading JSON back ignores it.
+func (e Entry) MarshalJSON() ([]byte, error) {
+	type stored Entry // without this method
+	return json.Marshal(struct {
+		stored
+		ActionName string `json:"action_name"`
+	}{stored(e), ActionName(e.Action)})
 }

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -29,5 +30,24 @@ func TestActionNames(t *testing.T) {
 	ch := ActionChoices()
 	if len(ch) != len(actionGroups)+len(actionNames) || ch[0].Value != "auth.*" {
 		t.Errorf("choices: %d", len(ch))
+	}
+}
+
+// The JSON API and exports carry the words beside the key.
+func TestEntryJSONHasActionName(t *testing.T) {
+	b, err := json.Marshal(Entry{Seq: 7, Action: "message.read", Details: map[string]string{"k": "v"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["action"] != "message.read" || got["action_name"] != "Message opened" || got["seq"] != float64(7) || got["details"] == nil {
+		t.Errorf("entry JSON: %s", b)
+	}
+	var back Entry
+	if err := json.Unmarshal(b, &back); err != nil || back.Action != "message.read" || back.Seq != 7 {
+		t.Errorf("read back: %+v %v", back, err)
 	}
 }
