@@ -23,6 +23,7 @@ import (
 
 const backupUsage = `phigate backup create [--out DIR] | list [--dir DIR] | verify FILE
 phigate backup restore FILE --escrow-key FILE [--passphrase-file FILE]   (else the passphrase on standard input)
+phigate backup drill FILE --escrow-key FILE [--passphrase-file FILE] [--max-messages N]   (restore drill recorded in the live trail)
   every subcommand also takes --data DIR | --config FILE`
 
 // backupCmd runs `phigate backup create|list|verify|restore` (issue 14).
@@ -40,6 +41,8 @@ func backupCmd(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return backupVerify(args[1:], stdout, stderr)
 	case "restore":
 		return backupRestore(args[1:], stdin, stdout, stderr)
+	case "drill":
+		return backupDrill(args[1:], stdin, stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "phigate backup: unknown subcommand %q\n%s\n", args[0], backupUsage)
 	return 2
