@@ -382,10 +382,15 @@ func (s *session) Data(r io.Reader) error {
 		return err
 	}
 	// Start the buffer at the declared SIZE (RFC 1870) or a typical size, so
-	// a message is not copied a dozen times while it grows.
-	buf := bytes.NewBuffer(make([]byte, 0, min(max(s.size, 64<<10), s.b.Opts.MaxMessageBytes)+4096))
+	// a message is not copied a dozen times while it grows. The trace
+	// header (stamped at DATA, as Postfix does) goes in first and the body
+	// is read in after it: no second copy of the message to put it in front.
+	rcvd := s.received()
+	buf := bytes.NewBuffer(make([]byte, 0, int64(len(rcvd))+min(max(s.size, 64<<10), s.b.Opts.MaxMessageBytes)+4096))
+	buf.Write(rcvd)
 	_, err := buf.ReadFrom(r)
 	raw := buf.Bytes()
+	body := raw[len(rcvd):]
 	if err != nil {
 		var se *smtp.SMTPError
 		switch {
@@ -399,10 +404,12 @@ func (s *session) Data(r io.Reader) error {
 		}
 		return s.fail("data", fault(err))
 	}
-	if hasBareNewline(raw) {
+	if hasBareNewline(body) {
 		return s.fail("data", errBareNewline)
 	}
-	raw = append(s.received(), append(s.missingHeaders(raw), raw...)...)
+	if add := s.missingHeaders(body); len(add) > 0 {
+		raw = append(append(append(make([]byte, 0, len(raw)+len(add)), rcvd...), add...), body...)
+	}
 	ctx, cancel := context.WithTimeout(s.ctx, 3*time.Minute)
 	defer cancel()
 	start := time.Now()
