@@ -13,6 +13,7 @@ import (
 var actionNames = map[string]string{
 	"account.claim":            "Account claimed",
 	"account.claim.new-link":   "New claim link sent",
+	"notice.lookup":            "Notice reference looked up",
 	"account.notify-prefs":     "Notice channels changed",
 	"account.recover":          "Messages recovered with the escrow key",
 	"account.reset":            "Password reset",
@@ -29,6 +30,10 @@ var actionNames = map[string]string{
 	"auth.recovery-codes":      "Recovery codes replaced",
 	"backup.create":            "Backup made",
 	"backup.restore":           "Backup restored",
+	"backup.drill":             "Restore drill run",
+	"account.dispose":          "Unclaimed account deleted",
+	"retention.purge":          "Expired material disposed of",
+	"compliance.report":        "Compliance report viewed",
 	"breakglass.open":          "Emergency access to a message",
 	"key.register":             "Recipient key registered",
 	"key.remove":               "Recipient key removed",
