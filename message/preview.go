@@ -2,6 +2,7 @@ package message
 
 import (
 	"html"
+	"regexp"
 	"strings"
 	"unicode"
 
@@ -11,6 +12,10 @@ import (
 // strictText keeps no markup at all: what is left is text.
 var strictText = bluemonday.StrictPolicy()
 
+// blockTag finds the tags that end a line or a cell, so that the words on
+// either side stay apart once the tags are gone.
+var blockTag = regexp.MustCompile(`(?i)<(/?(?:p|div|br|li|tr|td|th|h[1-6]|ul|ol|table|blockquote|section|article|header|footer|hr)\b)`)
+
 // Preview is the start of a message's text for a reviewer (issue 13.2):
 // the text part, or the HTML part with every tag removed, whitespace and
 // control characters folded to single spaces, cut at max characters with
@@ -19,7 +24,7 @@ var strictText = bluemonday.StrictPolicy()
 func (v *View) Preview(max int) string {
 	src := v.Text
 	if strings.TrimSpace(src) == "" && v.HTML != "" {
-		src = html.UnescapeString(strictText.Sanitize(v.HTML))
+		src = html.UnescapeString(strictText.Sanitize(blockTag.ReplaceAllString(v.HTML, " <$1")))
 	}
 	var b strings.Builder
 	n, space := 0, false
