@@ -16,6 +16,9 @@ import (
 // can be read out over the phone and typed from a printout.
 const referenceAlphabet = "234679ACDEFGHJKMNPQRTWXYZ"
 
+// ReferenceAlphabet is referenceAlphabet, for those who read references back.
+const ReferenceAlphabet = referenceAlphabet
+
 // referenced are the kinds of notice that carry a reference: those sent
 // to a recipient with a link to follow. Alerts and reports go to staff.
 var referenced = map[string]bool{KindNewMessage: true, KindClaimLink: true, KindPasswordReset: true}

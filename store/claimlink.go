@@ -30,6 +30,7 @@ type ClaimRenewal struct {
 
 // NoticeRef is a notice an account was sent, by its reference.
 type NoticeRef struct {
+	UserID    string
 	Reference string
 	Kind      string
 	MessageID string
@@ -54,6 +55,10 @@ type ClaimLinkStore interface {
 	// for userID (messageID: only that message's; "" any), newest first,
 	// at most limit.
 	NoticeReferences(ctx context.Context, userID, messageID string, limit int) ([]NoticeRef, error)
+	// NoticesByReference returns the notices made with reference ref
+	// (newest first, at most limit): the staff's check of a reference a
+	// patient reads out on the phone.
+	NoticesByReference(ctx context.Context, ref string, limit int) ([]NoticeRef, error)
 }
 
 func (s *SQL) ClaimStanding(ctx context.Context, userID string, now time.Time) (int, int, error) {
@@ -100,9 +105,20 @@ func (s *SQL) RenewClaim(ctx context.Context, r ClaimRenewal) error {
 }
 
 func (s *SQL) NoticeReferences(ctx context.Context, userID, messageID string, limit int) ([]NoticeRef, error) {
-	q := `SELECT reference, kind, COALESCE(message_id, ''), created_at, sent_at FROM outbox
-		WHERE user_id = $1 AND reference <> '' AND ($2 = '' OR message_id = $2) ORDER BY created_at DESC, id LIMIT $3`
-	rows, err := s.db.QueryContext(ctx, q, userID, messageID, limit)
+	return s.queryNoticeRefs(ctx, `WHERE user_id = $1 AND reference <> '' AND ($2 = '' OR message_id = $2)
+		ORDER BY created_at DESC, id LIMIT $3`, userID, messageID, limit)
+}
+
+func (s *SQL) NoticesByReference(ctx context.Context, ref string, limit int) ([]NoticeRef, error) {
+	if ref == "" {
+		return nil, nil
+	}
+	return s.queryNoticeRefs(ctx, `WHERE reference = $1 ORDER BY created_at DESC, id LIMIT $2`, ref, limit)
+}
+
+func (s *SQL) queryNoticeRefs(ctx context.Context, where string, args ...any) ([]NoticeRef, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT COALESCE(user_id, ''), reference, kind, COALESCE(message_id, ''),
+		created_at, sent_at FROM outbox `+where, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +128,7 @@ func (s *SQL) NoticeReferences(ctx context.Context, userID, messageID string, li
 		var n NoticeRef
 		var c int64
 		var sent sql.NullInt64
-		if err := rows.Scan(&n.Reference, &n.Kind, &n.MessageID, &c, &sent); err != nil {
+		if err := rows.Scan(&n.UserID, &n.Reference, &n.Kind, &n.MessageID, &c, &sent); err != nil {
 			return nil, err
 		}
 		n.CreatedAt, n.SentAt = fromUnix(c), fromNull(sent)

@@ -222,6 +222,17 @@ func testNoticeReferences(t *testing.T, s Store) {
 	if refs, err := s.NoticeReferences(ctx, sender.ID, "", 10); err != nil || len(refs) != 0 {
 		t.Errorf("another account's references: %+v %v", refs, err)
 	}
+	// The staff's look-up by reference finds the notice and its account.
+	byRef, err := s.NoticesByReference(ctx, "BBB-BBB", 10)
+	if err != nil || len(byRef) != 1 || byRef[0].UserID != u.ID || byRef[0].MessageID != m2.ID {
+		t.Errorf("NoticesByReference: %+v %v", byRef, err)
+	}
+	if byRef, err := s.NoticesByReference(ctx, "ZZZ-ZZZ", 10); err != nil || len(byRef) != 0 {
+		t.Errorf("an unknown reference: %+v %v", byRef, err)
+	}
+	if byRef, err := s.NoticesByReference(ctx, "", 10); err != nil || len(byRef) != 0 {
+		t.Errorf("the empty reference matched rows without one: %+v %v", byRef, err)
+	}
 }
 
 // A purge run keeps the spent and expired claim links of an account that

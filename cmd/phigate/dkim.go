@@ -53,8 +53,11 @@ var dkimAbout = map[string]string{
 // noticesCmd runs `phigate notices check-templates`: the checks the
 // gateway makes at start on the notice templates (issue 10.5).
 func noticesCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "reference" {
+		return noticeReference(args[1:], stdout, stderr) // issue 13.9, noticeref.go
+	}
 	if len(args) == 0 || args[0] != "check-templates" {
-		fmt.Fprintln(stderr, "phigate notices: check-templates [--dir DIR | --config FILE]")
+		fmt.Fprintln(stderr, "phigate notices: check-templates [--dir DIR | --config FILE]\n   or: "+noticeReferenceUsage)
 		return 2
 	}
 	fs := flag.NewFlagSet("notices check-templates", flag.ContinueOnError)

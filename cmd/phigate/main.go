@@ -24,6 +24,7 @@ Usage:
   phigate recipient-key add --email ADDR --file KEY.asc | remove --email ADDR
   phigate dkim show                         (the DNS TXT records for the notices' DKIM keys)
   phigate notices check-templates [--dir DIR]
+  phigate notices reference CODE            (check a notice's reference a patient reads out)
   phigate healthcheck [--timeout 5s] [--ca FILE] URL   (exit 0 on a 2xx answer: container health checks)
   phigate store upgrade [--url URL]        (run the schema migrations; URL default $PHIGATE_STORE_URL)
   phigate store migrate --from sqlite:PATH --to postgres://...   (copy an SQLite store into an empty PostgreSQL one)
