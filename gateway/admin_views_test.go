@@ -333,6 +333,15 @@ func TestAdminOverviewAndWords(t *testing.T) {
 	ov = getPage(t, admin, "GET", "/admin", "", 200)
 	mustContain(t, "overview after verifying", ov, "Last verified", "by admin@clinic.example: intact", "EST")
 
+	// A security officer lands there too, without the admin-only parts.
+	if _, err := f.h.G.Identity.AddUser(context.Background(), "officer@clinic.example", "security", adminPW); err != nil {
+		t.Fatal(err)
+	}
+	officer, _ := signInStaff(t, f.h, "officer@clinic.example", adminPW, time.Now())
+	so := getPage(t, officer, "GET", "/admin", "", 200)
+	mustContain(t, "officer's overview", so, "Security alerts", "Last verified")
+	mustNotContain(t, "officer's overview", so, "Review held messages", "Notices</h2>")
+
 	// The audit trail: addresses and named actions, not ids and keys.
 	au := getPage(t, admin, "GET", "/admin/audit", "", 200)
 	mustContain(t, "audit", au, "Signed in", "Message accepted", "Policy changed", staff, "admin@clinic.example", "EST",
