@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/store"
 )
@@ -118,31 +117,16 @@ func (s *Server) apiSecondFactor(w http.ResponseWriter, r *http.Request, v *view
 	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
-func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	var req struct{ Token, Password string }
-	if !decodeJSON(w, r, &req) {
+func (s *Server) apiClaim(w http.ResponseWriter, r *http.Request, v *viewer) {
+	var in newPasswordIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	u, priv, err := s.Identity.Claim(r.Context(), req.Token, req.Password, info(r).ip)
-	if problem, ok := identity.PasswordProblem(err); ok {
-		writeJSONError(w, http.StatusBadRequest, "weak_password", problem)
-		return
+	out, err := s.opClaim(r, v, in)
+	if err == nil {
+		s.setSessionCookie(w, out.token)
 	}
-	switch {
-	case errors.Is(err, identity.ErrBadToken), errors.Is(err, identity.ErrNothingToRead):
-		s.apiClaimLinkEnded(w, r, req.Token) // newlink.go (issue 13.1)
-		return
-	case err != nil:
-		s.apiFail(w, r, err)
-		return
-	}
-	s.Log.InfoContext(r.Context(), "account claimed", "user", u.ID, "ip", info(r).ip)
-	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
-	if err := s.startSession(w, r, u, priv, "claim", mfaDone); err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, signInJSON{User: userJSON{u.ID, u.Role}, Next: nextStep(u, mfaDone)})
+	s.apiAnswer(w, r, http.StatusOK, out.signedIn, err)
 }
 
 func (s *Server) apiLogout(w http.ResponseWriter, r *http.Request, v *viewer) {

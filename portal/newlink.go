@@ -226,31 +226,6 @@ func claimLinkTitle(state string) string {
 	return "This link can't be used"
 }
 
-// claimLinkEnded answers a claim attempt whose link cannot set a password
-// (ErrBadToken, ErrNothingToRead from identity.Claim) with the link's page.
-func (s *Server) claimLinkEnded(w http.ResponseWriter, r *http.Request, token string) {
-	st, err := s.opClaimLinkStatus(r, nil, claimLinkIn{Token: token})
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	s.renderClaimLink(w, r, token, st)
-}
-
-// apiClaimLinkEnded is claimLinkEnded for the API: 410 with the state.
-func (s *Server) apiClaimLinkEnded(w http.ResponseWriter, r *http.Request, token string) {
-	st, err := s.opClaimLinkStatus(r, nil, claimLinkIn{Token: token})
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	code := "bad_token"
-	if st.State == linkWithdrawn || st.State == linkNothing {
-		code = "nothing_to_read"
-	}
-	writeJSON(w, http.StatusGone, map[string]any{"error": code, "message": st.Message, "state": st.State, "new_link": st.NewLink})
-}
-
 func (s *Server) newLinkSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
 	token := r.PathValue("token")
 	if _, err := s.opNewClaimLink(r, v, claimLinkIn{Token: token}); err != nil {

@@ -210,43 +210,28 @@ func (s *Server) claimPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	s.render(w, r, http.StatusOK, "claim.html", d)
 }
 
-func (s *Server) claimSubmit(w http.ResponseWriter, r *http.Request, _ *viewer) {
-	token := r.PathValue("token")
-	pw, confirm := r.PostFormValue("password"), r.PostFormValue("confirm")
-	d := s.data("Choose a password")
-	d.Token = token
-	if pw != confirm {
-		d.Error = "The two passwords are not the same. Type the same password in both boxes."
-		s.render(w, r, http.StatusBadRequest, "claim.html", d)
+func (s *Server) claimSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
+	confirm := r.PostFormValue("confirm")
+	in := newPasswordIn{Token: r.PathValue("token"), Password: r.PostFormValue("password"), confirm: &confirm}
+	out, err := s.opClaim(r, v, in)
+	if st, ok := claimLinkOf(err); ok {
+		s.renderClaimLink(w, r, in.Token, st) // newlink.go (issue 13.1)
 		return
 	}
-	u, priv, err := s.Identity.Claim(r.Context(), token, pw, info(r).ip)
-	if problem, ok := identity.PasswordProblem(err); ok {
-		d.Error = problem
-		s.render(w, r, http.StatusBadRequest, "claim.html", d)
+	if err != nil {
+		d := s.data("Choose a password")
+		d.Token = in.Token
+		s.pageRefused(w, r, err, d, func(status int, d pageData) { s.render(w, r, status, "claim.html", d) })
 		return
 	}
-	switch {
-	case errors.Is(err, identity.ErrBadToken), errors.Is(err, identity.ErrNothingToRead):
-		s.claimLinkEnded(w, r, token) // newlink.go (issue 13.1)
-		return
-	case err != nil:
-		s.fail(w, r, err)
-		return
-	}
-	s.Log.InfoContext(r.Context(), "account claimed", "user", u.ID, "ip", info(r).ip)
-	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
-	if err := s.startSession(w, r, u, priv, "claim", mfaDone); err != nil {
-		s.fail(w, r, err)
-		return
-	}
+	s.setSessionCookie(w, out.token)
 	// Straight to the message, not a dashboard (DESIGN.md, the portal as a
 	// patient meets it), after the second factor if the clinic requires it.
 	target := "/inbox"
-	if msgs, err := s.Store.ListMessages(r.Context(), u.ID, s.now()); err == nil && len(msgs) == 1 {
-		target = "/messages/" + msgs[0].ID
+	if out.only != "" {
+		target = "/messages/" + out.only
 	}
-	if !mfaDone {
+	if out.Next != "" {
 		target = "/account/2fa?next=" + url.QueryEscape(target)
 	}
 	http.Redirect(w, r, target, http.StatusSeeOther)

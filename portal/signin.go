@@ -350,6 +350,63 @@ const (
 	resetLinkBad = "This link has already been used or has expired. You can ask for a new one."
 )
 
+// claimed is a claim's result: the session, and the account's only
+// message if it has exactly one (where the page goes).
+type claimed struct {
+	signedIn
+	only string
+}
+
+// opClaim sets the password of a pending account from its claim link,
+// re-wraps its waiting messages to the new key and starts a session. A
+// link that cannot set a password (used, expired, superseded, or nothing
+// left to read) is 410 with the link's state in words (newlink.go).
+func (s *Server) opClaim(r *http.Request, v *viewer, in newPasswordIn) (claimed, error) {
+	if err := checkNewPassword(in); err != nil {
+		return claimed{}, err
+	}
+	u, priv, err := s.Identity.Claim(r.Context(), in.Token, in.Password, info(r).ip)
+	if errors.Is(err, identity.ErrBadToken) || errors.Is(err, identity.ErrNothingToRead) {
+		st, serr := s.opClaimLinkStatus(r, v, claimLinkIn{Token: in.Token})
+		if serr != nil {
+			return claimed{}, serr
+		}
+		code := "bad_token"
+		if st.State == linkWithdrawn || st.State == linkNothing {
+			code = "nothing_to_read"
+		}
+		oe := refused(http.StatusGone, code, st.Message, err)
+		oe.Extra = map[string]any{"state": st.State, "new_link": st.NewLink}
+		return claimed{}, oe
+	}
+	if err != nil {
+		return claimed{}, newPasswordRefused(err, claimLinkBad)
+	}
+	s.Log.InfoContext(r.Context(), "account claimed", "user", u.ID, "ip", info(r).ip)
+	mfaDone := !identity.NeedsMFA(u, s.RequirePatient2FA)
+	token, err := s.newSession(r, u, priv, "claim", mfaDone)
+	if err != nil {
+		return claimed{}, err
+	}
+	out := claimed{signedIn: signedIn{signInJSON{User: userJSON{u.ID, u.Role}, Next: nextStep(u, mfaDone)}, token}}
+	if msgs, err := s.Store.ListMessages(r.Context(), u.ID, s.now()); err == nil && len(msgs) == 1 {
+		out.only = msgs[0].ID
+	}
+	return out, nil
+}
+
+// claimLinkOf reads the link's state back from a claim refused for its
+// link (opClaim), for the page that explains it.
+func claimLinkOf(err error) (claimLinkOut, bool) {
+	oe := asRefusal(err)
+	if oe == nil || oe.Status != http.StatusGone {
+		return claimLinkOut{}, false
+	}
+	state, _ := oe.Extra["state"].(string)
+	newLink, _ := oe.Extra["new_link"].(bool)
+	return claimLinkOut{State: state, NewLink: newLink, Message: oe.Msg}, true
+}
+
 // opResetComplete sets the new password of a reset link and ends every
 // session of the account.
 func (s *Server) opResetComplete(r *http.Request, _ *viewer, in newPasswordIn) (struct{}, error) {
