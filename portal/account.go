@@ -1,14 +1,9 @@
 package portal
 
 import (
-	"encoding/base64"
-	"errors"
-	"html/template"
 	"net/http"
 	"net/url"
 	"strings"
-
-	"github.com/phigate/phigate/identity"
 )
 
 // safeNext keeps redirects on this site.
@@ -17,20 +12,6 @@ func safeNext(next string) string {
 		return next
 	}
 	return "/inbox"
-}
-
-func (s *Server) enrolData(w http.ResponseWriter, r *http.Request, v *viewer) (pageData, bool) {
-	e, err := s.Identity.StartTOTP(r.Context(), v.user)
-	if err != nil {
-		s.fail(w, r, err)
-		return pageData{}, false
-	}
-	d := s.data("Set up your authenticator app")
-	d.SignedIn, d.Enrol, d.Next, d.Current = true, e, safeNext(r.FormValue("next")), reauthKind(v)
-	d.Token = base64.RawURLEncoding.EncodeToString(e.Pending)
-	// A data: URL keeps the QR code inside this response (CSP img-src data:).
-	d.QR = template.URL("data:image/png;base64," + base64.StdEncoding.EncodeToString(e.QRPNG))
-	return d, true
 }
 
 func (s *Server) enrolPage(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -44,9 +25,12 @@ func (s *Server) enrolPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 		http.Redirect(w, r, "/login/2fa", http.StatusSeeOther)
 		return
 	}
-	if d, ok := s.enrolData(w, r, v); ok {
-		s.render(w, r, http.StatusOK, "enrol.html", d)
+	out, err := s.opEnrolStart(r, v, enrolStartIn{Pending: pendingEnrol(r)})
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
+	s.showEnrol(w, r, http.StatusOK, s.enrolPageData(r, v, out, r.FormValue("next")))
 }
 
 func (s *Server) enrolSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -54,65 +38,39 @@ func (s *Server) enrolSubmit(w http.ResponseWriter, r *http.Request, v *viewer) 
 		http.Redirect(w, r, "/login/2fa", http.StatusSeeOther)
 		return
 	}
-	if err := s.confirmCurrent(r, v, r.PostFormValue("current")); err != nil {
-		s.enrolRefused(w, r, v, err)
-		return
-	}
-	codes, err := s.finishEnrol(w, r, v, r.PostFormValue("pending"), r.PostFormValue("code"))
-	if errors.Is(err, identity.ErrBadCode) {
-		d, ok := s.enrolData(w, r, v)
-		if !ok {
+	pending := pendingEnrol(r)
+	if r.PostFormValue("new") != "" {
+		// "Show me a new key": the only way the secret changes.
+		out, err := s.opEnrolStart(r, v, enrolStartIn{New: true})
+		if err != nil {
+			s.fail(w, r, err)
 			return
 		}
-		d.Error = "That code is not right. Scan the new QR code below and enter the 6-digit code your app shows."
-		s.render(w, r, http.StatusBadRequest, "enrol.html", d)
+		d := s.enrolPageData(r, v, out, r.PostFormValue("next"))
+		d.Notice = "Here is a new key. Remove the account you added before from your authenticator app, then add this one."
+		s.showEnrol(w, r, http.StatusOK, d)
 		return
 	}
+	out, err := s.opEnrolConfirm(r, v, enrolConfirmIn{Pending: pending, Code: r.PostFormValue("code"), Current: r.PostFormValue("current")})
 	if err != nil {
-		s.fail(w, r, err)
+		// The same secret again, with what was wrong.
+		again, serr := s.opEnrolStart(r, v, enrolStartIn{Pending: pending})
+		if serr != nil {
+			s.fail(w, r, serr)
+			return
+		}
+		s.pageRefused(w, r, err, s.enrolPageData(r, v, again, r.PostFormValue("next")),
+			func(status int, d pageData) { s.showEnrol(w, r, status, d) })
 		return
 	}
+	forgetEnrol(w)
+	s.setSessionCookie(w, out.token)
 	d := s.data("Save your recovery codes")
-	d.SignedIn, d.Codes, d.Next = true, codes, safeNext(r.PostFormValue("next"))
+	d.SignedIn, d.Codes, d.Next = true, out.RecoveryCodes, safeNext(r.PostFormValue("next"))
 	if r.PostFormValue("next") == "" {
 		d.Next = landing(v.user.Role) // issue 13.3
 	}
 	s.render(w, r, http.StatusOK, "codes.html", d)
-}
-
-// enrolRefused shows the enrolment page again (with a new secret) when the
-// current factor was missing or wrong.
-func (s *Server) enrolRefused(w http.ResponseWriter, r *http.Request, v *viewer, err error) {
-	msg, ok := s.reauthRefusal(v, err)
-	if !ok {
-		s.fail(w, r, err)
-		return
-	}
-	d, ok := s.enrolData(w, r, v)
-	if !ok {
-		return
-	}
-	d.Error = msg
-	s.render(w, r, reauthStatus(err), "enrol.html", d)
-}
-
-// finishEnrol stores the new factor, marks this session's second factor
-// done (new session id) and returns the recovery codes.
-func (s *Server) finishEnrol(w http.ResponseWriter, r *http.Request, v *viewer, pending, code string) ([]string, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(pending)
-	if err != nil {
-		return nil, identity.ErrBadCode
-	}
-	codes, err := s.Identity.FinishTOTP(r.Context(), v.user, raw, code)
-	if err != nil {
-		return nil, err
-	}
-	s.Log.InfoContext(r.Context(), "second factor enrolled", "user", v.user.ID, "ip", info(r).ip)
-	s.audit(r, "auth.2fa.enrol", "user", v.user.ID, "ok", nil)
-	if err := s.rotate(w, r, v); err != nil {
-		return nil, err
-	}
-	return codes, nil
 }
 
 func (s *Server) accountPage(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -223,44 +181,26 @@ func (s *Server) apiAccount(w http.ResponseWriter, r *http.Request, v *viewer) {
 }
 
 func (s *Server) apiEnrolStart(w http.ResponseWriter, r *http.Request, v *viewer) {
-	if len(v.user.TOTPSecretEnc) > 0 && !v.mfaOK {
-		writeJSONError(w, http.StatusForbidden, "mfa_required", "this account already has an authenticator app: send a code to /api/v1/login/2fa")
+	// The body is optional: {"pending": ...} shows that secret again,
+	// {"new": true} or none makes a new one.
+	var in enrolStartIn
+	if r.ContentLength != 0 && !decodeJSON(w, r, &in) {
 		return
 	}
-	e, err := s.Identity.StartTOTP(r.Context(), v.user)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]string{"secret": e.Secret, "uri": e.URI,
-		"pending": base64.RawURLEncoding.EncodeToString(e.Pending)})
+	out, err := s.opEnrolStart(r, v, in)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiEnrolConfirm(w http.ResponseWriter, r *http.Request, v *viewer) {
-	if len(v.user.TOTPSecretEnc) > 0 && !v.mfaOK {
-		writeJSONError(w, http.StatusForbidden, "mfa_required", "send a code to /api/v1/login/2fa")
+	var in enrolConfirmIn
+	if !decodeJSON(w, r, &in) {
 		return
 	}
-	// Current: the current code or a recovery code, or the password
-	// (see reauthKind).
-	var req struct{ Pending, Code, Current string }
-	if !decodeJSON(w, r, &req) {
-		return
+	out, err := s.opEnrolConfirm(r, v, in)
+	if err == nil {
+		s.setSessionCookie(w, out.token)
 	}
-	if err := s.confirmCurrent(r, v, req.Current); err != nil {
-		s.apiReauthRefuse(w, r, v, err)
-		return
-	}
-	codes, err := s.finishEnrol(w, r, v, req.Pending, req.Code)
-	if errors.Is(err, identity.ErrBadCode) {
-		writeJSONError(w, http.StatusBadRequest, "bad_code", "that code does not match the new secret")
-		return
-	}
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"recovery_codes": codes})
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiRecoveryCodes(w http.ResponseWriter, r *http.Request, v *viewer) {

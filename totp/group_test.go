@@ -15,3 +15,21 @@ func TestGroup(t *testing.T) {
 		}
 	}
 }
+
+// Again gives back the same key, URI and a QR code of it.
+func TestAgain(t *testing.T) {
+	e, err := New("Example Clinic", "pat@example.net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Again("Example Clinic", "pat@example.net", e.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Secret != e.Secret || a.URI != e.URI || len(a.QRPNG) == 0 {
+		t.Errorf("Again: %q %q, want %q %q", a.Secret, a.URI, e.Secret, e.URI)
+	}
+	if _, err := Again("Example Clinic", "pat@example.net", "not base32!"); err == nil {
+		t.Error("Again accepted a secret that is not base32")
+	}
+}

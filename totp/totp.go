@@ -70,11 +70,18 @@ func New(issuer, account string) (*Enrolment, error) {
 	if issuer == "" || account == "" {
 		return nil, ErrMissingName
 	}
+	return enrolment(issuer, account, nil)
+}
+
+// enrolment makes the Enrolment for secret (raw bytes), or for a new random
+// secret when secret is nil.
+func enrolment(issuer, account string, secret []byte) (*Enrolment, error) {
 	key, err := ptotp.Generate(ptotp.GenerateOpts{
 		Issuer:      issuer,
 		AccountName: account,
 		Period:      Period,
 		SecretSize:  SecretSize,
+		Secret:      secret,
 		Digits:      otp.DigitsSix,
 		Algorithm:   otp.AlgorithmSHA1,
 		Rand:        rand.Reader,
