@@ -423,8 +423,8 @@ func (in *Intake) prepare(ctx context.Context, env Envelope, plans []plan, raw, 
 			// (phone, in person); only its keyed hash is kept.
 			code := totp.RecoveryCodes(1)[0]
 			d.Messages[len(d.Messages)-1].PasscodeHash = in.Keys.PasscodeMAC(m.ID, totp.Normalize(code))
-			text := fmt.Sprintf("The secure message you sent on %s (Message-ID <%s>) asks for a passcode at first opening: %s. "+
-				"Give it to the recipient by phone or in person, not by email.", now.UTC().Format("Monday 2 January 2006, 15:04 MST"),
+			text := fmt.Sprintf("The secure message you sent on %s (reference %s, Message-ID <%s>) asks for a passcode at first opening: %s. "+
+				"Give it to the recipient by phone or in person, not by email.", web.When(now, in.Opts.Zone), web.Ref(m.ID),
 				env.MessageID, code)
 			item, err := notify.NewItem(in.Keys, notify.KindPasscode, notify.Notice{To: env.From, Alert: text}, env.Sender.ID, m.ID, now)
 			if err != nil {
