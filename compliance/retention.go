@@ -94,7 +94,7 @@ func (b *builder) backupTail() Check {
 		return info("disposed messages survive in backups", "periodic backups are off: as long as on-demand backups are kept")
 	}
 	return info("disposed messages survive in backups", fmt.Sprintf("up to %s (backup.keep %d × backup.interval %s)",
-		time.Duration(bk.Keep)*bk.Interval.Duration, bk.Keep, bk.Interval))
+		config.FormatSpan(time.Duration(bk.Keep)*bk.Interval.Duration), bk.Keep, bk.Interval))
 }
 
 func (b *builder) documentation() Safeguard {

@@ -47,7 +47,7 @@ func TestRetentionChecks(t *testing.T) {
 	want(t, r, "164.316(b)(2)(i)", "audit retention at least six years", compliance.Pass, "retention.audit 6y")
 	want(t, r, "164.310(d)(2)(i)", "nothing held past its disposal deadline", compliance.Pass, "no message")
 	want(t, r, "164.310(d)(2)(i)", "last purge", compliance.Info, "none recorded yet")
-	want(t, r, "164.310(d)(2)(i)", "disposed messages survive in backups", compliance.Info, "up to 168h0m0s (backup.keep 7 × backup.interval 24h0m0s)")
+	want(t, r, "164.310(d)(2)(i)", "disposed messages survive in backups", compliance.Info, "up to 7d (backup.keep 7 × backup.interval 24h0m0s)")
 
 	// Config.Validate refuses it at load; a report on such a config says so too.
 	short := f.cfg
