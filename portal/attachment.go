@@ -50,8 +50,8 @@ func inlineAttachments(atts []message.Attachment) map[string]bool {
 // API's answer and any ?download=1 link are a download of bytes
 // (application/octet-stream, as before). Every answer keeps nosniff (from
 // securityHeaders) and a CSP that lets nothing load or run; images are also
-// sandboxed. A PDF is not: Chromium's viewer does not open in a sandboxed
-// document, and a PDF viewer runs no script of the document's own.
+// sandboxed. A PDF is not: a browser's PDF viewer may refuse to open in a
+// sandboxed document, and the viewer is the browser's own.
 func serveAttachment(w http.ResponseWriter, r *http.Request, a message.Attachment) {
 	h := w.Header()
 	typ := inlineType(a)
