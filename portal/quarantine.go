@@ -86,9 +86,18 @@ func (s *Server) heldItems(ctx context.Context, msgs []store.Message) ([]heldIte
 	for i, m := range msgs {
 		ids[i] = m.ID
 	}
-	copies, err := s.Store.MessageCopies(ctx, store.CopyReview, ids...)
-	if err != nil {
-		return nil, err
+	// The store takes a bounded number of ids per call.
+	copies := map[string]store.MessageCopy{}
+	for len(ids) > 0 {
+		n := min(len(ids), 500)
+		got, err := s.Store.MessageCopies(ctx, store.CopyReview, ids[:n]...)
+		if err != nil {
+			return nil, err
+		}
+		for k, c := range got {
+			copies[k] = c
+		}
+		ids = ids[n:]
 	}
 	n := s.namer(ctx)
 	docs := map[int64]*policy.Document{}
