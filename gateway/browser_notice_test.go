@@ -121,7 +121,7 @@ func TestBrowserClaimLinkPages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a real-browser test")
 	}
-	h, clock := startClocked(t)
+	h, clock := startClocked(t, false)
 	pass := h.AddStaff(staff)
 	const rcpt = "browser.stranded@example.net"
 	for _, to := range []string{rcpt, "browser.withdrawn@example.net"} {

@@ -18,6 +18,7 @@ import (
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/gateway"
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/internal/redistest"
 	"github.com/phigate/phigate/internal/testclock"
 	"github.com/phigate/phigate/store"
 )
@@ -41,9 +42,14 @@ func noticeRef(t *testing.T, file string) string {
 // checking and spending) read a test clock, so a claim link can expire
 // without waiting a week; everything else keeps real time, so the message
 // stays readable and a new notice is due at once.
-func startClocked(t *testing.T) (*e2e.Harness, *testclock.Clock) {
+func startClocked(t *testing.T, redis bool) (*e2e.Harness, *testclock.Clock) {
 	clock := testclock.New(time.Now())
-	h := e2e.StartWith(t, e2e.Config(t.TempDir()), func(g *gateway.Gateway) {
+	cfg := e2e.Config(t.TempDir())
+	if redis {
+		// The limiter's counters (and sessions) in Redis, as with several nodes.
+		cfg.Redis.URL = "redis://" + redistest.Start(t).Addr + "/0"
+	}
+	h := e2e.StartWith(t, cfg, func(g *gateway.Gateway) {
 		g.Identity.Now = clock.Now // before Start: nothing reads it yet
 	})
 	return h, clock
@@ -52,9 +58,15 @@ func startClocked(t *testing.T) (*e2e.Harness, *testclock.Clock) {
 // An expired claim link offers a new one; fifty presses at once (page and
 // API) send exactly one notice, to the address on file only, with the same
 // answer to every press; the new link works and the old one does not; the
-// notice references show again in the portal after sign-in.
+// notice references show again in the portal after sign-in. Run with the
+// limiter in process and in Redis.
 func TestClaimNewLink(t *testing.T) {
-	h, clock := startClocked(t)
+	t.Run("InProcess", func(t *testing.T) { testClaimNewLink(t, false) })
+	t.Run("Redis", func(t *testing.T) { testClaimNewLink(t, true) })
+}
+
+func testClaimNewLink(t *testing.T, redis bool) {
+	h, clock := startClocked(t, redis)
 	ctx := context.Background()
 	pass := h.AddStaff(staff)
 	const rcpt = "stranded.patient@example.net"
