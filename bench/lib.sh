@@ -24,7 +24,8 @@ build_bench() {
 
 # start_node NAME DATA [EXTRA_TOML] starts a `serve --dev` node on DATA with
 # its own free ports, waits for its SMTP listener and sets SMTP_PORT. The
-# node's environment (PHIGATE_STORE_URL ...) is the caller's.
+# node's environment (PHIGATE_STORE_URL ...) is the caller's; NODE_ARGS
+# (an array, e.g. --debug-pprof --metrics ADDR) are added to serve's flags.
 start_node() {
 	local name=$1 data=$2 extra=${3:-} smtp http
 	read -r smtp http < <(free_ports 2)
@@ -49,7 +50,7 @@ start_node() {
 	EOF2
 	# Only serve reads it: the user commands find the dev data folder
 	# by --data (with a --config they would expect a production layout).
-	"$D/phigate" serve --dev --config "$D/$name.toml" --data "$data" >"$D/$name.log" 2>&1 &
+	"$D/phigate" serve --dev --config "$D/$name.toml" --data "$data" ${NODE_ARGS[@]+"${NODE_ARGS[@]}"} >"$D/$name.log" 2>&1 &
 	NODE_PIDS+=($!)
 	for _ in $(seq 100); do ss -ltn | grep -q "127.0.0.1:$smtp " && break; sleep 0.2; done
 	ss -ltn | grep -q "127.0.0.1:$smtp " || { cat "$D/$name.log" >&2; exit 1; }
