@@ -186,6 +186,15 @@ func testClaimNewLink(t *testing.T, redis bool) {
 		}
 	}
 
+	var inbox struct {
+		Refs []struct{ Reference, About string } `json:"notice_references"`
+	}
+	c.JSON("GET", "/api/v1/messages", nil, 200, &inbox)
+	if len(inbox.Refs) != 2 || inbox.Refs[0].Reference != newRef || inbox.Refs[0].About != "new link" ||
+		inbox.Refs[1].Reference != firstRef || inbox.Refs[1].About != "new message" {
+		t.Errorf("API notice references %+v, want %s (new link) then %s (new message)", inbox.Refs, newRef, firstRef)
+	}
+
 	// A used link of a claimed account points to sign-in and reset, and a
 	// press on it sends nothing.
 	st, _, page = c.Do("GET", "/claim/"+oldToken, nil, nil)

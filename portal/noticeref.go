@@ -16,9 +16,9 @@ import (
 const noticeRefsShown = 3
 
 type noticeRefView struct {
-	Reference string
-	What      string // the kind of notice in words
-	At        time.Time
+	Reference string    `json:"reference"`
+	What      string    `json:"about"` // the kind of notice in words
+	At        time.Time `json:"at"`    // when it was sent (made, if not sent yet)
 }
 
 var noticeRefWhat = map[string]string{

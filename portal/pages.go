@@ -319,13 +319,16 @@ func (s *Server) logoutSubmit(w http.ResponseWriter, r *http.Request, v *viewer)
 
 type inboxOut struct {
 	Messages []listItem `json:"messages"`
+	// NoticeReferences are the references of the account's latest notices
+	// (issue 13.9, noticeref.go).
+	NoticeReferences []noticeRefView `json:"notice_references"`
 }
 
 // opInbox lists the viewer's messages that have not expired, newest
 // first, from their sealed summaries (list).
 func (s *Server) opInbox(r *http.Request, v *viewer, _ struct{}) (inboxOut, error) {
 	items, err := s.list(r.Context(), v)
-	return inboxOut{Messages: items}, err
+	return inboxOut{Messages: items, NoticeReferences: s.noticeRefs(r.Context(), v.user.ID)}, err
 }
 
 func (s *Server) inboxPage(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -342,7 +345,7 @@ func (s *Server) inboxPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 			d.Locked++
 		}
 	}
-	d.NoticeRefs = s.noticeRefs(r.Context(), v.user.ID) // issue 13.9
+	d.NoticeRefs = out.NoticeReferences // issue 13.9
 	s.render(w, r, http.StatusOK, "inbox.html", d)
 }
 
