@@ -249,11 +249,7 @@ func (s *Server) apiClaimStatus(w http.ResponseWriter, r *http.Request, v *viewe
 		return
 	}
 	out, err := s.opClaimLinkStatus(r, v, in)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
+	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
 func (s *Server) apiNewClaimLink(w http.ResponseWriter, r *http.Request, v *viewer) {
@@ -262,11 +258,7 @@ func (s *Server) apiNewClaimLink(w http.ResponseWriter, r *http.Request, v *view
 		return
 	}
 	out, err := s.opNewClaimLink(r, v, in)
-	if err != nil {
-		s.apiFail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusAccepted, out)
+	s.apiAnswer(w, r, http.StatusAccepted, out, err)
 }
 
 // newLinkRoutes are issue 13.1's routes (server.go's table calls it).
