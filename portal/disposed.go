@@ -28,7 +28,11 @@ func (s *Server) disposed(w http.ResponseWriter, r *http.Request, id, what strin
 	}
 	d := s.data("Message deleted")
 	d.SignedIn = true
-	d.Error = "This message was deleted on " + when + ", at the end of the time " + s.Org.Name +
+	org := s.Org.Name
+	if org == "" {
+		org = "your care provider"
+	}
+	d.Error = "This message was deleted on " + when + ", at the end of the time " + org +
 		" keeps messages, so it can no longer be shown. If you still need it, contact " + s.Org.Contact + "."
 	s.render(w, r, http.StatusGone, "error.html", d)
 }
