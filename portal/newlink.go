@@ -24,6 +24,7 @@ import (
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/identity"
+	"github.com/phigate/phigate/limiter"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/store"
 )
@@ -160,7 +161,11 @@ func (s *Server) opNewClaimLink(r *http.Request, _ *viewer, in claimLinkIn) (new
 		return out, err
 	}
 	if err != nil {
-		return quiet("rate limited: " + refusalReason(err))
+		why := refusalReason(err) // locked (this account's presses) or throttled (this address)
+		if errors.Is(err, limiter.ErrInFlight) {
+			why = "presses in progress"
+		}
+		return quiet("rate limited: " + why)
 	}
 	// Every press admitted counts, whether or not a link goes out. The
 	// client may have gone; the counters must still be settled.
