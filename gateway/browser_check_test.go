@@ -316,7 +316,8 @@ func pageShot(t testing.TB, tb *tab, file string) {
 	t.Helper()
 	// CSSOM, not a style element: the page's CSP allows no inline styles.
 	evalIn[string](t, tb, 5*time.Second, `(() => { const b = document.getElementById('logoff-warning'); if (b) { b.style.setProperty('display', 'none', 'important'); } return ''; })()`)
-	ctx, cancel := context.WithTimeout(tb.ctx, 20*time.Second)
+	// A long page (the audit trail as cards) on a loaded machine takes a while.
+	ctx, cancel := context.WithTimeout(tb.ctx, 90*time.Second)
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	cancel()
 	evalIn[string](t, tb, 5*time.Second, `(() => { const b = document.getElementById('logoff-warning'); if (b) { b.style.removeProperty('display'); } return ''; })()`)

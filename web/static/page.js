@@ -33,6 +33,46 @@
     Array.prototype.forEach.call(root.querySelectorAll("table"), label);
   }
 
+  // Long addresses and links wrap where a reader expects: after "@",
+  // before "." and after "-", "/", "?", "&", "=" (a <wbr>, so nothing is
+  // added to what is copied), not at any letter.
+  var WRAP = ".addr, .headers dd, .inbox .from, .facts dd, td, .notice, .alert, .body.text";
+  var BREAK = /([@\-/?&=_])|(\.)/g;
+
+  function wrapText(node) {
+    var t = node.nodeValue;
+    if (t.length < 16 || !/\S{16,}/.test(t)) { return; }
+    var frag = document.createDocumentFragment();
+    t.split(/(\s+)/).forEach(function (word) {
+      if (word.length < 16 || /\s/.test(word)) { frag.appendChild(document.createTextNode(word)); return; }
+      var last = 0;
+      word.replace(BREAK, function (m, after, before, at) {
+        var cut = before ? at : at + 1;
+        if (cut > last && cut < word.length) {
+          frag.appendChild(document.createTextNode(word.slice(last, cut)));
+          frag.appendChild(document.createElement("wbr"));
+          last = cut;
+        }
+        return m;
+      });
+      frag.appendChild(document.createTextNode(word.slice(last)));
+    });
+    node.parentNode.replaceChild(frag, node);
+  }
+
+  function wrapAll(root) {
+    var els = [];
+    if (root.matches && root.matches(WRAP)) { els.push(root); }
+    Array.prototype.push.apply(els, root.querySelectorAll(WRAP));
+    els.forEach(function (el) {
+      var w = document.createTreeWalker(el, NodeFilter.SHOW_TEXT, null), n, texts = [];
+      while ((n = w.nextNode())) {
+        if (!n.parentElement.closest("code, pre, textarea, script, style")) { texts.push(n); }
+      }
+      texts.forEach(wrapText);
+    });
+  }
+
   function fit(frame) {
     var d;
     try { d = frame.contentDocument; } catch (e) { return; }
@@ -49,6 +89,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     labelAll(document);
+    wrapAll(document.getElementById("main") || document.body);
     // live.js redraws the Sent page's table: label the new one too.
     var main = document.getElementById("main");
     if (main && "MutationObserver" in window) {
@@ -57,6 +98,7 @@
           Array.prototype.forEach.call(m.addedNodes, function (n) {
             if (n.nodeType !== 1) { return; }
             if (n.tagName === "TABLE") { label(n); } else { labelAll(n); }
+            wrapAll(n);
           });
         });
       }).observe(main, { childList: true, subtree: true });
