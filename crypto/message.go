@@ -199,10 +199,13 @@ func Open(s *Sealed, key *Key, verifier *Key) ([]byte, SignatureStatus, error) {
 		return nil, 0, errors.New("crypto: open: message is not encrypted to key")
 	}
 	// Read to EOF first: MDC and signature are only checked at the end.
-	body, err := io.ReadAll(md.UnverifiedBody)
-	if err != nil {
+	// The plaintext is about as long as the data packets: sized once
+	// rather than grown by doubling (issue 12, the read path).
+	buf := bytes.NewBuffer(make([]byte, 0, len(s.Data)+bytes.MinRead))
+	if _, err := buf.ReadFrom(md.UnverifiedBody); err != nil {
 		return nil, 0, fmt.Errorf("crypto: open: %w", err)
 	}
+	body := buf.Bytes()
 	switch {
 	case !md.IsSigned:
 		return body, SigUnsigned, nil
