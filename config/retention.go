@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -28,8 +29,11 @@ func ParseSpan(s string) (time.Duration, error) {
 	unit := map[byte]time.Duration{'d': 24 * time.Hour, 'w': 7 * 24 * time.Hour, 'y': Year}
 	if u, ok := unit[s[len(s)-1]]; ok {
 		n, err := strconv.Atoi(s[:len(s)-1])
-		if err != nil || n < 0 || n > 1000 {
+		if err != nil || n < 0 {
 			return 0, fmt.Errorf("period %q: use a whole number and d, w or y (\"90d\", \"6y\")", s)
+		}
+		if time.Duration(n) > math.MaxInt64/u {
+			return 0, fmt.Errorf("period %q: too long (at most 290 years)", s)
 		}
 		return time.Duration(n) * u, nil
 	}
@@ -88,7 +92,7 @@ type Retention struct {
 // DefaultRetention is what docs/configuration.md lists.
 func DefaultRetention() Retention {
 	return Retention{Audit: Span{MinAuditRetention}, PushStale: Span{180 * 24 * time.Hour},
-		PurgeInterval: Duration{time.Hour}, PurgeBatch: 500}
+		PurgeInterval: Duration{time.Hour}, PurgeBatch: 100}
 }
 
 func (r Retention) validate() error {

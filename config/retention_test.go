@@ -30,7 +30,7 @@ func TestParseSpan(t *testing.T) {
 func TestRetentionSettings(t *testing.T) {
 	d := Default()
 	if r := d.Retention; r.Audit.Duration != 6*Year || r.PushStale.Duration != 180*24*time.Hour ||
-		r.PurgeInterval.Duration != time.Hour || r.PurgeBatch != 500 {
+		r.PurgeInterval.Duration != time.Hour || r.PurgeBatch != 100 {
 		t.Errorf("defaults: %+v", r)
 	}
 	c, err := Load(writeTOML(t, "[retention]\naudit = \"7y\"\npush_stale = \"90d\"\npurge_interval = \"15m\"\npurge_batch = 200\n"), nil)
