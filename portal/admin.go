@@ -303,12 +303,10 @@ func (s *Server) unlockEscrow(in escrowIn) (*pcrypto.Key, error) {
 	return escrow, nil
 }
 
-var recoverNotices = map[string]string{"recovered": ""}
-
 func (s *Server) recoverPage(w http.ResponseWriter, r *http.Request, v *viewer) {
 	d := s.data("Recover messages")
 	d.SignedIn = true
-	if _, ok := recoverNotices[r.URL.Query().Get("done")]; ok {
+	if r.URL.Query().Get("done") == "recovered" { // after recoverSubmit: only a count comes back
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		d.Recovered = n
 		d.Notice = web.Count(n, "message") + " " + web.Noun(n, "is", "are") + " readable again with the account's new password."
