@@ -88,11 +88,6 @@ func nextStep(u *store.User, mfaDone bool) string {
 	return "enrol"
 }
 
-// apiRefuse answers a refused sign-in step, or reports an internal fault.
-func (s *Server) apiRefuse(w http.ResponseWriter, r *http.Request, err error) {
-	s.apiError(w, r, s.signInRefused(err))
-}
-
 func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, v *viewer) {
 	var in signInIn
 	if !decodeJSON(w, r, &in) {

@@ -113,16 +113,6 @@ func (s *Server) reauthRefusal(v *viewer, err error) (string, bool) {
 	return s.signInRefusal(err)
 }
 
-// reauthStatus is the HTTP status of a refused confirmation: 400 when the
-// factor is missing (a field the request needs), 401 when it is wrong or
-// the account is locked.
-func reauthStatus(err error) int {
-	if errors.Is(err, errCurrentMissing) {
-		return http.StatusBadRequest
-	}
-	return http.StatusUnauthorized
-}
-
 // reauthRefused turns a refused confirmation into the refusal both faces
 // answer: 400 reauth_required when the factor is missing, 401
 // bad_current_factor when it is wrong, the sign-in refusals (locked,
@@ -140,9 +130,4 @@ func (s *Server) reauthRefused(v *viewer, err error) error {
 	}
 	oe.Field = "current"
 	return oe
-}
-
-// apiReauthRefuse answers a refused confirmation in JSON, or a fault.
-func (s *Server) apiReauthRefuse(w http.ResponseWriter, r *http.Request, v *viewer, err error) {
-	s.apiError(w, r, s.reauthRefused(v, err))
 }
