@@ -9,6 +9,7 @@ import (
 	"image/color"
 	"image/png"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -137,6 +138,9 @@ func TestBrowserPages(t *testing.T) {
 	)
 	pt.waitFor("recovery codes", `document.querySelectorAll('ul.codes li').length > 0`, 15*time.Second)
 	checkPage(t, pt, "recovery-codes")
+	// The claim link once used (issue 13.1 offers what to do instead).
+	visit(pub, "/claim/"+token, page, "claim-used")
+	visit(pub, "/claim/"+token+"/new-link", page, "claim-new-link")
 	visit(pt, "/inbox", `document.querySelectorAll('ul.inbox a').length === 2`, "inbox")
 	ids := evalAs[[]string](pt, `Array.from(document.querySelectorAll('ul.inbox li[data-id]'), li => li.dataset.id)`)
 	subjects := evalAs[[]string](pt, `Array.from(document.querySelectorAll('ul.inbox li[data-id] .subject'), s => s.textContent)`)
@@ -213,6 +217,7 @@ func TestBrowserPages(t *testing.T) {
 	} {
 		visit(ad, p.path, p.ready, p.name)
 	}
+	visit(ad, "/admin/compliance", page, "admin-compliance")
 	// One held message's own page, where the quarantine has one (13.2).
 	ad.navigate(h.BaseURL + "/admin/quarantine")
 	ad.waitFor("quarantine", `document.querySelector('h1') !== null`, 10*time.Second)
@@ -220,6 +225,14 @@ func TestBrowserPages(t *testing.T) {
 		visit(ad, held, page, "admin-quarantine-held")
 		visit(ad, held+"/approve", page, "admin-quarantine-approve")
 	}
+	// A password-reset link's form.
+	before := len(h.Notices())
+	h.Client().JSON("POST", "/api/v1/reset", map[string]string{"email": pagesPatient}, 202, nil)
+	raw, err := os.ReadFile(h.WaitNotices(before + 1)[before])
+	if err != nil {
+		t.Fatal(err)
+	}
+	visit(pub, "/reset/"+regexpFind(t, raw, `/reset/([A-Za-z0-9_-]{20,})`), `document.querySelector('#password') !== null`, "reset")
 	t.Logf("every page checked in %s", time.Since(began).Round(time.Second))
 }
 
