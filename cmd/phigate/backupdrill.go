@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/backup"
 	"github.com/phigate/phigate/gateway"
+	"github.com/phigate/phigate/store"
 	"github.com/phigate/phigate/web"
 )
 
@@ -21,7 +25,10 @@ import (
 // gateway key that signed it, the audit chain, every message opened with
 // the escrow key and its signature verified), scrubs the folder, and
 // records backup.drill with the outcome in the LIVE audit trail, which
-// the compliance report reads. Exit 0 when the drill passed, 1 when it
+// the compliance report reads. A PostgreSQL gateway's backup is restored
+// into a scratch database made on the live server for the drill
+// (phigate_drill_<random>; the role needs CREATEDB) and dropped after it,
+// also when the drill fails or is interrupted. Exit 0 when the drill passed, 1 when it
 // failed (and was recorded as failed), 2 on bad usage.
 func backupDrill(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("backup drill", flag.ContinueOnError)
@@ -43,17 +50,16 @@ func backupDrill(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	defer g.Store.Close()
 	defer g.Trail.Close()
-	ctx := context.Background()
-	if g.Cfg.Store.URL != "" {
-		fmt.Fprintln(stderr, "phigate backup drill: this gateway runs on PostgreSQL: a drill needs a scratch PostgreSQL database, "+
-			"which phigate backup drill does not make yet. Restore into an empty database with phigate backup restore instead (docs/operations.md).")
-		return 1
-	}
+	// Ctrl-C or SIGTERM cancels the drill's queries but lets the deferred
+	// cleanup (the scratch folder, the scratch database) run.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 
 	// record writes the outcome into the live trail; a drill that cannot
 	// be recorded did not count.
 	record := func(id, outcome string, details map[string]string) error {
-		return g.Trail.Record(ctx, audit.Entry{Actor: cliActor(), Action: "backup.drill", ObjectType: "backup",
+		// Recorded after an interruption too: the drill did not pass.
+		return g.Trail.Record(context.WithoutCancel(ctx), audit.Entry{Actor: cliActor(), Action: "backup.drill", ObjectType: "backup",
 			ObjectID: id, Outcome: outcome, Details: details})
 	}
 	fail := func(id, stage string, err error, details map[string]string) int {
@@ -84,7 +90,25 @@ func backupDrill(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer backup.Scrub(scratch)
-	dcfg := gateway.DrillConfig(g.Cfg, scratch, "")
+	// A PostgreSQL gateway's backup goes into a scratch database made on
+	// the same server for this drill and dropped after it, whatever the
+	// outcome.
+	var sdb *scratchDB
+	if store.IsPostgresURL(g.Cfg.Store.URL) {
+		if sdb, err = newScratchDB(ctx, g.Store.DB(), g.Cfg.Store.URL, stderr); err != nil {
+			return fail(m.ID, "scratch database", err, nil)
+		}
+		defer func() {
+			if err := sdb.drop(); err != nil {
+				fmt.Fprintf(stderr, "phigate backup drill: %v\n", err)
+			}
+		}()
+	}
+	scratchURL := ""
+	if sdb != nil {
+		scratchURL = sdb.url
+	}
+	dcfg := gateway.DrillConfig(g.Cfg, scratch, scratchURL)
 	targets, closeStore, err := gateway.RestoreTargets(ctx, dcfg)
 	if err != nil {
 		return fail(m.ID, "restore", err, nil)
@@ -106,11 +130,19 @@ func backupDrill(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	backup.Scrub(scratch) // before the entry: "wiped" must be true when it is written
 	details["scratch"] = "wiped"
+	where := "a scratch folder"
+	if sdb != nil {
+		if err := sdb.drop(); err != nil {
+			return fail(r.ID, "drop scratch database", err, details)
+		}
+		details["scratch_database"] = "dropped"
+		where = "a scratch folder and scratch database " + sdb.name + " (dropped)"
+	}
 	if err := record(r.ID, audit.OK, details); err != nil {
 		fmt.Fprintf(stderr, "phigate backup drill: the drill passed but could not be recorded: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "drill passed: backup %s (taken %s) restored into a scratch folder, audit chain verified (%s), %s opened with the escrow key and verified, scratch folder wiped; recorded as backup.drill in the live audit trail.\n",
-		r.ID, r.Created.Format(time.RFC3339), web.Count(int(res.Entries), "entry", "entries"), web.Count(res.Messages, "message"))
+	fmt.Fprintf(stdout, "drill passed: backup %s (taken %s) restored into %s, audit chain verified (%s), %s opened with the escrow key and verified, scratch folder wiped; recorded as backup.drill in the live audit trail.\n",
+		r.ID, r.Created.Format(time.RFC3339), where, web.Count(int(res.Entries), "entry", "entries"), web.Count(res.Messages, "message"))
 	return 0
 }

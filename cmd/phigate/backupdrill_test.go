@@ -15,9 +15,10 @@ import (
 )
 
 // drillCheck returns the compliance report's restore-drill check.
-func drillCheck(t *testing.T, data string) (status, detail string) {
+// env is added to the child's environment (PHIGATE_STORE_URL on PostgreSQL).
+func drillCheck(t *testing.T, data string, env ...string) (status, detail string) {
 	t.Helper()
-	r := runCLI(t, "", "compliance", "report", "--json", "--data", data)
+	r := runCLIEnv(t, env, "", "compliance", "report", "--json", "--data", data)
 	var rep struct {
 		Safeguards []struct {
 			Rule   string
@@ -38,9 +39,9 @@ func drillCheck(t *testing.T, data string) (status, detail string) {
 	return "", ""
 }
 
-func drillEntries(t *testing.T, data string) string {
+func drillEntries(t *testing.T, data string, env ...string) string {
 	t.Helper()
-	r := runCLI(t, "", "audit", "export", "--data", data, "--action", "backup.drill")
+	r := runCLIEnv(t, env, "", "audit", "export", "--data", data, "--action", "backup.drill")
 	if r.code != 0 {
 		t.Fatalf("audit export: exit %d\n%s", r.code, r.stderr)
 	}
