@@ -140,5 +140,6 @@ func TestBrowserAdminFlows(t *testing.T) {
 	checkPage(t, st, "sent-recall")
 	st.do(chromedp.Click(chromedp.CSS(`form.card button[type=submit]`)))
 	st.waitFor("back on Sent", `location.pathname === '/sent' && location.search === '?done=recalled'`, 10*time.Second)
-	st.expectText("#live-list", "Recalled")
+	// The recall's live event redraws the list meanwhile: wait for it.
+	st.waitFor("the recalled row", `document.querySelector('#live-list').innerText.includes('Recalled')`, 10*time.Second)
 }
