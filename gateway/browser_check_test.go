@@ -26,7 +26,7 @@ import (
 
 // axeVersion is the axe-core release the checks run. .ci/run installs this
 // exact version from npm into axeCacheDir and names the file in
-// PHIGATE_AXE_JS; either way the file must be this version.
+// AXE_CORE_JS; either way the file must be this version.
 const axeVersion = "4.14.1"
 
 // viewport is one screen size checkPage looks at the page with.
@@ -51,7 +51,7 @@ var axeOnce struct {
 	src, path, err string
 }
 
-// axeCacheDir is where .ci/run installs axe-core when PHIGATE_AXE_JS is
+// axeCacheDir is where .ci/run installs axe-core when AXE_CORE_JS is
 // not set: $XDG_CACHE_HOME/phigate/axe-core-VERSION (~/.cache/... by default).
 func axeCacheDir() string {
 	base, err := os.UserCacheDir()
@@ -68,14 +68,14 @@ func axeCacheDir() string {
 func needAxe(t testing.TB) string {
 	t.Helper()
 	axeOnce.Do(func() {
-		p := os.Getenv("PHIGATE_AXE_JS")
+		p := os.Getenv("AXE_CORE_JS")
 		if p == "" {
 			p = filepath.Join(axeCacheDir(), "node_modules", "axe-core", "axe.min.js")
 		}
 		axeOnce.path = p
 		b, err := os.ReadFile(p)
 		if err != nil {
-			axeOnce.err = fmt.Sprintf("axe-core not found (%v): npm install --prefix %s axe-core@%s, or set PHIGATE_AXE_JS", err, axeCacheDir(), axeVersion)
+			axeOnce.err = fmt.Sprintf("axe-core not found (%v): npm install --prefix %s axe-core@%s, or set AXE_CORE_JS", err, axeCacheDir(), axeVersion)
 			return
 		}
 		// The file opens with "/*! axe v4.14.1": another version may judge
