@@ -475,20 +475,30 @@ func (s *SQL) MessageKeyPage(ctx context.Context, after string, limit int) ([]Me
 }
 
 func (s *SQL) ReplaceMessageKeys(ctx context.Context, old, next []MessageKeys, audit func(n int) AuditFunc) (int, error) {
-	if len(old) != len(next) {
+	return s.replaceKeys(ctx, len(old), len(next), audit, func(tx *sql.Tx, i int) (sql.Result, error) {
+		o, nk := old[i], next[i]
+		if nk.MessageID != o.MessageID {
+			return nil, errors.New("store: old and new key packets are not in the same order")
+		}
+		return tx.ExecContext(ctx, `UPDATE messages SET key_packets = $1, summary_keys = $2
+			WHERE id = $3 AND key_packets = $4 AND summary_keys = $5 AND purged_at IS NULL`,
+			nk.KeyPackets, nk.SummaryKeys, o.MessageID, o.KeyPackets, o.SummaryKeys)
+	})
+}
+
+// replaceKeys runs one batch of key-packet replacements in one transaction
+// with its audit entry: each row changes only if it still holds the old
+// packets (compare-and-set), and the entry counts the rows that did.
+func (s *SQL) replaceKeys(ctx context.Context, nOld, nNext int, audit func(n int) AuditFunc,
+	update func(tx *sql.Tx, i int) (sql.Result, error)) (int, error) {
+	if nOld != nNext {
 		return 0, errors.New("store: old and new key packets differ in number")
 	}
 	var n int
 	err := s.auditedTx(ctx, func(tx *sql.Tx) error {
 		n = 0
-		for i, o := range old {
-			nk := next[i]
-			if nk.MessageID != o.MessageID {
-				return errors.New("store: old and new key packets are not in the same order")
-			}
-			res, err := tx.ExecContext(ctx, `UPDATE messages SET key_packets = $1, summary_keys = $2
-				WHERE id = $3 AND key_packets = $4 AND summary_keys = $5 AND purged_at IS NULL`,
-				nk.KeyPackets, nk.SummaryKeys, o.MessageID, o.KeyPackets, o.SummaryKeys)
+		for i := range nOld {
+			res, err := update(tx, i)
 			if err != nil {
 				return err
 			}
@@ -522,29 +532,12 @@ func (s *SQL) CopyKeyPage(ctx context.Context, after CopyKeys, limit int) ([]Cop
 }
 
 func (s *SQL) ReplaceCopyKeys(ctx context.Context, old, next []CopyKeys, audit func(n int) AuditFunc) (int, error) {
-	if len(old) != len(next) {
-		return 0, errors.New("store: old and new key packets differ in number")
-	}
-	var n int
-	err := s.auditedTx(ctx, func(tx *sql.Tx) error {
-		n = 0
-		for i, o := range old {
-			nk := next[i]
-			if nk.MessageID != o.MessageID || nk.Kind != o.Kind {
-				return errors.New("store: old and new key packets are not in the same order")
-			}
-			res, err := tx.ExecContext(ctx, `UPDATE message_copies SET key_packets = $1
-				WHERE message_id = $2 AND kind = $3 AND key_packets = $4`, nk.KeyPackets, o.MessageID, o.Kind, o.KeyPackets)
-			if err != nil {
-				return err
-			}
-			k, _ := res.RowsAffected()
-			n += int(k)
+	return s.replaceKeys(ctx, len(old), len(next), audit, func(tx *sql.Tx, i int) (sql.Result, error) {
+		o, nk := old[i], next[i]
+		if nk.MessageID != o.MessageID || nk.Kind != o.Kind {
+			return nil, errors.New("store: old and new key packets are not in the same order")
 		}
-		if n == 0 {
-			return nil
-		}
-		return s.appendAudit(ctx, tx, audit(n))
+		return tx.ExecContext(ctx, `UPDATE message_copies SET key_packets = $1
+			WHERE message_id = $2 AND kind = $3 AND key_packets = $4`, nk.KeyPackets, o.MessageID, o.Kind, o.KeyPackets)
 	})
-	return n, err
 }
