@@ -340,6 +340,9 @@ func TestAdminOverviewAndWords(t *testing.T) {
 	officer, _ := signInStaff(t, f.h, "officer@clinic.example", adminPW, time.Now())
 	so := getPage(t, officer, "GET", "/admin", "", 200)
 	mustContain(t, "officer's overview", so, "Security alerts", "Last verified")
+	// Both find their way back to it from every page.
+	mustContain(t, "overview link", ov, `<a href="/admin">Overview</a>`)
+	mustContain(t, "officer's overview link", so, `<a href="/admin">Overview</a>`)
 	mustNotContain(t, "officer's overview", so, "Review held messages", "Notices</h2>")
 
 	// The audit trail: addresses and named actions, not ids and keys.
