@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
@@ -241,21 +242,32 @@ func TestBrowserPages(t *testing.T) {
 func signInChecked(t *testing.T, h *e2e.Harness, tb *tab, email, pw, secret, name string) {
 	t.Helper()
 	tb.navigate(h.BaseURL + "/login")
-	tb.waitFor("sign-in form", `document.querySelector('#email') !== null`, 10*time.Second)
-	tb.do(
-		chromedp.SetValue(chromedp.CSS("#email"), email),
-		chromedp.SetValue(chromedp.CSS("#password"), pw),
-		chromedp.Click(chromedp.CSS(`form[action="/login"] button[type=submit]`)),
-	)
-	tb.waitFor("second-factor form", `location.pathname === '/login/2fa' && document.querySelector('#code') !== null`, 10*time.Second)
+	tb.waitFor("sign-in form", `document.readyState === 'complete' && document.querySelector('#email') !== null`, 10*time.Second)
+	submitForm(t, tb, `form[action="/login"]`, map[string]string{"email": email, "password": pw})
+	tb.waitFor("second-factor form", `location.pathname === '/login/2fa' && document.readyState === 'complete' && document.querySelector('#code') !== null`, 10*time.Second)
 	if name != "" {
 		checkPage(t, tb, name)
 	}
-	tb.do(
-		chromedp.SetValue(chromedp.CSS("#code"), e2e.TOTPCode(t, secret, time.Now().Add(30*time.Second))),
-		chromedp.Click(chromedp.CSS(`form[action="/login/2fa"] button[type=submit]`)),
-	)
+	submitForm(t, tb, `form[action="/login/2fa"]`, map[string]string{"code": e2e.TOTPCode(t, secret, time.Now().Add(30*time.Second))})
 	tb.waitFor("signed in", `!location.pathname.startsWith('/login') && document.readyState === 'complete'`, 10*time.Second)
+}
+
+// submitForm fills a form's fields (by id) and submits it in one script in
+// the page. chromedp's SetValue and Click act on node ids, and a node id
+// taken from a document that is still settling can be gone by the time it
+// is used ("No node with given id found", seen under a full CI run).
+func submitForm(t *testing.T, tb *tab, form string, values map[string]string) {
+	t.Helper()
+	v, err := json.Marshal(values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := fmt.Sprintf(`(() => { const f = document.querySelector(%q); if (!f) { return false; }
+		const v = %s; for (const k in v) { f.querySelector('#' + k).value = v[k]; }
+		f.requestSubmit(); return true; })()`, form, v)
+	if !evalIn[bool](t, tb, 15*time.Second, js) {
+		t.Fatalf("%s: no form %s (page %s)", tb.name, form, tb.where())
+	}
 }
 
 // checkAttachments: a PDF or an image opens in the browser as its own type
