@@ -74,8 +74,8 @@ func backupCreate(args []string, stdout, stderr io.Writer) int {
 	var cf commonFlags
 	cf.register(fs)
 	out := fs.String("out", "", "write the backup into `DIR` (default backup.dir)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	g, err := openAdmin(cf, stderr)
 	if err != nil {
@@ -155,8 +155,8 @@ func backupList(args []string, stdout, stderr io.Writer) int {
 	var cf commonFlags
 	cf.register(fs)
 	dir := fs.String("dir", "", "the backup `DIR` (default backup.dir)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, args, stdout, stderr); done {
+		return code
 	}
 	trusted, cfg, err := trustedKey(cf)
 	if err != nil {

@@ -21,6 +21,8 @@ func TestCLIHelp(t *testing.T) {
 		{[]string{"user", "help"}, "phigate user disable | enable"},
 		{[]string{"user", "list", "-h"}, "-role"},
 		{[]string{"user", "add", "--help"}, "-password-stdin"},
+		{[]string{"backup", "create", "-h"}, "-out DIR"},
+		{[]string{"backup", "list", "--help"}, "-dir DIR"},
 	}
 	for _, c := range ok {
 		r := runCLI(t, "", c.args...)
