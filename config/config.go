@@ -51,6 +51,7 @@ type Config struct {
 	Log       Log       `toml:"log"`
 	Backup    Backup    `toml:"backup"`
 	Retention Retention `toml:"retention"`
+	Runtime   Runtime   `toml:"runtime"`
 
 	// Dev is set by `serve --dev`, never from a file.
 	Dev bool `toml:"-"`
@@ -403,6 +404,7 @@ func Default() Config {
 		Log:       Log{Level: "info"},
 		Backup:    Backup{Interval: Duration{24 * time.Hour}, Keep: 7},
 		Retention: DefaultRetention(),
+		Runtime:   DefaultRuntime(),
 	}
 }
 
@@ -664,6 +666,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("backup: interval must not be negative (0: off) and keep at least 1"))
 	}
 	if err := c.Retention.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Runtime.validate(c.Keys); err != nil {
 		errs = append(errs, err)
 	}
 	if c.SMTP.MaxRecipients < 1 {

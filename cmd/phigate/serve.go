@@ -95,6 +95,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer closer.Close()
+	cfg.Runtime.Apply()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
