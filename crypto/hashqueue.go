@@ -12,17 +12,27 @@ import (
 // lock/unlock) and the sign-ins waiting for one. Memory held is at most
 // Slots x the Argon2 memory of one hash, plus Total waiting sign-ins (each
 // a blocked request, some tens of KiB) and the gateway's own callers,
-// which no client can multiply. Zero fields take the defaults.
+// which no client can multiply, plus Priority waiting in the priority lane.
+// Zero fields take the defaults.
 type HashQueueConfig struct {
 	Slots     int           // hashes in flight at once (4)
 	Wait      time.Duration // longest wait for a slot; past it *HashBusyError (10s)
 	PerClient int           // callers one client (address) may have waiting (4)
 	Total     int           // named clients' callers waiting in all (256)
+	// The priority lane (issue 12.3): callers whose HashClient.Device is
+	// set (a sign-in from a browser holding a verified device cookie of
+	// the account) are served before every other waiter, at most
+	// Priority of them waiting in all (4) and PriorityPerAccount for one
+	// account (1). A caller the lane has no room for waits in the
+	// ordinary queue instead, so a stolen device cookie, or many, can
+	// hold at most Priority places and never refuses anyone.
+	Priority           int
+	PriorityPerAccount int
 }
 
 // DefaultHashQueueConfig returns the defaults stated in docs/configuration.md.
 func DefaultHashQueueConfig() HashQueueConfig {
-	return HashQueueConfig{Slots: 4, Wait: 10 * time.Second, PerClient: 4, Total: 256}
+	return HashQueueConfig{Slots: 4, Wait: 10 * time.Second, PerClient: 4, Total: 256, Priority: 4, PriorityPerAccount: 1}
 }
 
 func (c HashQueueConfig) withDefaults() HashQueueConfig {
@@ -38,6 +48,12 @@ func (c HashQueueConfig) withDefaults() HashQueueConfig {
 	}
 	if c.Total < 1 {
 		c.Total = d.Total
+	}
+	if c.Priority < 1 {
+		c.Priority = d.Priority
+	}
+	if c.PriorityPerAccount < 1 {
+		c.PriorityPerAccount = d.PriorityPerAccount
 	}
 	return c
 }
@@ -63,6 +79,12 @@ type HashClient struct {
 	// fewer are served first, so an address in good standing is not kept
 	// waiting behind addresses that are guessing.
 	Standing int
+	// Device, when set, names the account (its lock-out key) that a
+	// verified device cookie sent with this sign-in was issued for, and
+	// that is the account being signed into: the hash then waits in the
+	// priority lane while the lane has room (HashQueueConfig.Priority).
+	// Only named clients (Key set) use the lane.
+	Device string
 }
 
 // WithHashClient names the client whose share of the hash queue the hashes
@@ -83,15 +105,26 @@ func hashClient(ctx context.Context) HashClient {
 // round-robin order. So a client with a hundred callers waiting delays
 // another by at most one hash per turn rather than by its whole backlog,
 // and a sign-in from an address that has not been guessing goes before
-// those of addresses that have (issue 8.1). The number of slots can change
-// at run time.
+// those of addresses that have (issue 8.1). Before all of them, a free
+// slot goes to the priority lane: sign-ins from a browser holding a device
+// cookie of the account (issue 12.3), first come first served, in small
+// bounds of their own. The number of slots can change at run time.
 type hashLimiter struct {
 	mu      sync.Mutex
 	cfg     HashQueueConfig
 	inUse   int
-	waiting int
+	waiting int // in the clients' queues (not the priority lane)
 	clients map[string]*clientQueue
 	turns   list.List // of *clientQueue with callers waiting, next turn first
+
+	prio       list.List      // of *prioWaiter, first come first
+	prioByAcct map[string]int // the lane's waiters per account
+}
+
+// prioWaiter is a caller waiting in the priority lane.
+type prioWaiter struct {
+	acct  string
+	ready chan struct{} // closed when granted a slot
 }
 
 type clientQueue struct {
@@ -104,7 +137,7 @@ type clientQueue struct {
 var hashes = newHashLimiter(HashQueueConfig{})
 
 func newHashLimiter(cfg HashQueueConfig) *hashLimiter {
-	return &hashLimiter{cfg: cfg.withDefaults(), clients: map[string]*clientQueue{}}
+	return &hashLimiter{cfg: cfg.withDefaults(), clients: map[string]*clientQueue{}, prioByAcct: map[string]int{}}
 }
 
 // testHookHashing, if set, runs while a hash slot is held (tests count
@@ -136,7 +169,7 @@ func (l *hashLimiter) acquire(ctx context.Context) error {
 		return err
 	}
 	l.mu.Lock()
-	if l.inUse < l.cfg.Slots && l.waiting == 0 {
+	if l.inUse < l.cfg.Slots && l.waiting == 0 && l.prio.Len() == 0 {
 		l.inUse++
 		l.mu.Unlock()
 		return nil
@@ -144,13 +177,16 @@ func (l *hashLimiter) acquire(ctx context.Context) error {
 	busy := &HashBusyError{RetryAfter: max(l.cfg.Wait, time.Second)}
 	client := hashClient(ctx)
 	key := client.Key
-	q := l.clients[key]
 	// Unnamed callers are the gateway's own work (key lock and unlock)
 	// and steps behind a token or a session (claim, reset, password
 	// change): they wait, without a bound or deadline but their ctx, in
 	// the unnamed client's queue. Only named clients (sign-in attempts)
 	// can be told to come back.
 	named := key != ""
+	if named && client.Device != "" && l.prio.Len() < l.cfg.Priority && l.prioByAcct[client.Device] < l.cfg.PriorityPerAccount {
+		return l.waitPriority(ctx, client.Device, busy) // unlocks l.mu
+	}
+	q := l.clients[key]
 	if named && (l.waiting >= l.cfg.Total || (q != nil && q.waiters.Len() >= l.cfg.PerClient)) {
 		l.mu.Unlock()
 		return busy
@@ -196,6 +232,46 @@ func (l *hashLimiter) acquire(ctx context.Context) error {
 	return err
 }
 
+// waitPriority queues the caller in the priority lane for account acct and
+// waits as acquire does for a named client (ctx, deadline). l.mu is held on
+// entry and released.
+func (l *hashLimiter) waitPriority(ctx context.Context, acct string, busy *HashBusyError) error {
+	w := &prioWaiter{acct: acct, ready: make(chan struct{})}
+	elem := l.prio.PushBack(w)
+	l.prioByAcct[acct]++
+	wait := time.NewTimer(l.cfg.Wait)
+	defer wait.Stop()
+	l.mu.Unlock()
+
+	var err error
+	select {
+	case <-w.ready:
+		return nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-wait.C:
+		err = busy
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-w.ready:
+		// Granted just as the wait ended: hand the slot on.
+		l.inUse--
+		l.grantLocked()
+	default:
+		l.prio.Remove(elem)
+		l.dropPriority(acct)
+	}
+	return err
+}
+
+func (l *hashLimiter) dropPriority(acct string) {
+	if l.prioByAcct[acct]--; l.prioByAcct[acct] <= 0 {
+		delete(l.prioByAcct, acct)
+	}
+}
+
 func (l *hashLimiter) release() {
 	l.mu.Lock()
 	l.inUse--
@@ -203,9 +279,16 @@ func (l *hashLimiter) release() {
 	l.mu.Unlock()
 }
 
-// grantLocked gives free slots to the clients in turn, one each, those in
-// the best standing first.
+// grantLocked gives free slots to the priority lane first, in order of
+// arrival, then to the clients in turn, one each, those in the best
+// standing first.
 func (l *hashLimiter) grantLocked() {
+	for l.inUse < l.cfg.Slots && l.prio.Len() > 0 {
+		w := l.prio.Remove(l.prio.Front()).(*prioWaiter)
+		l.dropPriority(w.acct)
+		l.inUse++
+		close(w.ready)
+	}
 	for l.inUse < l.cfg.Slots && l.turns.Len() > 0 {
 		q := l.nextTurn()
 		ready := q.waiters.Remove(q.waiters.Front()).(chan struct{})
@@ -242,8 +325,10 @@ func (l *hashLimiter) dropIfIdle(q *clientQueue) bool {
 	return true
 }
 
+// counts reports the slots in use and the callers waiting, in the
+// clients' queues and the priority lane together.
 func (l *hashLimiter) counts() (inUse, waiting int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.inUse, l.waiting
+	return l.inUse, l.waiting + l.prio.Len()
 }
