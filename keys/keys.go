@@ -50,6 +50,7 @@ type subkeys struct {
 	hash       hashKeys
 	auditMAC   []byte // chains audit entries
 	auditEnc   []byte // encrypts audit details
+	deviceK    []byte // authenticates device cookies (portal/device.go)
 }
 
 // hashKeys key the stored keyed hashes (blind index, app passwords,
@@ -87,6 +88,7 @@ func deriveAll(master []byte) *subkeys {
 		},
 		auditMAC: derive(master, "audit chain"),
 		auditEnc: derive(master, "audit details"),
+		deviceK:  derive(master, "device cookie"),
 	}
 }
 
@@ -164,6 +166,12 @@ type AuditEpoch struct {
 func (r *Ring) PasscodeMAC(messageID, code string) []byte {
 	return r.chained(func(h hashKeys) []byte { return h.Recovery }, []byte("passcode:"+messageID+":"+code))
 }
+
+// DeviceCookieKey authenticates the portal's device cookies (issue 12.3),
+// under the active master key only: after a master-key rotation, cookies
+// issued before it no longer verify and their sign-ins simply wait in the
+// ordinary queue until the next successful sign-in issues a new one.
+func (r *Ring) DeviceCookieKey() []byte { return r.cur.deviceK }
 
 // SessionMACKey keys session records' secret check values.
 func (r *Ring) SessionMACKey() []byte { return r.cur.sessionK }
