@@ -96,7 +96,9 @@ func (s *Server) apiLogin(w http.ResponseWriter, r *http.Request, v *viewer) {
 	out, err := s.opSignIn(r, v, in)
 	if err == nil {
 		s.setSessionCookie(w, out.token)
+		setDeviceCookie(w, out.device)
 	}
+	forgetDeviceOnFailure(w, r, err)
 	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 
@@ -109,6 +111,10 @@ func (s *Server) apiSecondFactor(w http.ResponseWriter, r *http.Request, v *view
 	if err == nil && out.token != "" {
 		s.setSessionCookie(w, out.token)
 	}
+	if err == nil {
+		setDeviceCookie(w, out.device)
+	}
+	forgetDeviceOnFailure(w, r, err)
 	s.apiAnswer(w, r, http.StatusOK, out, err)
 }
 

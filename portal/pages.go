@@ -150,12 +150,14 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request, _ *viewer) {
 func (s *Server) loginSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
 	out, err := s.opSignIn(r, v, signInIn{Email: r.PostFormValue("email"), Password: r.PostFormValue("password")})
 	if err != nil {
+		forgetDeviceOnFailure(w, r, err)
 		d := s.data("Sign in")
 		d.Email = strings.TrimSpace(r.PostFormValue("email"))
 		s.pageRefused(w, r, err, d, func(status int, d pageData) { s.render(w, r, status, "login.html", d) })
 		return
 	}
 	s.setSessionCookie(w, out.token)
+	setDeviceCookie(w, out.device)
 	switch out.Next {
 	case "":
 		http.Redirect(w, r, landing(out.User.Role), http.StatusSeeOther)
@@ -183,6 +185,7 @@ func (s *Server) secondFactorPage(w http.ResponseWriter, r *http.Request, v *vie
 func (s *Server) secondFactorSubmit(w http.ResponseWriter, r *http.Request, v *viewer) {
 	out, err := s.opSecondFactor(r, v, codeIn{Code: r.PostFormValue("code")})
 	if err != nil {
+		forgetDeviceOnFailure(w, r, err)
 		d := s.data("Enter your code")
 		d.SignedIn = true
 		s.pageRefused(w, r, err, d, func(status int, d pageData) { s.render(w, r, status, "twofactor.html", d) })
@@ -191,6 +194,7 @@ func (s *Server) secondFactorSubmit(w http.ResponseWriter, r *http.Request, v *v
 	if out.token != "" {
 		s.setSessionCookie(w, out.token)
 	}
+	setDeviceCookie(w, out.device)
 	http.Redirect(w, r, landing(v.user.Role), http.StatusSeeOther)
 }
 

@@ -42,8 +42,15 @@ func (s *Server) checkPassword(r *http.Request, email, pw string) (*store.User, 
 		return nil, nil, err
 	}
 	// The hash waits in this address's share of the queue; an address that
-	// has made few attempts goes before those that are guessing.
-	hashCtx := pcrypto.WithHashClient(ctx, pcrypto.HashClient{Key: ip, Standing: res.AddressAttempts()})
+	// has made few attempts goes before those that are guessing, and a
+	// browser that has signed in to this account before (its device
+	// cookie, device.go) before all of them (issue 12.3).
+	client := pcrypto.HashClient{Key: ip, Standing: res.AddressAttempts()}
+	if s.hasDeviceCookie(r, acct) {
+		client.Device = acct
+		s.Log.DebugContext(ctx, "sign-in with a device cookie", "ip", ip)
+	}
+	hashCtx := pcrypto.WithHashClient(ctx, client)
 	u, priv, err := s.Identity.Login(hashCtx, email, pw)
 	if errors.Is(err, identity.ErrBadCredentials) {
 		s.audit(r, "auth.login", "account", acct, "failed", map[string]string{"email": email})
@@ -239,10 +246,13 @@ type signInIn struct {
 }
 
 // signedIn is a sign-in step's result; token is the session's new cookie
-// value, which each face sets ("" keeps the cookie).
+// value, which each face sets ("" keeps the cookie); device is the device
+// cookie a completed sign-in earned (device.go), which each face sets
+// with setDeviceCookie ("" none).
 type signedIn struct {
 	signInJSON
-	token string
+	token  string
+	device string
 }
 
 // opSignIn checks the password (lock-out and throttling first, see
@@ -258,7 +268,11 @@ func (s *Server) opSignIn(r *http.Request, _ *viewer, in signInIn) (signedIn, er
 	if err != nil {
 		return signedIn{}, err
 	}
-	return signedIn{signInJSON{User: userJSON{u.ID, u.Role}, Next: nextStep(u, mfaDone)}, token}, nil
+	out := signedIn{signInJSON: signInJSON{User: userJSON{u.ID, u.Role}, Next: nextStep(u, mfaDone)}, token: token}
+	if mfaDone { // with a second factor to come, opSecondFactor issues it
+		out.device = s.issueDevice(r, indexKey(u.EmailIndex))
+	}
+	return out, nil
 }
 
 type codeIn struct {
@@ -276,7 +290,7 @@ func (s *Server) opSecondFactor(r *http.Request, v *viewer, in codeIn) (signedIn
 	if err != nil {
 		return signedIn{}, s.signInRefused(err)
 	}
-	out.token = token
+	out.token, out.device = token, s.issueDevice(r, indexKey(v.user.EmailIndex))
 	return out, nil
 }
 
@@ -388,7 +402,7 @@ func (s *Server) opClaim(r *http.Request, v *viewer, in newPasswordIn) (claimed,
 	if err != nil {
 		return claimed{}, err
 	}
-	out := claimed{signedIn: signedIn{signInJSON{User: userJSON{u.ID, u.Role}, Next: nextStep(u, mfaDone)}, token}}
+	out := claimed{signedIn: signedIn{signInJSON: signInJSON{User: userJSON{u.ID, u.Role}, Next: nextStep(u, mfaDone)}, token: token}}
 	if msgs, err := s.Store.ListMessages(r.Context(), u.ID, s.now()); err == nil && len(msgs) == 1 {
 		out.only = msgs[0].ID
 	}
