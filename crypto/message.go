@@ -179,42 +179,129 @@ func (r openRing) DecryptionKeys() []openpgp.Key { return r.dec.DecryptionKeys()
 // (public; nil means nobody is trusted, so a signed message is
 // SigUnknownSigner). Decryption or integrity (MDC/AEAD) failure is an error;
 // a bad signature is not an error but SigInvalid.
-func Open(s *Sealed, key *Key, verifier *Key) ([]byte, SignatureStatus, error) {
+func Open(s *Sealed, key *Key, verifier *Key, opts ...OpenOption) ([]byte, SignatureStatus, error) {
 	if !key.IsPrivate() {
 		return nil, 0, errors.New("crypto: open: key has no private part")
+	}
+	var o openOptions
+	for _, f := range opts {
+		f(&o)
 	}
 	ring := openRing{dec: openpgp.EntityList{key.e}}
 	if verifier != nil {
 		ring.ver = append(openpgp.EntityList{verifier.e}, verifier.earlier...)
 	}
+	if o.memo == nil || verifier == nil {
+		body, md, err := readSealed(s, ring)
+		if err != nil {
+			return nil, 0, err
+		}
+		return body, statusOf(md), nil
+	}
+	k := memoKeyFor(s, key)
+	if e, ok := o.memo.lookup(k); ok {
+		if body, ok := openRemembered(s, ring, e); ok {
+			o.memo.hits.Add(1)
+			return body, SigVerified, nil
+		}
+		// Anything unexpected: forget it and do the whole check, whose
+		// outcome (error or status) is the answer.
+		o.memo.forget(k)
+	}
+	body, md, err := readSealed(s, ring)
+	if err != nil {
+		return nil, 0, err
+	}
+	st := statusOf(md)
+	if st == SigVerified && timeInvariant(md) {
+		o.memo.add(memoSlot{key: k, signer: md.SignedBy.Entity, signKey: md.SignedBy.PublicKey, at: memoNow().Unix()})
+	}
+	return body, st, nil
+}
+
+// OpenOption changes what Open does.
+type OpenOption func(*openOptions)
+
+type openOptions struct{ memo *VerifiedMemo }
+
+// RememberVerified makes Open consult and fill m (issue 12, the inbox):
+// a message whose exact bytes this process already opened with the same
+// key, and whose signature the same verifier objects then found good
+// (recorded only when that result cannot expire: timeInvariant), is
+// still decrypted and its integrity (MDC or AEAD) still checked to the
+// end, but its public-key signature is not computed again. A miss, or a
+// hit whose checks do not all hold, is a full Open. For summaries only:
+// message bodies keep the full check on every open.
+func RememberVerified(m *VerifiedMemo) OpenOption {
+	return func(o *openOptions) { o.memo = m }
+}
+
+// readSealed decrypts s with ring and reads the plaintext to EOF, which is
+// when go-crypto checks the MDC (or last AEAD tag) and the signature.
+func readSealed(s *Sealed, ring openRing) ([]byte, *openpgp.MessageDetails, error) {
 	msg := io.MultiReader(bytes.NewReader(s.KeyPackets), bytes.NewReader(s.Data))
 	md, err := openpgp.ReadMessage(msg, ring, nil, nil)
 	if err != nil {
 		if errors.Is(err, pgperrors.ErrKeyIncorrect) {
-			return nil, 0, ErrNotRecipient
+			return nil, nil, ErrNotRecipient
 		}
-		return nil, 0, fmt.Errorf("crypto: open: %w", err)
+		return nil, nil, fmt.Errorf("crypto: open: %w", err)
 	}
 	if !md.IsEncrypted || md.DecryptedWith.Entity == nil {
-		return nil, 0, errors.New("crypto: open: message is not encrypted to key")
+		return nil, nil, errors.New("crypto: open: message is not encrypted to key")
 	}
 	// Read to EOF first: MDC and signature are only checked at the end.
 	// The plaintext is about as long as the data packets: sized once
 	// rather than grown by doubling (issue 12, the read path).
 	buf := bytes.NewBuffer(make([]byte, 0, len(s.Data)+bytes.MinRead))
 	if _, err := buf.ReadFrom(md.UnverifiedBody); err != nil {
-		return nil, 0, fmt.Errorf("crypto: open: %w", err)
+		return nil, nil, fmt.Errorf("crypto: open: %w", err)
 	}
-	body := buf.Bytes()
+	return buf.Bytes(), md, nil
+}
+
+func statusOf(md *openpgp.MessageDetails) SignatureStatus {
 	switch {
 	case !md.IsSigned:
-		return body, SigUnsigned, nil
+		return SigUnsigned
 	case md.SignedBy == nil:
-		return body, SigUnknownSigner, nil
+		return SigUnknownSigner
 	case md.SignatureError != nil || md.Signature == nil:
-		return body, SigInvalid, nil
+		return SigInvalid
 	}
-	return body, SigVerified, nil
+	return SigVerified
+}
+
+// openRemembered is a memo hit: it decrypts with a ring that holds no
+// verification key, so go-crypto resolves no signature's issuer
+// (md.SignedBy stays nil: the "unknown signer" case, which hashes nothing
+// for a signature and verifies none) but still parses every packet and
+// checks the MDC / AEAD tags when the body is read to EOF (any failure
+// is an error from readSealed). Then what a full Open would have used
+// must be what the entry records: the one-pass signature's issuer
+// resolves, in this verifier, to the same entity and key objects, a
+// signature packet by that issuer follows the data, and the clock has
+// not gone back past the recorded check. The same key and the same bytes
+// give the same session key and plaintext (decryption is deterministic),
+// so the full check would find what it found before.
+func openRemembered(s *Sealed, ring openRing, e memoSlot) ([]byte, bool) {
+	if memoNow().Unix() < e.at {
+		return nil, false
+	}
+	body, md, err := readSealed(s, openRing{dec: ring.dec})
+	if err != nil || !md.IsSigned || md.SignedBy != nil || md.SignatureError != nil {
+		return nil, false
+	}
+	ks := ring.ver.KeysByIdUsage(md.SignedByKeyId, packet.KeyFlagSign)
+	if len(ks) == 0 || ks[0].Entity != e.signer || ks[0].PublicKey != e.signKey {
+		return nil, false
+	}
+	for _, sig := range md.UnverifiedSignatures {
+		if sig.IssuerKeyId != nil && *sig.IssuerKeyId == md.SignedByKeyId {
+			return body, true
+		}
+	}
+	return nil, false
 }
 
 // Rewrap decrypts the session key from the PKESK in keyPackets that belongs

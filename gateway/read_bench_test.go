@@ -283,6 +283,28 @@ func BenchmarkInbox200(b *testing.B) {
 	s.report(b)
 }
 
+// BenchmarkInbox200Cold is BenchmarkInbox200 with the portal's memo of
+// verified summaries emptied before each request (crypto.VerifiedMemo):
+// the first listing after start-up, every signature checked.
+func BenchmarkInbox200Cold(b *testing.B) {
+	r := newReader(b, 199)
+	r.get(b, r.c, "GET", "/inbox", "", 200, "Lab results")
+	s := samples{}
+	b.ResetTimer()
+	for range b.N {
+		r.h.G.Portal.ForgetVerifiedSummaries()
+		sp, _ := r.get(b, r.c, "GET", "/inbox", "", 200, "Note 198")
+		s.add("page-cpu", r.cpu)
+		r.h.G.Portal.ForgetVerifiedSummaries()
+		sa, _ := r.get(b, r.c, "GET", "/api/v1/messages", "", 200, "Note 198")
+		s.add("api-cpu", r.cpu)
+		s.add("page", sp)
+		s.add("api", sa)
+	}
+	b.StopTimer()
+	s.report(b)
+}
+
 // BenchmarkFirstPageAfterSignIn signs in through the form (POST /login,
 // which answers 303 to /inbox) and loads the inbox it leads to, with a
 // fresh browser each time (its TLS connection opened by GET /login first,

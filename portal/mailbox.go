@@ -47,7 +47,7 @@ func (s *Server) list(ctx context.Context, v *viewer) ([]listItem, error) {
 		return nil, err
 	}
 	locked := func(m *store.Message) bool { return m.KeyFpr != "" && m.KeyFpr != v.user.KeyFpr }
-	sums := openSummaries(msgs, func(m *store.Message) bool { return m.State != store.StateRecalled && !locked(m) }, v.key, s.Gateway)
+	sums := openSummaries(msgs, func(m *store.Message) bool { return m.State != store.StateRecalled && !locked(m) }, v.key, s.Gateway, s.verifiedSummaries())
 	out := make([]listItem, 0, len(msgs))
 	for i, m := range msgs {
 		it := listItem{ID: m.ID, ReceivedAt: m.CreatedAt, ExpiresAt: m.ExpiresAt, Read: m.ReadAt != nil, Size: m.Size}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/phigate/phigate/alert"
@@ -75,6 +76,10 @@ type Server struct {
 	// Live is the websocket's bounds (ws.go); zero values take defaults.
 	Live LiveLimits
 	ws   wsConns
+
+	// memo: inbox summaries whose signature was checked (summaries.go).
+	memo     *pcrypto.VerifiedMemo
+	memoOnce sync.Once
 }
 
 func (s *Server) now() time.Time {
