@@ -28,11 +28,17 @@ type HashQueueConfig struct {
 	// hold at most Priority places and never refuses anyone.
 	Priority           int
 	PriorityPerAccount int
+	// PriorityRun is how many slots in a row the lane may take while
+	// ordinary callers wait (3); the next goes to the ordinary queue. So
+	// callers who keep the lane full (accounts whose passwords and device
+	// cookies one person holds, signing in again and again) still leave
+	// everyone else at least one hash in PriorityRun+1.
+	PriorityRun int
 }
 
 // DefaultHashQueueConfig returns the defaults stated in docs/configuration.md.
 func DefaultHashQueueConfig() HashQueueConfig {
-	return HashQueueConfig{Slots: 4, Wait: 10 * time.Second, PerClient: 4, Total: 256, Priority: 4, PriorityPerAccount: 1}
+	return HashQueueConfig{Slots: 4, Wait: 10 * time.Second, PerClient: 4, Total: 256, Priority: 4, PriorityPerAccount: 1, PriorityRun: 3}
 }
 
 func (c HashQueueConfig) withDefaults() HashQueueConfig {
@@ -54,6 +60,9 @@ func (c HashQueueConfig) withDefaults() HashQueueConfig {
 	}
 	if c.PriorityPerAccount < 1 {
 		c.PriorityPerAccount = d.PriorityPerAccount
+	}
+	if c.PriorityRun < 1 {
+		c.PriorityRun = d.PriorityRun
 	}
 	return c
 }
@@ -119,6 +128,7 @@ type hashLimiter struct {
 
 	prio       list.List      // of *prioWaiter, first come first
 	prioByAcct map[string]int // the lane's waiters per account
+	prioRun    int            // slots the lane took in a row while others waited
 }
 
 // prioWaiter is a caller waiting in the priority lane.
@@ -280,24 +290,39 @@ func (l *hashLimiter) release() {
 }
 
 // grantLocked gives free slots to the priority lane first, in order of
-// arrival, then to the clients in turn, one each, those in the best
+// arrival (but no more than PriorityRun in a row while ordinary callers
+// wait), then to the clients in turn, one each, those in the best
 // standing first.
 func (l *hashLimiter) grantLocked() {
 	for l.inUse < l.cfg.Slots && l.prio.Len() > 0 {
+		if l.turns.Len() > 0 && l.prioRun >= l.cfg.PriorityRun {
+			l.prioRun = 0
+			l.grantOrdinary()
+			continue
+		}
 		w := l.prio.Remove(l.prio.Front()).(*prioWaiter)
 		l.dropPriority(w.acct)
 		l.inUse++
+		if l.turns.Len() > 0 {
+			l.prioRun++
+		}
 		close(w.ready)
 	}
 	for l.inUse < l.cfg.Slots && l.turns.Len() > 0 {
-		q := l.nextTurn()
-		ready := q.waiters.Remove(q.waiters.Front()).(chan struct{})
-		l.waiting--
-		l.inUse++
-		close(ready)
-		if !l.dropIfIdle(q) {
-			l.turns.MoveToBack(q.turn)
-		}
+		l.prioRun = 0
+		l.grantOrdinary()
+	}
+}
+
+// grantOrdinary gives one slot to the next client in turn (one waits).
+func (l *hashLimiter) grantOrdinary() {
+	q := l.nextTurn()
+	ready := q.waiters.Remove(q.waiters.Front()).(chan struct{})
+	l.waiting--
+	l.inUse++
+	close(ready)
+	if !l.dropIfIdle(q) {
+		l.turns.MoveToBack(q.turn)
 	}
 }
 

@@ -49,6 +49,21 @@ func TestHashQueuePriorityBounds(t *testing.T) {
 	}
 }
 
+// TestHashQueuePriorityRun: callers who keep the lane full take at most
+// PriorityRun slots in a row while ordinary callers wait; then one goes to
+// the ordinary queue, so the lane cannot starve it.
+func TestHashQueuePriorityRun(t *testing.T) {
+	l := newHashLimiter(HashQueueConfig{Slots: 1, Wait: time.Minute, PerClient: 8, Total: 64, Priority: 4, PriorityPerAccount: 1, PriorityRun: 2})
+	if err := l.acquire(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := grantOrder(t, l, []HashClient{{Key: "A"}, {Key: "B"},
+		{Key: "P", Device: "p"}, {Key: "Q", Device: "q"}, {Key: "R", Device: "r"}, {Key: "S", Device: "s"}})
+	if want := "PQARSB"; got != want {
+		t.Fatalf("grant order %s, want %s", got, want)
+	}
+}
+
 // TestHashQueuePriorityLaneCounts: while the lane is full, its callers are
 // counted as waiting and a new one goes to the ordinary queue; the
 // ordinary Total does not count the lane.
