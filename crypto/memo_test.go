@@ -292,7 +292,7 @@ func TestMemoBound(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if m.Len() != bound || len(m.index) != bound || m.Cap() != bound {
+	if m.Len() != bound || len(m.index) != bound || m.Cap() != bound || cap(m.slots) != bound {
 		t.Fatalf("memo holds %d (index %d), want %d", m.Len(), len(m.index), bound)
 	}
 	m.Reset()
