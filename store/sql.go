@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -43,6 +44,15 @@ type SQL struct {
 	// mutex instead hands the lock over at once. busy_timeout still covers
 	// other processes (the CLI) writing to the same file.
 	wmu sync.Mutex
+	// wconn is the one connection this process writes through on SQLite
+	// (held under wmu; nil until the first write, and again after it
+	// broke). SQLite drops a connection's page cache whenever another
+	// connection has written to the database since its last transaction:
+	// with every write on whichever pooled connection was free, each group
+	// commit began with a cold cache and read the B-tree pages it was
+	// about to change (pread) again. The only writer keeps its cache, and
+	// a larger one (writerCacheKiB).
+	wconn *sql.Conn
 	// headLock is appended to the audit head query inside write
 	// transactions: "" on SQLite (the write lock is held from BEGIN),
 	// " FOR UPDATE" on a server backend.
@@ -217,6 +227,12 @@ func (s *SQL) Close() error {
 			}
 			break
 		}
+		s.wmu.Lock()
+		if s.wconn != nil {
+			s.wconn.Close()
+			s.wconn = nil
+		}
+		s.wmu.Unlock()
 	})
 	return s.db.Close()
 }
@@ -253,7 +269,47 @@ func (s *SQL) lockWrites() func() {
 // exec runs one writing statement (under the process write lock on SQLite).
 func (s *SQL) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	defer s.lockWrites()()
-	return s.db.ExecContext(ctx, query, args...)
+	if !s.serialWrites {
+		return s.db.ExecContext(ctx, query, args...)
+	}
+	c, err := s.writer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := c.ExecContext(ctx, query, args...)
+	s.wrote(err)
+	return res, err
+}
+
+// writerCacheKiB is the page cache of the writing connection (SQLite's
+// default is 2,000 KiB per connection; the readers keep that).
+const writerCacheKiB = 65536
+
+// writer returns the writing connection (called under wmu), opening it
+// first if needed.
+func (s *SQL) writer(ctx context.Context) (*sql.Conn, error) {
+	if s.wconn != nil {
+		return s.wconn, nil
+	}
+	c, err := s.db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := c.ExecContext(ctx, fmt.Sprintf(`PRAGMA cache_size = -%d`, writerCacheKiB)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	s.wconn = c
+	return c, nil
+}
+
+// wrote drops the writing connection if err says it broke; the next
+// write opens another.
+func (s *SQL) wrote(err error) {
+	if s.wconn != nil && (errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn)) {
+		s.wconn.Close()
+		s.wconn = nil
+	}
 }
 
 // maxTxRetries bounds the re-runs of a transaction that failed only
@@ -278,10 +334,26 @@ func (s *SQL) txWith(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) 
 
 func (s *SQL) txOnce(ctx context.Context, opts *sql.TxOptions, fn func(*sql.Tx) error) error {
 	defer s.lockWrites()()
-	tx, err := s.db.BeginTx(ctx, opts)
+	if !s.serialWrites {
+		tx, err := s.db.BeginTx(ctx, opts)
+		if err != nil {
+			return err
+		}
+		return runTx(tx, fn)
+	}
+	c, err := s.writer(ctx)
 	if err != nil {
 		return err
 	}
+	tx, err := c.BeginTx(ctx, opts)
+	if err == nil {
+		err = runTx(tx, fn)
+	}
+	s.wrote(err)
+	return err
+}
+
+func runTx(tx *sql.Tx, fn func(*sql.Tx) error) error {
 	if err := fn(tx); err != nil {
 		tx.Rollback()
 		return err

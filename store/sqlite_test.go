@@ -430,3 +430,52 @@ func TestSQLiteNoPlaintext(t *testing.T) {
 	}
 	scan("after close")
 }
+
+// TestSQLiteOneWriter: every write of this process (single statements,
+// transactions, group-committed deliveries) goes through one connection
+// with the larger page cache. PRAGMA data_version on a connection changes
+// only when another connection has committed, which is also when SQLite
+// drops that connection's page cache: it must not change on the writer.
+func TestSQLiteOneWriter(t *testing.T) {
+	ctx := context.Background()
+	s := openSQLiteAt(t, filepath.Join(t.TempDir(), "phigate.db"))
+	defer s.Close()
+	onWriter := func(q string) (n int64) {
+		t.Helper()
+		s.wmu.Lock()
+		defer s.wmu.Unlock()
+		if s.wconn == nil {
+			t.Fatal("no writing connection after a write")
+		}
+		if err := s.wconn.QueryRowContext(ctx, q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	staff := mkUser(t, s, RoleStaff, StatusActive)
+	if got := onWriter(`PRAGMA cache_size`); got != -writerCacheKiB {
+		t.Errorf("writer cache_size = %d, want %d", got, -writerCacheKiB)
+	}
+	before := onWriter(`PRAGMA data_version`)
+	for i := 0; i < 5; i++ {
+		rcpt := mkUser(t, s, RolePatient, StatusPending) // exec
+		deliver(t, s, Delivery{Messages: []Message{mkMsg(rcpt, staff, t0)}, ClaimTokens: []ClaimToken{mkToken(rcpt, t0, time.Hour)}})
+		if err := s.AppendAudit(ctx, func(seq int64, _ []byte) ([]AuditRecord, error) { // tx
+			return []AuditRecord{{Seq: seq + 1, At: t0, Actor: "a", Action: "x", MAC: []byte{1}}}, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := onWriter(`PRAGMA data_version`); after != before {
+		t.Errorf("data_version on the writer went %d -> %d: another connection wrote", before, after)
+	}
+	// Readers on other connections see every write.
+	var users, msgs, entries int
+	if err := s.DB().QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM users), (SELECT COUNT(*) FROM messages),
+		(SELECT COUNT(*) FROM audit_log)`).Scan(&users, &msgs, &entries); err != nil {
+		t.Fatal(err)
+	}
+	if users != 6 || msgs != 5 || entries != 5 {
+		t.Errorf("users, messages, entries = %d, %d, %d; want 6, 5, 5", users, msgs, entries)
+	}
+}
