@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,6 +78,8 @@ func BenchmarkIntakeGrowth(b *testing.B) {
 			b.ReportAllocs()
 			b.SetParallelism(16)
 			b.ResetTimer()
+			cpu := startCPU(b)
+			io0 := procIO()
 			b.RunParallel(func(pb *testing.PB) {
 				var mine []time.Duration
 				for pb.Next() {
@@ -92,6 +96,8 @@ func BenchmarkIntakeGrowth(b *testing.B) {
 				mu.Unlock()
 			})
 			b.StopTimer()
+			cpu.report(b)
+			reportIO(b, io0, procIO())
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 			b.ReportMetric(float64(pct(lat, 0.5).Microseconds())/1000, "accept-p50-ms")
 			b.ReportMetric(float64(pct(lat, 0.99).Microseconds())/1000, "accept-p99-ms")
@@ -99,6 +105,39 @@ func BenchmarkIntakeGrowth(b *testing.B) {
 			b.ReportMetric(float64(storedQuery.Microseconds())/1000, "stored-bytes-query-ms")
 		})
 	}
+}
+
+// procIO reads the process's I/O counters from /proc/self/io: bytes
+// and calls of read and write (pread and pwrite included), whether the
+// page cache answered them or the disk. Nil where there is no such file.
+func procIO() map[string]int64 {
+	raw, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return nil
+	}
+	m := map[string]int64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if n, err := strconv.ParseInt(v, 10, 64); ok && err == nil {
+			m[k] = n
+		}
+	}
+	return m
+}
+
+// reportIO adds the read and write calls and bytes per message between
+// two procIO readings: on SQLite, mostly pages read (pread) and written
+// to the WAL and the database file. Unlike time, these barely depend on
+// the machine's load.
+func reportIO(b *testing.B, from, to map[string]int64) {
+	if from == nil || to == nil {
+		return
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(to["syscr"]-from["syscr"])/n, "reads/msg")
+	b.ReportMetric(float64(to["rchar"]-from["rchar"])/n/1024, "read-KiB/msg")
+	b.ReportMetric(float64(to["syscw"]-from["syscw"])/n, "writes/msg")
+	b.ReportMetric(float64(to["wchar"]-from["wchar"])/n/1024, "written-KiB/msg")
 }
 
 // copyTree copies the regular files under src to dst (a dev data folder:
