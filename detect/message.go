@@ -2,20 +2,18 @@ package detect
 
 import (
 	"bytes"
-	"errors"
-	"io"
-	"mime"
 	"path"
 	"strings"
 
-	gomessage "github.com/emersion/go-message"
-	_ "github.com/emersion/go-message/charset" // non-UTF-8 parts (LIBRARY-NOTES)
+	"github.com/phigate/phigate/message"
 	"golang.org/x/net/html"
 	"golang.org/x/text/encoding/unicode"
 )
 
 // Bounds on what one message can make ScanMessage do. go-message bounds
-// neither depth nor part count (LIBRARY-NOTES).
+// neither depth nor part count (LIBRARY-NOTES). The tree message.Parse
+// reads stops at its own MaxDepth and MaxParts, which are no lower
+// (TestBoundsWithinParse): past them a scan sees Cut parts.
 const (
 	// MaxScanBytes is the most decoded text scanned per message, summed
 	// over subject, bodies and attachments; the rest is not scanned and
@@ -62,12 +60,33 @@ type MessageResult struct {
 // text are scanned. Malformed input never panics: what cannot be parsed is
 // scanned as raw text, as far as the bounds allow. PDF attachments are not
 // scanned (see MessageResult.Unscanned for why).
+//
+// The message is read by message.ReadParts; a caller that has parsed it
+// with message.Parse already scans the View with ScanView instead.
 func (s *Scanner) ScanMessage(raw []byte) Counts {
 	return s.ScanMessageResult(raw).Counts
 }
 
 // ScanMessageResult is ScanMessage, also saying what was not scanned.
-func (s *Scanner) ScanMessageResult(raw []byte) (res MessageResult) {
+func (s *Scanner) ScanMessageResult(raw []byte) MessageResult {
+	return s.ScanPartsResult(message.ReadParts(raw, scanned))
+}
+
+// scanned says which leaves' bodies a scan reads: the others only count
+// as Unscanned.
+func scanned(p *message.Part) bool { return kind(p.ContentType, p.Filename) != kindNone }
+
+// ScanView is ScanMessage for a message already parsed by message.Parse:
+// it scans the MIME tree the View was read from (v.Root), so the message
+// is not parsed again.
+func (s *Scanner) ScanView(v *message.View) Counts {
+	return s.ScanPartsResult(v.Root).Counts
+}
+
+// ScanPartsResult scans a message's MIME tree (message.Parse's View.Root
+// or message.ReadParts) as ScanMessageResult does. A nil tree has nothing
+// to scan.
+func (s *Scanner) ScanPartsResult(root *message.Part) (res MessageResult) {
 	m := &msgScan{s: s, budget: MaxScanBytes}
 	c := Counts{}
 	defer func() {
@@ -78,15 +97,7 @@ func (s *Scanner) ScanMessageResult(raw []byte) (res MessageResult) {
 			res = MessageResult{Counts: c, Incomplete: true, Unscanned: m.unscanned}
 		}
 	}()
-	e, err := gomessage.Read(bytes.NewReader(raw))
-	if e == nil {
-		// Not even a header block: scan the bytes as text.
-		m.incomplete = true
-		m.scanBytes(raw, c)
-	} else {
-		m.noteErr(err)
-		c.add(m.entity(e, 0))
-	}
+	m.message(root, 0, c)
 	return MessageResult{Counts: c, Incomplete: m.incomplete, Unscanned: m.unscanned}
 }
 
@@ -98,6 +109,20 @@ type msgScan struct {
 	unscanned  int
 }
 
+// message scans a message's root entity into c.
+func (m *msgScan) message(root *message.Part, depth int, c Counts) {
+	switch {
+	case root == nil:
+	case root.NoHeader:
+		// Not even a header block: scan the bytes as text.
+		m.incomplete = true
+		m.scanBytes(root.Body, c)
+	default:
+		m.noteErr(root.Err)
+		c.add(m.entity(root, depth))
+	}
+}
+
 func (m *msgScan) noteErr(err error) {
 	if err == nil {
 		return
@@ -107,7 +132,7 @@ func (m *msgScan) noteErr(err error) {
 	// anything else
 	// (unknown transfer encoding, broken headers) means bytes went unread
 	// or were read encoded.
-	if !gomessage.IsUnknownCharset(err) {
+	if !message.IsUnknownCharset(err) {
 		m.incomplete = true
 	}
 }
@@ -137,74 +162,51 @@ func (m *msgScan) scanBytes(b []byte, c Counts) {
 	m.scan(string(b), c)
 }
 
-// read reads a body, at most the remaining budget (and one byte more, to
-// tell a cut).
-func (m *msgScan) read(r io.Reader) []byte {
+// body is a part's body, at most the remaining budget (and one byte
+// more, to tell a cut).
+func (m *msgScan) body(p *message.Part) []byte {
 	if m.budget <= 0 {
 		m.incomplete = true
 		return nil
 	}
-	b, err := io.ReadAll(io.LimitReader(r, int64(m.budget)+1))
-	if err != nil {
+	b := p.Body
+	if len(b) > m.budget+1 {
+		b = b[:m.budget+1]
+	} else if p.BodyErr != nil && len(b) <= m.budget {
 		m.incomplete = true // bad base64 and the like: scan what decoded
 	}
 	return b
 }
 
-var wordDecoder = &mime.WordDecoder{CharsetReader: gomessage.CharsetReader}
-
-func decodeWords(s string) string {
-	if d, err := wordDecoder.DecodeHeader(s); err == nil {
-		return d
-	}
-	return s
-}
-
 // entity scans a message or part and returns its counts.
-func (m *msgScan) entity(e *gomessage.Entity, depth int) Counts {
+func (m *msgScan) entity(p *message.Part, depth int) Counts {
 	c := Counts{}
 	m.parts++
-	if m.parts > MaxParts || depth > MaxDepth {
+	if p.Cut || m.parts > MaxParts || depth > MaxDepth {
 		m.incomplete = true
 		return c
 	}
-	if depth == 0 || e.Header.Has("Subject") {
-		subj, err := e.Header.Text("Subject")
-		if err != nil {
-			subj = e.Header.Get("Subject")
-		}
-		m.scan(subj, c)
+	m.scan(p.Subject, c)
+	// A Content-Type that does not parse has ContentType "": RFC 2045
+	// 5.2 has it taken as text/plain, so the body is scanned as text.
+	ct := p.ContentType
+	if p.Multipart() {
+		return m.multipart(p, c, ct == "multipart/alternative", depth)
 	}
-	ct, params, err := e.Header.ContentType()
-	if err != nil {
-		// RFC 2045 §5.2: a syntactically invalid Content-Type is taken
-		// as text/plain, so the body is scanned as text.
-		ct, params = "", nil
-	}
-	if strings.HasPrefix(ct, "multipart/") && params["boundary"] != "" {
-		return m.multipart(e, c, ct == "multipart/alternative", params["boundary"], depth)
-	}
-	_, dparams, _ := e.Header.ContentDisposition()
-	name := decodeWords(dparams["filename"])
-	if name == "" {
-		name = decodeWords(params["name"])
-	}
+	name := p.Filename
 	m.scan(name, c) // "Smith_John_DOB_01-05-1980.pdf"
 	switch kind(ct, name) {
 	case kindMessage:
-		b := m.readAll(e.Body)
-		inner, err := gomessage.Read(bytes.NewReader(b))
-		if inner == nil {
+		// Read whole (within message.MaxBodyBytes): it is parsed, not
+		// scanned, so the text budget does not apply.
+		if p.BodyErr != nil || p.Truncated {
 			m.incomplete = true
-			m.scanBytes(b, c)
-			break
 		}
-		m.noteErr(err)
-		c.add(m.entity(inner, depth+1))
+		m.message(message.ReadParts(p.Body, scanned), depth+1, c)
 	case kindHTML:
 		// Charged by the HTML's size, not its text's, so markup counts
 		// against the bound too.
-		b := m.read(e.Body)
+		b := m.body(p)
 		if len(b) > m.budget {
 			b = b[:m.budget]
 			m.incomplete = true
@@ -212,66 +214,32 @@ func (m *msgScan) entity(e *gomessage.Entity, depth int) Counts {
 		m.budget -= len(b)
 		m.s.scanInto(htmlText(b), c)
 	case kindText:
-		m.scan(textOf(m.read(e.Body)), c)
+		m.scan(textOf(m.body(p)), c)
 	default:
 		m.unscanned++
 	}
 	return c
 }
 
-// captureLimit bounds how much of a multipart body is kept to scan its
-// preamble, or the whole body when no part can be found in it.
-const captureLimit = 1 << 20
-
-// capture keeps the first captureLimit bytes read through it, until
-// stopped.
-type capture struct {
-	r       io.Reader
-	buf     []byte
-	stopped bool
-}
-
-func (c *capture) stop() { c.buf, c.stopped = nil, true }
-
-func (c *capture) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	if room := captureLimit - len(c.buf); room > 0 && !c.stopped {
-		c.buf = append(c.buf, p[:min(n, room)]...)
-	}
-	return n, err
-}
-
-// multipart scans the parts of e into c. The parts of a
+// multipart scans the parts of p into c. The parts of a
 // multipart/alternative are all scanned but count once (per detector, the
 // largest count), since they carry the same content. The preamble, which
 // clients do not show but which is sent all the same, is scanned too; a
 // body in which no part can be found is scanned as text.
-func (m *msgScan) multipart(e *gomessage.Entity, c Counts, alternative bool, boundary string, depth int) Counts {
-	rec := &capture{r: e.Body}
-	e.Body = rec
-	mr := e.MultipartReader()
+func (m *msgScan) multipart(p *message.Part, c Counts, alternative bool, depth int) Counts {
 	alt := Counts{}
-	found := 0
-	for {
-		p, err := mr.NextPart()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if p == nil {
-			m.incomplete = true // a broken boundary: the rest is unreadable
-			break
-		}
-		if found == 0 {
-			if i := bytes.Index(rec.buf, []byte("--"+boundary)); i > 0 {
-				m.scan(string(rec.buf[:i]), c)
-			} else if i < 0 {
-				m.incomplete = true // preamble longer than captureLimit
+	if p.Broken {
+		m.incomplete = true // a broken boundary: the rest is unreadable
+	}
+	for i, part := range p.Parts {
+		if i == 0 {
+			if p.PreambleCut {
+				m.incomplete = true // preamble longer than the parse keeps
 			}
-			rec.stop()
+			m.scan(string(p.Preamble), c)
 		}
-		found++
-		m.noteErr(err)
-		pc := m.entity(p, depth+1)
+		m.noteErr(part.Err)
+		pc := m.entity(part, depth+1)
 		if alternative {
 			alt.max(pc)
 		} else {
@@ -281,22 +249,12 @@ func (m *msgScan) multipart(e *gomessage.Entity, c Counts, alternative bool, bou
 			break
 		}
 	}
-	if found == 0 {
+	if len(p.Parts) == 0 {
 		m.incomplete = true
-		m.scanBytes(rec.buf, c)
+		m.scanBytes(p.Preamble, c)
 	}
 	c.add(alt)
 	return c
-}
-
-// readAll reads an attached message whole: it is parsed, not scanned, so
-// the text budget does not apply; its size is bounded by the raw message.
-func (m *msgScan) readAll(r io.Reader) []byte {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		m.incomplete = true
-	}
-	return b
 }
 
 type partKind int

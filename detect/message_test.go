@@ -37,15 +37,15 @@ func utf16le(s string) string {
 	return b.String()
 }
 
-func TestScanMessageMultipart(t *testing.T) {
-	s := newTestScanner(t, Config{Keywords: []string{"Schizophrénie"}, MRNPattern: `MRN[:# ]*\d{7}`})
+// multipartFixture is a message with one of everything ScanMessage reads.
+func multipartFixture() []byte {
 	inner := `From: a@example.org
 Subject: Forwarded: MBI 1EG4-TE5-MK73
 Content-Type: text/plain
 
 MRN: 7654321
 `
-	raw := crlf(`From: Dr A <a@example.org>
+	return crlf(`From: Dr A <a@example.org>
 To: b@example.com
 Subject: =?UTF-8?Q?Re:_patient_SSN_512-34-5678?=
 MIME-Version: 1.0
@@ -113,6 +113,11 @@ Content-Disposition: attachment; filename="=?UTF-8?B?` + base64.StdEncoding.Enco
 binary
 --outer--
 `)
+}
+
+func TestScanMessageMultipart(t *testing.T) {
+	s := newTestScanner(t, Config{Keywords: []string{"Schizophrénie"}, MRNPattern: `MRN[:# ]*\d{7}`})
+	raw := multipartFixture()
 	res := s.ScanMessageResult(raw)
 	want := Counts{
 		SSN:     3, // subject, export.json, utf16.txt (not the script, the PDF or the PNG)
@@ -232,28 +237,31 @@ func TestScanMessageStructureBounds(t *testing.T) {
 	}
 }
 
+// malformedCases are broken messages with what ScanMessage finds in them.
+var malformedCases = []struct {
+	name           string
+	raw            string
+	ssn            int
+	wantIncomplete bool
+}{
+	{"not a message", "Hello, SSN 512-34-5678 here\n", 1, true},
+	{"empty", "", 0, false},
+	{"headers only", "Subject: SSN 512-34-5678\n", 1, false},
+	{"missing final boundary", "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nSSN 512-34-5678\n", 1, true},
+	{"no boundary param", "Content-Type: multipart/mixed\n\nSSN 512-34-5678\n", 1, false},
+	{"unknown transfer encoding", "Content-Type: text/plain\nContent-Transfer-Encoding: x-weird\n\nSSN 512-34-5678\n", 1, true},
+	{"unknown charset", "Content-Type: text/plain; charset=x-nope\n\nSSN 512-34-5678\n", 1, false},
+	{"bad base64", "Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n" + b64("SSN 512-34-5678 ") + "!!!@@@\n", 1, true},
+	{"broken content type", "Content-Type: ;;;=\n\nSSN 512-34-5678\n", 1, false},
+	{"nul bytes", "Subject: x\n\n\x00\x00SSN 512-34-5678\x00", 1, false},
+	{"preamble is scanned", "Content-Type: multipart/mixed; boundary=b\n\nSSN 512-34-5678 in the preamble\n--b\nContent-Type: text/plain\n\nhello\n--b--\n", 1, false},
+	{"boundary never appears", "Content-Type: multipart/mixed; boundary=zzz\n\nSSN 512-34-5678\n", 1, true},
+	{"unterminated boundary param", "Content-Type: multipart/mixed; boundary=\"b\n\n--b\nContent-Type: text/plain\n\nSSN 512-34-5678\n--b--\n", 1, false},
+}
+
 func TestScanMessageMalformed(t *testing.T) {
 	s := newTestScanner(t, Config{})
-	for _, tc := range []struct {
-		name           string
-		raw            string
-		ssn            int
-		wantIncomplete bool
-	}{
-		{"not a message", "Hello, SSN 512-34-5678 here\n", 1, true},
-		{"empty", "", 0, false},
-		{"headers only", "Subject: SSN 512-34-5678\n", 1, false},
-		{"missing final boundary", "Content-Type: multipart/mixed; boundary=b\n\n--b\nContent-Type: text/plain\n\nSSN 512-34-5678\n", 1, true},
-		{"no boundary param", "Content-Type: multipart/mixed\n\nSSN 512-34-5678\n", 1, false},
-		{"unknown transfer encoding", "Content-Type: text/plain\nContent-Transfer-Encoding: x-weird\n\nSSN 512-34-5678\n", 1, true},
-		{"unknown charset", "Content-Type: text/plain; charset=x-nope\n\nSSN 512-34-5678\n", 1, false},
-		{"bad base64", "Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n" + b64("SSN 512-34-5678 ") + "!!!@@@\n", 1, true},
-		{"broken content type", "Content-Type: ;;;=\n\nSSN 512-34-5678\n", 1, false},
-		{"nul bytes", "Subject: x\n\n\x00\x00SSN 512-34-5678\x00", 1, false},
-		{"preamble is scanned", "Content-Type: multipart/mixed; boundary=b\n\nSSN 512-34-5678 in the preamble\n--b\nContent-Type: text/plain\n\nhello\n--b--\n", 1, false},
-		{"boundary never appears", "Content-Type: multipart/mixed; boundary=zzz\n\nSSN 512-34-5678\n", 1, true},
-		{"unterminated boundary param", "Content-Type: multipart/mixed; boundary=\"b\n\n--b\nContent-Type: text/plain\n\nSSN 512-34-5678\n--b--\n", 1, false},
-	} {
+	for _, tc := range malformedCases {
 		t.Run(tc.name, func(t *testing.T) {
 			res := s.ScanMessageResult(crlf(tc.raw))
 			if res.Counts[SSN] != tc.ssn || res.Incomplete != tc.wantIncomplete {

@@ -5,6 +5,7 @@ import (
 
 	"github.com/phigate/phigate/detect"
 	"github.com/phigate/phigate/intake"
+	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/policy"
 )
 
@@ -22,7 +23,7 @@ type policyDetector struct {
 	scanner *detect.Scanner
 }
 
-func (p *policyDetector) ScanMessage(raw []byte) map[string]int {
+func (p *policyDetector) ScanView(view *message.View) map[string]int {
 	doc, v := p.engine.Current()
 	p.mu.Lock()
 	if p.scanner == nil || p.version != v {
@@ -36,7 +37,7 @@ func (p *policyDetector) ScanMessage(raw []byte) map[string]int {
 	}
 	s := p.scanner
 	p.mu.Unlock()
-	return s.ScanMessage(raw)
+	return s.ScanView(view)
 }
 
 func (g *Gateway) detector() intake.Detector { return g.detectorWith(g.Policy) }

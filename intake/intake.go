@@ -102,9 +102,11 @@ type Rejected struct {
 
 func (e *Rejected) Error() string { return "rejected by policy rule " + e.Rule + ": " + e.Reason }
 
-// Detector counts clinical identifiers in a raw message (package detect).
+// Detector counts clinical identifiers in a message (package detect). It
+// scans the MIME tree message.Parse read (View.Root), so the message is
+// parsed once for the view, the summary and the detectors.
 type Detector interface {
-	ScanMessage(raw []byte) map[string]int
+	ScanView(v *message.View) map[string]int
 }
 
 // PGPBuilder turns a message into PGP/MIME for a recipient with a
@@ -146,7 +148,8 @@ func (in *Intake) CheckRecipient(ctx context.Context, sender *store.User, from, 
 	return nil
 }
 
-// facts are what the policy may know about the message, computed once.
+// facts are what the policy may know about the message v (parsed from
+// raw), computed once.
 func (in *Intake) facts(raw []byte, v *message.View) *policy.Facts {
 	f := &policy.Facts{Subject: v.Subject}
 	for _, a := range v.Attachments {
@@ -154,7 +157,7 @@ func (in *Intake) facts(raw []byte, v *message.View) *policy.Facts {
 			Ext: policy.ExtOf(a.Filename), Size: a.Size})
 	}
 	if in.Detector != nil {
-		f.Counts = in.Detector.ScanMessage(raw)
+		f.Counts = in.Detector.ScanView(v)
 	}
 	return f
 }

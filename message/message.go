@@ -46,6 +46,8 @@ type View struct {
 	HTML        string // raw; sanitise with SanitizeHTML before showing
 	Attachments []Attachment
 	Problems    []string // what could not be read (shown, never fatal)
+	// Root is the MIME tree the View was read from (see Part).
+	Root *Part
 }
 
 // Summary is the small record sealed separately for the inbox listing.
@@ -72,33 +74,53 @@ func decodeHeader(s string) string {
 
 // Parse reads raw into a View. It does not return an error: a broken
 // message still shows something, with Problems saying what went wrong.
+// The View's Root keeps the MIME tree it was read from, for the content
+// detectors (package detect), so a message is parsed once.
 func Parse(raw []byte) *View {
+	return parse(raw, true, nil)
+}
+
+// ReadParts reads only raw's MIME tree (Root of Parse, without the View):
+// for a message attached to another one. want, when not nil, says which
+// leaves' bodies to read (it sees each leaf's header fields); the others
+// are skipped and keep a nil Body.
+func ReadParts(raw []byte, want func(*Part) bool) *Part {
+	return parse(raw, false, want).Root
+}
+
+func parse(raw []byte, show bool, want func(*Part) bool) *View {
 	v := &View{}
 	e, err := gomessage.Read(bytes.NewReader(raw))
 	if e == nil {
-		v.Problems = append(v.Problems, "headers could not be read: "+errText(err))
-		v.Text = string(raw)
+		v.Root = &Part{NoHeader: true, Err: err, Body: raw}
+		if show {
+			v.Problems = append(v.Problems, "headers could not be read: "+errText(err))
+			v.Text = string(raw)
+		}
 		return v
 	}
-	if err != nil {
-		v.Problems = append(v.Problems, errText(err))
-	}
-	h := e.Header
-	v.From = formatAddrs(h.Get("From"))
-	v.To = formatAddrs(h.Get("To"))
-	v.Cc = formatAddrs(h.Get("Cc"))
-	v.Subject = decodeHeader(h.Get("Subject"))
-	v.MessageID = strings.Trim(h.Get("Message-Id"), "<> ")
-	for _, ref := range strings.Fields(h.Get("References")) {
-		if ref = strings.Trim(ref, "<>"); ref != "" {
-			v.References = append(v.References, ref)
+	w := walker{want: want}
+	if show {
+		w.v = v
+		if err != nil {
+			v.Problems = append(v.Problems, errText(err))
+		}
+		h := e.Header
+		v.From = formatAddrs(h.Get("From"))
+		v.To = formatAddrs(h.Get("To"))
+		v.Cc = formatAddrs(h.Get("Cc"))
+		v.Subject = decodeHeader(h.Get("Subject"))
+		v.MessageID = strings.Trim(h.Get("Message-Id"), "<> ")
+		for _, ref := range strings.Fields(h.Get("References")) {
+			if ref = strings.Trim(ref, "<>"); ref != "" {
+				v.References = append(v.References, ref)
+			}
+		}
+		if d, err := mail.ParseDate(h.Get("Date")); err == nil {
+			v.Date = d
 		}
 	}
-	if d, err := mail.ParseDate(h.Get("Date")); err == nil {
-		v.Date = d
-	}
-	w := walker{v: v}
-	w.walk(e, 0, "")
+	v.Root = w.walk(e, err, 0, true)
 	return v
 }
 
@@ -130,56 +152,89 @@ func formatAddrs(s string) string {
 	return strings.Join(out, ", ")
 }
 
+// walker reads a message's entities, depth first, into the View (what
+// a reader is shown) and into the tree of Parts (every entity, for the
+// detectors). Each has its bounds: the View counts every entity it meets
+// against MaxParts; the tree counts the entities outside multiparts
+// without a usable boundary (which the tree keeps whole, as text) and
+// keeps the first one past MaxParts as a Cut placeholder. An entity past
+// MaxDepth is not read for either.
 type walker struct {
-	v     *View
-	parts int
+	v     *View // nil: the tree only (ReadParts)
+	parts int   // entities met, for the View's bound
+	kept  int   // entities met inside the tree, for its bound
+	want  func(*Part) bool
 }
 
-func (w *walker) walk(e *gomessage.Entity, depth int, path string) {
+// walk reads e, whose reading gave entErr; inTree says whether its parent
+// keeps it in the tree. It returns e's node, or nil when the tree does
+// not keep e.
+func (w *walker) walk(e *gomessage.Entity, entErr error, depth int, inTree bool) *Part {
 	w.parts++
-	if w.parts > MaxParts {
-		if w.parts == MaxParts+1 {
-			w.v.Problems = append(w.v.Problems, fmt.Sprintf("more than %d parts; the rest are not shown", MaxParts))
+	show := w.v != nil && w.parts <= MaxParts
+	if w.v != nil && w.parts == MaxParts+1 {
+		w.v.Problems = append(w.v.Problems, fmt.Sprintf("more than %d parts; the rest are not shown", MaxParts))
+	}
+	var p *Part
+	if inTree {
+		w.kept++
+		switch {
+		case w.kept > MaxParts+1:
+			// The tree's reader stopped at the placeholder before.
+		case w.kept > MaxParts || depth > MaxDepth:
+			p = &Part{Cut: true}
+		default:
+			p = &Part{Err: entErr}
 		}
-		return
 	}
 	if depth > MaxDepth {
-		w.v.Problems = append(w.v.Problems, "parts nested too deep are not shown")
-		return
-	}
-	if mr := e.MultipartReader(); mr != nil {
-		for i := 0; ; i++ {
-			p, err := mr.NextPart()
-			if errors.Is(err, io.EOF) {
-				return
-			}
-			if err != nil && p == nil {
-				w.v.Problems = append(w.v.Problems, "a part could not be read: "+err.Error())
-				return
-			}
-			if err != nil {
-				// Unknown transfer encoding or charset: go-message still
-				// hands back the part, undecoded. Show it and go on, so the
-				// parts after it are not lost.
-				w.v.Problems = append(w.v.Problems, "a part is shown undecoded: "+err.Error())
-			}
-			w.walk(p, depth+1, path+strconv.Itoa(i)+".")
+		if show {
+			w.v.Problems = append(w.v.Problems, "parts nested too deep are not shown")
 		}
+		return p
 	}
-	ct, params, _ := e.Header.ContentType()
-	if ct == "" {
-		ct = "text/plain"
+	node := p // e's node when the tree reads into it
+	if p != nil && p.Cut {
+		node = nil
 	}
+	if !show && node == nil {
+		return p
+	}
+	// As go-message's own: the raw field when it does not parse.
+	ct, params, ctErr := e.Header.ContentType()
 	disp, dparams, _ := e.Header.ContentDisposition()
 	filename := decodeHeader(dparams["filename"])
 	if filename == "" {
 		filename = decodeHeader(params["name"])
 	}
-	body, err := io.ReadAll(io.LimitReader(e.Body, 64<<20))
+	if node != nil {
+		node.Subject, _ = e.Header.Text("Subject") // the raw field when it does not decode
+		if ctErr == nil {
+			node.ContentType, node.Params = ct, params
+		}
+		node.Filename = filename
+	}
+	if strings.HasPrefix(ct, "multipart/") { // go-message's test for MultipartReader
+		w.multipart(e, node, show, depth)
+		return p
+	}
+	if ct == "" {
+		ct = "text/plain"
+	}
+	if !show && w.want != nil && !w.want(node) {
+		return p
+	}
+	body, truncated, err := readBody(e.Body, MaxBodyBytes)
+	if node != nil {
+		node.Body, node.BodyErr, node.Truncated = body, err, truncated
+	}
+	if !show {
+		return p
+	}
 	if err != nil {
 		w.v.Problems = append(w.v.Problems, "a part could not be decoded: "+err.Error())
 		if len(body) == 0 {
-			return
+			return p
 		}
 	}
 	isAttachment := disp == "attachment" || filename != "" ||
@@ -199,6 +254,70 @@ func (w *walker) walk(e *gomessage.Entity, depth int, path string) {
 			ID: strconv.Itoa(len(w.v.Attachments)), Filename: filename, ContentType: ct,
 			Size: int64(len(body)), Data: body,
 		})
+	}
+	return p
+}
+
+// multipart reads the parts of e. p (nil: not in the tree) is e's node:
+// with a usable boundary it gets the parts and the preamble; without one
+// the tree keeps e's body whole, as text, while the View still shows
+// what go-message finds in it.
+func (w *walker) multipart(e *gomessage.Entity, p *Part, show bool, depth int) {
+	var rec *capture
+	if p != nil {
+		if !p.Multipart() {
+			// The body as sent (go-message decodes no multipart), within
+			// the raw message's size.
+			body, err := io.ReadAll(e.Body)
+			p.Body, p.BodyErr = body, err
+			if !show {
+				return
+			}
+			e.Body = bytes.NewReader(body)
+			if err != nil {
+				e.Body = io.MultiReader(e.Body, errReader{err})
+			}
+			p = nil // its parts are the View's only
+		} else {
+			rec = &capture{r: e.Body}
+			e.Body = rec
+		}
+	}
+	mr := e.MultipartReader()
+	for {
+		part, err := mr.NextPart()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil && part == nil {
+			if show {
+				w.v.Problems = append(w.v.Problems, "a part could not be read: "+err.Error())
+			}
+			if p != nil {
+				p.Broken = true
+			}
+			break
+		}
+		if rec != nil && !rec.stopped {
+			if i := bytes.Index(rec.buf, []byte("--"+p.Params["boundary"])); i > 0 {
+				p.Preamble = rec.buf[:i]
+			} else if i < 0 {
+				p.PreambleCut = true // longer than captureLimit
+			}
+			rec.stop()
+		}
+		if err != nil && show {
+			// Unknown transfer encoding or charset: go-message still
+			// hands back the part, undecoded. Show it and go on, so the
+			// parts after it are not lost.
+			w.v.Problems = append(w.v.Problems, "a part is shown undecoded: "+err.Error())
+		}
+		if c := w.walk(part, err, depth+1, p != nil); c != nil {
+			p.Parts = append(p.Parts, c)
+		}
+	}
+	if rec != nil && !rec.stopped {
+		p.Preamble = rec.buf // no part found: all that was read
 	}
 }
 
