@@ -95,7 +95,12 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 	q := url.Values{}
 	// secure_delete: freed space (an old key packet, a claimed account's
 	// pending key) is overwritten with zeros, not left in free pages.
-	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS), "foreign_keys(1)", "secure_delete(ON)"} {
+	// wal_autocheckpoint: the WAL is copied into the database file when it
+	// passes walCheckpointPages (SQLite's default is 1,000): a page changed
+	// by several commits in between is copied once (issue 12.5: on a store
+	// of 100,000 messages, 7 % fewer bytes written per message).
+	for _, p := range []string{"journal_mode(WAL)", "synchronous(FULL)", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS), "foreign_keys(1)", "secure_delete(ON)",
+		fmt.Sprintf("wal_autocheckpoint(%d)", walCheckpointPages)} {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
@@ -157,6 +162,8 @@ const (
 	walTruncateTries = 5
 	walTruncatePause = 200 * time.Millisecond
 	walTruncateWait  = 100 // ms of busy waiting per try
+	// walCheckpointPages: 16 MiB of WAL at 4 KiB pages.
+	walCheckpointPages = 4000
 )
 
 func (s *SQL) tryTruncateWAL(ctx context.Context) bool {

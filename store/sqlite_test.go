@@ -125,6 +125,13 @@ func TestSQLiteSettings(t *testing.T) {
 		if err := c.QueryRowContext(ctx, `PRAGMA busy_timeout`).Scan(&busy); err != nil {
 			t.Fatal(err)
 		}
+		var ckpt int
+		if err := c.QueryRowContext(ctx, `PRAGMA wal_autocheckpoint`).Scan(&ckpt); err != nil {
+			t.Fatal(err)
+		}
+		if ckpt != walCheckpointPages {
+			t.Errorf("conn %d: wal_autocheckpoint=%d, want %d", i, ckpt, walCheckpointPages)
+		}
 		if strings.ToLower(mode) != "wal" || sync != 2 || fk != 1 || busy < 1000 {
 			t.Errorf("conn %d: journal_mode=%s synchronous=%d foreign_keys=%d busy_timeout=%d; want wal/2(FULL)/1/>=1000",
 				i, mode, sync, fk, busy)
