@@ -53,6 +53,10 @@ type SQL struct {
 	// about to change (pread) again. The only writer keeps its cache, and
 	// a larger one (writerCacheKiB).
 	wconn *sql.Conn
+	// ckptKick wakes checkpointLoop after a write (SQLite; nil
+	// otherwise); ckptDone is closed when the loop has ended.
+	ckptKick chan struct{}
+	ckptDone chan struct{}
 	// headLock is appended to the audit head query inside write
 	// transactions: "" on SQLite (the write lock is held from BEGIN),
 	// " FOR UPDATE" on a server backend.
@@ -129,6 +133,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 	}
 	s := &SQL{db: db, serialWrites: true, groupCommit: true}
 	s.checkpointWAL = s.truncateWAL
+	s.ckptKick = make(chan struct{}, 1)
 	s.start()
 	return s, nil
 }
@@ -164,6 +169,10 @@ const (
 	walTruncateWait  = 100 // ms of busy waiting per try
 	// walCheckpointPages: 16 MiB of WAL at 4 KiB pages.
 	walCheckpointPages = 4000
+	// walBackstopPages is the writer's automatic checkpoint when
+	// checkpointLoop runs (64 MiB of WAL).
+	walBackstopPages = 4 * walCheckpointPages
+	checkpointEvery  = 200 * time.Millisecond
 )
 
 func (s *SQL) tryTruncateWAL(ctx context.Context) bool {
@@ -216,6 +225,68 @@ func (s *SQL) start() {
 	} else {
 		close(s.loopDone)
 	}
+	s.ckptDone = make(chan struct{})
+	if s.ckptKick != nil {
+		go s.checkpointLoop()
+	} else {
+		close(s.ckptDone)
+	}
+}
+
+// checkpointLoop copies the WAL into the database file in the background
+// (SQLite): a PASSIVE checkpoint on its own connection after writes, at
+// most every checkpointEvery. SQLite's automatic checkpoint runs inside
+// the commit that crosses its threshold, and every delivery queued behind
+// that commit waited for it (page copies and the database file's fsync);
+// a passive checkpoint waits for nobody and holds up no writer. The
+// writer's automatic checkpoint stays as a bound on the WAL's size
+// (walBackstopPages) should this loop fall behind.
+func (s *SQL) checkpointLoop() {
+	defer close(s.ckptDone)
+	ctx := context.Background()
+	var c *sql.Conn
+	defer func() {
+		if c != nil {
+			c.Close()
+		}
+	}()
+	for {
+		select {
+		case <-s.ckptKick:
+		case <-s.closed:
+			return
+		}
+		if c == nil {
+			var err error
+			if c, err = s.db.Conn(ctx); err != nil {
+				c = nil
+				continue
+			}
+		}
+		var busy, logFrames, done int
+		if err := c.QueryRowContext(ctx, `PRAGMA wal_checkpoint(PASSIVE)`).Scan(&busy, &logFrames, &done); err != nil {
+			// Not fatal: the writer's automatic checkpoint still bounds
+			// the WAL. Start on a fresh connection next time.
+			c.Close()
+			c = nil
+		}
+		select {
+		case <-time.After(checkpointEvery):
+		case <-s.closed:
+			return
+		}
+	}
+}
+
+// kickCheckpoint tells checkpointLoop that the WAL grew.
+func (s *SQL) kickCheckpoint() {
+	if s.ckptKick == nil {
+		return
+	}
+	select {
+	case s.ckptKick <- struct{}{}:
+	default:
+	}
 }
 
 // Close stops the group committer (finishing the batch in hand) and closes
@@ -234,6 +305,7 @@ func (s *SQL) Close() error {
 			}
 			break
 		}
+		<-s.ckptDone
 		s.wmu.Lock()
 		if s.wconn != nil {
 			s.wconn.Close()
@@ -306,6 +378,13 @@ func (s *SQL) writer(ctx context.Context) (*sql.Conn, error) {
 		c.Close()
 		return nil, err
 	}
+	if s.ckptKick != nil {
+		// checkpointLoop checkpoints; the writer only past the backstop.
+		if _, err := c.ExecContext(ctx, fmt.Sprintf(`PRAGMA wal_autocheckpoint = %d`, walBackstopPages)); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
 	s.wconn = c
 	return c, nil
 }
@@ -313,6 +392,9 @@ func (s *SQL) writer(ctx context.Context) (*sql.Conn, error) {
 // wrote drops the writing connection if err says it broke; the next
 // write opens another.
 func (s *SQL) wrote(err error) {
+	if err == nil {
+		s.kickCheckpoint()
+	}
 	if s.wconn != nil && (errors.Is(err, sql.ErrConnDone) || errors.Is(err, driver.ErrBadConn)) {
 		s.wconn.Close()
 		s.wconn = nil

@@ -486,3 +486,35 @@ func TestSQLiteOneWriter(t *testing.T) {
 		t.Errorf("users, messages, entries = %d, %d, %d; want 6, 5, 5", users, msgs, entries)
 	}
 }
+
+// TestSQLiteBackgroundCheckpoint: checkpointLoop copies committed pages
+// into the database file soon after a write, far below the writer's own
+// automatic checkpoint (walBackstopPages).
+func TestSQLiteBackgroundCheckpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "phigate.db")
+	s := openSQLiteAt(t, path)
+	defer s.Close()
+	size := func() int64 {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	staff := mkUser(t, s, RoleStaff, StatusActive)
+	rcpt := mkUser(t, s, RolePatient, StatusPending)
+	time.Sleep(2 * checkpointEvery) // the users are checkpointed
+	before := size()
+	for i := 0; i < 10; i++ {
+		m := mkMsg(rcpt, staff, t0)
+		m.Body = bytes.Repeat([]byte{byte(i)}, 64<<10)
+		deliver(t, s, Delivery{Messages: []Message{m}})
+	}
+	// 640 KiB: about 160 pages, not 16,000.
+	for deadline := time.Now().Add(10 * time.Second); size() < before+600<<10; {
+		if time.Now().After(deadline) {
+			t.Fatalf("database file %d -> %d bytes: the WAL was not checkpointed", before, size())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
