@@ -7,7 +7,6 @@ package detect
 import (
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"mime"
@@ -297,16 +296,8 @@ func scanCorpus() [][]byte {
 	// Structure bounds: deep multiparts, many parts, deep attached
 	// messages, many parts inside attached messages and inside multiparts
 	// without a boundary.
+	add(deepMultipart(MaxDepth + 5))
 	var b strings.Builder
-	b.WriteString("Subject: deep\n")
-	for i := range MaxDepth + 5 {
-		fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n", i, i)
-	}
-	b.WriteString("Content-Type: text/plain\n\nSSN 512-34-5678\n")
-	for i := MaxDepth + 4; i >= 0; i-- {
-		fmt.Fprintf(&b, "--b%d--\n", i)
-	}
-	add(b.String())
 	for _, n := range []int{MaxParts - 2, MaxParts - 1, MaxParts, MaxParts + 1, MaxParts + 10, 2000} {
 		b.Reset()
 		b.WriteString("Content-Type: multipart/mixed; boundary=b\n\n")

@@ -200,22 +200,13 @@ func TestScanMessageHugeIsBounded(t *testing.T) {
 func TestScanMessageStructureBounds(t *testing.T) {
 	s := newTestScanner(t, Config{})
 	// Nesting deeper than MaxDepth.
-	var b strings.Builder
-	b.WriteString("Subject: deep\n")
-	for i := range MaxDepth + 5 {
-		fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n", i, i)
-	}
-	b.WriteString("Content-Type: text/plain\n\nSSN 512-34-5678\n")
-	for i := MaxDepth + 4; i >= 0; i-- {
-		fmt.Fprintf(&b, "--b%d--\n", i)
-	}
-	res := s.ScanMessageResult(crlf(b.String()))
+	res := s.ScanMessageResult(crlf(deepMultipart(MaxDepth + 5)))
 	if !res.Incomplete || res.Counts[SSN] != 0 {
 		t.Errorf("deep: %+v", res)
 	}
 
 	// More parts than MaxParts.
-	b.Reset()
+	var b strings.Builder
 	b.WriteString("Content-Type: multipart/mixed; boundary=b\n\n")
 	for range MaxParts + 10 {
 		b.WriteString("--b\nContent-Type: text/plain\n\nSSN 512-34-5678\n")
@@ -368,4 +359,19 @@ func TestOneMBMessageShape(t *testing.T) {
 	if res.Incomplete || res.Unscanned != 1 || res.Counts[SSN] == 0 || res.Counts[MBI] == 0 {
 		t.Fatalf("1 MB message: %+v", res)
 	}
+}
+
+// deepMultipart is a message of depth nested multiparts around one text
+// part with an SSN.
+func deepMultipart(depth int) string {
+	var b strings.Builder
+	b.WriteString("Subject: deep\n")
+	for i := range depth {
+		fmt.Fprintf(&b, "Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n", i, i)
+	}
+	b.WriteString("Content-Type: text/plain\n\nSSN 512-34-5678\n")
+	for i := depth - 1; i >= 0; i-- {
+		fmt.Fprintf(&b, "--b%d--\n", i)
+	}
+	return b.String()
 }
