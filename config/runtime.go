@@ -21,11 +21,14 @@ type Runtime struct {
 	MemoryLimitBytes int64 `toml:"memory_limit_bytes"`
 }
 
-// DefaultRuntime: 400 % with a 1 GiB soft limit. The limit leaves room
-// for the sign-in hash slots (security.hash_slots x the Argon2 memory)
-// and 2,000 SMTP sessions (about 100 MiB) with the heap they leave.
+// DefaultRuntime: 400 % with a 2 GiB soft limit. The limit leaves room
+// for what the gateway holds at its busiest by design: the sign-in hashes
+// (keys.max_concurrent_password_hashes x keys.password_memory_kib, 256 MiB
+// by default), 2,000 SMTP sessions (about 110 MiB) and 10,000 open portal
+// pages (about 0.7 GiB), with room over them; below what is live the
+// collector would run nearly without pause.
 func DefaultRuntime() Runtime {
-	return Runtime{GCPercent: 400, MemoryLimitBytes: 1 << 30}
+	return Runtime{GCPercent: 400, MemoryLimitBytes: 2 << 30}
 }
 
 // validate also checks the limit against the sign-in hashes, the largest

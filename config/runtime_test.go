@@ -19,7 +19,7 @@ func TestRuntimeSettings(t *testing.T) {
 	if c.Runtime.GCPercent != 250 || c.Runtime.MemoryLimitBytes != 768<<20 {
 		t.Errorf("runtime %+v", c.Runtime)
 	}
-	if d := Default().Runtime; d.GCPercent != 400 || d.MemoryLimitBytes != 1<<30 {
+	if d := Default().Runtime; d.GCPercent != 400 || d.MemoryLimitBytes != 2<<30 {
 		t.Errorf("defaults %+v", d)
 	}
 	for _, tc := range []struct {
