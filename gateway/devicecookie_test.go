@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -129,11 +130,16 @@ func TestDeviceCookie(t *testing.T) {
 	if resp := rawPost(t, hc, h.BaseURL, "/api/v1/login", map[string]string{"email": bob, "password": bobPW}, aliceCookie); resp.StatusCode != 200 {
 		t.Fatalf("bob with alice's cookie: %d", resp.StatusCode)
 	}
-	// Tampered (the last character of the tag changed) or garbage: ignored,
-	// never an error page.
+	// Tampered (one bit of the tag flipped) or garbage: ignored, never an
+	// error page. (Changing the last base64 character may change only its
+	// unused bits, the same bytes: decoded and flipped instead.)
 	tampered := *aliceCookie
-	last := tampered.Value[len(tampered.Value)-1]
-	tampered.Value = tampered.Value[:len(tampered.Value)-1] + map[bool]string{true: "A", false: "B"}[last != 'A']
+	raw, err := base64.RawURLEncoding.DecodeString(tampered.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)-5] ^= 0x01
+	tampered.Value = base64.RawURLEncoding.EncodeToString(raw)
 	for _, c := range []*http.Cookie{&tampered, {Name: deviceCookie, Value: "not-a-device-cookie"}} {
 		if resp := rawPost(t, hc, h.BaseURL, "/api/v1/login", map[string]string{"email": alice, "password": alicePW}, c); resp.StatusCode != 200 {
 			t.Fatalf("alice with cookie %q: %d", c.Value, resp.StatusCode)

@@ -88,7 +88,9 @@ func newDeviceCookie(key []byte, acct string, now time.Time) (string, error) {
 // deviceCookieFor reports whether value is a device cookie issued under key
 // for the account acct, not expired at now.
 func deviceCookieFor(key []byte, value, acct string, now time.Time) bool {
-	raw, err := base64.RawURLEncoding.DecodeString(value)
+	// Strict: a value whose unused final bits differ decodes to the same
+	// bytes; only the one canonical spelling of a cookie is accepted.
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(value)
 	if err != nil || len(raw) != deviceBodyLen+deviceTagLen || raw[0] != deviceVersion {
 		return false
 	}

@@ -47,6 +47,16 @@ func TestDeviceCookieValue(t *testing.T) {
 			t.Fatalf("byte %d changed: still verifies", i)
 		}
 	}
+	// The same bytes spelt with other unused bits in the last character
+	// (73 bytes: the last character holds 2 bits and 4 unused ones).
+	alphabet := "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, v[len(v)-1])
+	for unused := 1; unused < 16; unused++ {
+		alt := v[:len(v)-1] + string(alphabet[last^unused])
+		if alt != v && bytes.Equal(mustDecode(t, alt), raw) && deviceCookieFor(key, alt, acct, now) {
+			t.Fatalf("the non-canonical spelling %q verifies", alt)
+		}
+	}
 	// A cookie carries no address: only the account key's bytes, a time,
 	// a nonce and the tag.
 	if len(raw) != deviceBodyLen+deviceTagLen {
@@ -55,4 +65,13 @@ func TestDeviceCookieValue(t *testing.T) {
 	if _, err := newDeviceCookie(key, "not hex", now); err == nil {
 		t.Error("a malformed account key made a cookie")
 	}
+}
+
+func mustDecode(t *testing.T, v string) []byte {
+	t.Helper()
+	b, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
