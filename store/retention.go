@@ -82,12 +82,19 @@ func (s *SQL) Purge(ctx context.Context, p PurgePlan, audit RetentionAudit) (Pur
 		}
 		// A spent or expired claim link of an account that still waits for
 		// its password and has something to read stays: its page offers a
-		// new link (issue 13.1, claimlink.go), found by this row.
-		res, err := tx.ExecContext(ctx, `DELETE FROM claim_tokens WHERE token_hash IN (SELECT token_hash FROM claim_tokens
-			WHERE (used_at IS NOT NULL OR expires_at <= $1)
-			AND NOT (kind = $3 AND user_id IN (SELECT u.id FROM users u JOIN messages m ON m.recipient_id = u.id
-				WHERE u.status = $4 AND m.state = $5 AND m.purged_at IS NULL AND m.expires_at > $1))
-			ORDER BY token_hash LIMIT $2)`, unix(p.Now), p.Batch, TokenClaim, StatusPending, StateDelivered)
+		// new link (issue 13.1, claimlink.go), found by this row. CASE
+		// fixes the order: only a spent or expired claim link looks at its
+		// own account's messages. (An IN list of every pending account
+		// with mail read all delivered messages, 0.5 s under the write
+		// lock at 100,000 of them, at every purge.) No ORDER BY: walking
+		// the token_hash index visits the rows in random order, 0.3 s at
+		// 100,000 links against 10 ms for the table scan.
+		res, err := tx.ExecContext(ctx, `DELETE FROM claim_tokens WHERE token_hash IN (SELECT token_hash FROM claim_tokens t
+			WHERE CASE WHEN t.used_at IS NULL AND t.expires_at > $1 THEN FALSE
+				WHEN t.kind <> $3 THEN TRUE
+				ELSE NOT EXISTS (SELECT 1 FROM users u JOIN messages m ON m.recipient_id = u.id
+					WHERE u.id = t.user_id AND u.status = $4 AND m.state = $5 AND m.purged_at IS NULL AND m.expires_at > $1) END
+			LIMIT $2)`, unix(p.Now), p.Batch, TokenClaim, StatusPending, StateDelivered)
 		if err != nil {
 			return err
 		}
