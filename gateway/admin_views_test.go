@@ -16,6 +16,7 @@ import (
 
 	"github.com/phigate/phigate/audit"
 	"github.com/phigate/phigate/internal/e2e"
+	"github.com/phigate/phigate/web"
 )
 
 const heldPolicy = `[[rule]]
@@ -149,12 +150,12 @@ func TestQuarantineWithContext(t *testing.T) {
 	mustContain(t, "quarantine list", list, staff, "held@example.net", "hold-tagged", "Tagged by the sender for a second look",
 		"Held because the subject carries the tag [hold]", "1 match: US Social Security numbers", "1 attachment", ref, "EST")
 	mustNotContain(t, "quarantine list", list, "Biopsy", "512-34-5678")
-	id := regexp.MustCompile(`/admin/quarantine/([0-9a-f]{32})`).FindStringSubmatch(list)
+	id := regexp.MustCompile(`/admin/quarantine/([0-9a-f]{44})`).FindStringSubmatch(list)
 	if id == nil {
 		t.Fatal("no review link")
 	}
 	mid := id[1]
-	if !strings.HasPrefix(strings.ToUpper(strings.ReplaceAll(ref, "-", "")), strings.ToUpper(mid[:8])) {
+	if web.Ref(mid) != ref {
 		t.Errorf("reference %s is not message %s", ref, mid)
 	}
 	// The API says the same.
@@ -350,7 +351,7 @@ func TestAdminOverviewAndWords(t *testing.T) {
 	mustContain(t, "audit", au, "Signed in", "Message accepted", "Policy changed", staff, "admin@clinic.example", "EST",
 		`<form method="post" action="/admin/audit" class="filters"`)
 	mustNotContain(t, "audit", au, ">message.accept<", ">auth.login<", ">cli:unknown<")
-	for _, id := range regexp.MustCompile(`<td class="addr">([0-9a-f]{32})</td>`).FindAllStringSubmatch(au, -1) {
+	for _, id := range regexp.MustCompile(`<td class="addr">([0-9a-f]{32,})</td>`).FindAllStringSubmatch(au, -1) {
 		t.Errorf("audit page shows the id %s", id[1])
 	}
 	// The filter bar takes an address (POST: it is not put in a URL).

@@ -6,7 +6,6 @@ package identity
 import (
 	"context"
 	"encoding/base32"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -58,9 +57,6 @@ func (s *Service) now() time.Time {
 	}
 	return time.Now()
 }
-
-// NewID returns a random 128-bit identifier in hex.
-func NewID() string { return hex.EncodeToString(pcrypto.RandomBytes(16)) }
 
 // ParseAddr validates one address and returns its bare form.
 func ParseAddr(s string) (string, error) {
@@ -136,7 +132,7 @@ func (s *Service) AddUser(ctx context.Context, email, role, password string) (*s
 	if err := s.checkNewPassword(ctx, nil, addr, password); err != nil {
 		return nil, err
 	}
-	id := NewID()
+	id := store.NewID()
 	k, priv, err := newAccountKey(id)
 	if err != nil {
 		return nil, err
@@ -183,7 +179,7 @@ func (s *Service) EnsureRecipient(ctx context.Context, addr string) (*store.User
 	if err == nil || !errors.Is(err, store.ErrNotFound) {
 		return u, err
 	}
-	id := NewID()
+	id := store.NewID()
 	k, priv, err := newAccountKey(id)
 	if err != nil {
 		return nil, err
@@ -277,7 +273,7 @@ func (s *Service) AddAppPassword(ctx context.Context, email, name string) (strin
 	}
 	secret := b.String()
 	err = s.Store.AddAppPassword(ctx, store.AppPassword{
-		ID: NewID(), UserID: u.ID, Name: name, MAC: s.Keys.AppPasswordMAC(secret), CreatedAt: s.now(),
+		ID: store.NewID(), UserID: u.ID, Name: name, MAC: s.Keys.AppPasswordMAC(secret), CreatedAt: s.now(),
 	})
 	if errors.Is(err, store.ErrExists) {
 		return "", fmt.Errorf("an app password named %q already exists; revoke it first", name)

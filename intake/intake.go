@@ -401,7 +401,7 @@ func (in *Intake) prepare(ctx context.Context, env Envelope, plans []plan, raw, 
 		}
 		decision, _ := json.Marshal(p.dec)
 		m := store.Message{
-			ID: identity.NewID(), RecipientID: u.ID, SenderID: env.Sender.ID, KeyFpr: u.KeyFpr,
+			ID: store.NewID(), RecipientID: u.ID, SenderID: env.Sender.ID, KeyFpr: u.KeyFpr,
 			CreatedAt: now, ExpiresAt: now.Add(min(in.expiry(p.dec), in.keepFor(p.dec))), DisposeAt: now.Add(in.keepFor(p.dec)), Size: int64(len(raw)), Policy: p.dec.Rule,
 			KeyPackets: body.KeyPackets, Body: body.Data, SummaryKeys: sum.KeyPackets, Summary: sum.Data,
 			Decision: string(decision), State: store.StateDelivered,

@@ -13,7 +13,6 @@ import (
 	"github.com/emersion/go-message/mail"
 	"github.com/phigate/phigate/audit"
 	pcrypto "github.com/phigate/phigate/crypto"
-	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/policy"
@@ -117,7 +116,7 @@ func (in *Intake) replyCopy(rcpt *store.User, orig *store.Message, raw []byte, n
 	if err != nil {
 		return store.Message{}, err
 	}
-	return store.Message{ID: identity.NewID(), RecipientID: rcpt.ID, SenderID: rcpt.ID, KeyFpr: rcpt.KeyFpr,
+	return store.Message{ID: store.NewID(), RecipientID: rcpt.ID, SenderID: rcpt.ID, KeyFpr: rcpt.KeyFpr,
 		CreatedAt: now, ExpiresAt: orig.ExpiresAt, Size: int64(len(raw)), Policy: "reply",
 		KeyPackets: body.KeyPackets, Body: body.Data, SummaryKeys: sum.KeyPackets, Summary: sum.Data,
 		State: store.StateDelivered, ReplyTo: orig.ID}, nil
@@ -142,7 +141,7 @@ func buildReply(h replyHeader, r Reply) ([]byte, error) {
 		subject = "Re: " + subject
 	}
 	hd.SetSubject(subject)
-	hd.SetMessageID(identity.NewID() + "@" + h.hostname)
+	hd.SetMessageID(store.NewID() + "@" + h.hostname)
 	if h.inReplyTo != "" {
 		hd.SetMsgIDList("In-Reply-To", []string{h.inReplyTo})
 		hd.SetMsgIDList("References", append(append([]string{}, h.references...), h.inReplyTo))

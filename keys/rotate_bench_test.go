@@ -6,7 +6,6 @@ import (
 	"time"
 
 	pcrypto "github.com/phigate/phigate/crypto"
-	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/notify"
 	"github.com/phigate/phigate/store"
 )
@@ -37,9 +36,9 @@ func BenchmarkRotateMaster(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			oid := identity.NewID()
+			oid := store.NewID()
 			sealed, _ := w.ring.SealField(notify.PayloadPurpose(oid), []byte("notice"))
-			m := store.Message{ID: identity.NewID(), RecipientID: u.ID, SenderID: staff.ID, KeyFpr: u.KeyFpr, CreatedAt: time.Now(),
+			m := store.Message{ID: store.NewID(), RecipientID: u.ID, SenderID: staff.ID, KeyFpr: u.KeyFpr, CreatedAt: time.Now(),
 				ExpiresAt: time.Now().Add(time.Hour), Policy: "portal", KeyPackets: pcrypto.RandomBytes(100), Body: pcrypto.RandomBytes(2000),
 				SummaryKeys: pcrypto.RandomBytes(100), Summary: pcrypto.RandomBytes(100)}
 			if err := w.st.Deliver(ctx, store.Delivery{Messages: []store.Message{m}, Outbox: []store.OutboxItem{{ID: oid, Kind: "new-message",

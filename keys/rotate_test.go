@@ -170,7 +170,7 @@ func (w *world) populate(nPending int) *population {
 			t.Fatal(err)
 		}
 		raw, tok := w.svc.NewClaimToken(u.ID, time.Hour)
-		m := msg{id: identity.NewID(), to: a, body: "Subject: results\r\n\r\nbody for " + a}
+		m := msg{id: store.NewID(), to: a, body: "Subject: results\r\n\r\nbody for " + a}
 		body, err := pcrypto.Seal([]byte(m.body), w.ring.Gateway, pub, w.ring.Escrow)
 		if err != nil {
 			t.Fatal(err)
@@ -186,7 +186,7 @@ func (w *world) populate(nPending int) *population {
 			m.passcode = fmt.Sprintf("PC%04d", i)
 			sm.PasscodeHash = w.ring.PasscodeMAC(m.id, m.passcode)
 		}
-		oid := identity.NewID()
+		oid := store.NewID()
 		payload := "notice for " + a + " " + raw
 		sealed, err := w.ring.SealField(notify.PayloadPurpose(oid), []byte(payload))
 		if err != nil {
@@ -220,7 +220,7 @@ func (w *world) populate(nPending int) *population {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		id := identity.NewID()
+		id := store.NewID()
 		sub := fmt.Sprintf(`{"endpoint":"https://push.example/%d"}`, i)
 		enc, err := w.ring.SealField("push:"+id, []byte(sub))
 		if err != nil {
@@ -232,7 +232,7 @@ func (w *world) populate(nPending int) *population {
 		}
 		p.push[id] = sub
 	}
-	id := identity.NewID()
+	id := store.NewID()
 	reason, _ := w.ring.SealField("break-glass:"+id, []byte("patient unconscious, ER"))
 	if err := w.st.AddBreakGlass(ctx, store.BreakGlass{ID: id, ActorID: staff.ID, MessageID: p.msgs[0].id, At: time.Now(), IP: "192.0.2.9", ReasonEnc: reason}); err != nil {
 		t.Fatal(err)
@@ -416,7 +416,7 @@ func testRotateMaster(t *testing.T, w *world) {
 	}
 	// Something written half-way (by that gateway) is re-sealed too.
 	staff, _ := w.svc.UserByEmail(ctx, p.staff)
-	late := identity.NewID()
+	late := store.NewID()
 	enc, _ := w.ring.SealField("push:"+late, []byte("late"))
 	if err := w.st.AddPushSubscription(ctx, store.PushSubscription{ID: late, UserID: staff.ID, EndpointMAC: pcrypto.RandomBytes(32),
 		Host: "push.example", SubEnc: enc, CreatedAt: time.Now()}, 10); err != nil {

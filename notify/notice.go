@@ -5,8 +5,6 @@ package notify
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"mime"
@@ -150,7 +148,7 @@ func (t *Templates) Render(kind string, n Notice, org config.Org, hostname, id s
 // NewItem seals n into an outbox row of the given kind, ready to commit in
 // the same transaction as whatever caused it.
 func NewItem(keys Sealer, kind string, n Notice, userID, messageID string, now time.Time) (store.OutboxItem, error) {
-	id := randomID()
+	id := store.NewID()
 	if referenced[kind] && n.Reference == "" {
 		n.Reference = NewReference()
 	}
@@ -164,14 +162,6 @@ func NewItem(keys Sealer, kind string, n Notice, userID, messageID string, now t
 	}
 	return store.OutboxItem{ID: id, Kind: kind, UserID: userID, MessageID: messageID,
 		Payload: sealed, CreatedAt: now, NextAttemptAt: now, Reference: n.Reference}, nil
-}
-
-func randomID() string {
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		panic(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 // noticeTime is how a notice writes a moment: as the portal's pages do,

@@ -36,7 +36,7 @@ type Onward struct {
 // NewOnwardItem seals o into a relay outbox row, to commit with whatever
 // accepted it (the SMTP transaction, a portal reply).
 func NewOnwardItem(keys Sealer, o Onward, now time.Time) (store.OutboxItem, error) {
-	id := randomID()
+	id := store.NewID()
 	plain, err := json.Marshal(o)
 	if err != nil {
 		return store.OutboxItem{}, err

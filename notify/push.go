@@ -224,7 +224,7 @@ func (p *Pusher) Subscribe(ctx context.Context, userID string, s Subscription, l
 		return Device{}, err
 	}
 	label = cleanLabel(label)
-	id := randomID()
+	id := store.NewID()
 	plain, err := json.Marshal(s)
 	if err != nil {
 		return Device{}, err
@@ -290,7 +290,7 @@ func (p *Pusher) Items(ctx context.Context, userID, messageID string, now time.T
 	}
 	out := make([]store.OutboxItem, 0, len(subs))
 	for _, s := range subs {
-		id := randomID()
+		id := store.NewID()
 		plain, err := json.Marshal(PushNotice{Subscription: s.ID, Link: p.PublicURL + "/inbox"})
 		if err != nil {
 			return nil, err

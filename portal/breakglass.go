@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	pcrypto "github.com/phigate/phigate/crypto"
-	"github.com/phigate/phigate/identity"
 	"github.com/phigate/phigate/message"
 	"github.com/phigate/phigate/store"
 )
@@ -40,7 +39,7 @@ func (s *Server) breakGlass(r *http.Request, v *viewer, id, reason string, escro
 	}
 	// The reason may itself name a patient: it is recorded sealed, and the
 	// log and the alert carry only the record's id.
-	bgID := identity.NewID()
+	bgID := store.NewID()
 	sealed, err := s.Identity.Keys.SealField("break-glass:"+bgID, []byte(reason))
 	if err != nil {
 		return nil, err

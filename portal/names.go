@@ -108,7 +108,9 @@ func (n *namer) record(objType, objID string) string {
 	return objType + " " + shortID(objID)
 }
 
+// shortID is an id's first 12 digits after its creation time.
 func shortID(id string) string {
+	id = web.IDTail(id)
 	if len(id) > 12 {
 		return id[:12] + "…"
 	}

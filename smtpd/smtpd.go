@@ -460,7 +460,7 @@ func (s *session) missingHeaders(raw []byte) []byte {
 		add = append(add, "Date: "+time.Now().Format(time.RFC1123Z)+"\r\n"...)
 	}
 	if !h.Has("Message-Id") {
-		add = append(add, "Message-ID: <"+identity.NewID()+"@"+s.b.Opts.Hostname+">\r\n"...)
+		add = append(add, "Message-ID: <"+store.NewID()+"@"+s.b.Opts.Hostname+">\r\n"...)
 	}
 	// RFC 5322 3.6 requires From: the authenticated sender's address.
 	if !h.Has("From") {

@@ -66,11 +66,25 @@ func When(t time.Time, loc *time.Location) string {
 	return t.In(loc).Format(TimeLayout)
 }
 
+// IDTail is the part of a row id that tells it from others made at the
+// same time: an id of 44 hex digits starts with 12 of creation time
+// (store.NewID), which the tail leaves out; an older id of 32 is random
+// throughout and is its own tail. Short forms of an id (Ref, the audit
+// page's) begin with it.
+func IDTail(id string) string {
+	if len(id) == 44 {
+		return id[12:]
+	}
+	return id
+}
+
 // Ref is a message's short reference, as the sender's notes and the
-// portal show it ("3F2A-91BC": the first 8 hex digits of its id), so a
-// sender can match a note to a row of their Sent page. It names the
+// portal show it ("3F2A-91BC": the first 8 hex digits of IDTail), so a
+// sender can match a note to a row of their Sent page; a message from
+// before time-ordered ids keeps the reference it always had. It names the
 // message only; it is not a secret and grants nothing.
 func Ref(id string) string {
+	id = IDTail(id)
 	if len(id) < 8 {
 		return strings.ToUpper(id)
 	}

@@ -65,3 +65,19 @@ func TestTemplatesSayOneOrMany(t *testing.T) {
 type fakeTime struct{}
 
 func (fakeTime) Format(string) string { return "2026-12-06T10:00:00Z" }
+
+// A time-ordered id's reference comes from its random part (ids made in
+// the same minute share their first 8 digits); an older random id keeps
+// its reference.
+func TestRef(t *testing.T) {
+	cases := map[string]string{
+		"019af3c2b1d43f2a91bc0d1e2f30415263748596a7b8": "3F2A-91BC", // store.NewID: 12 digits of time, then random
+		"3f2a91bc0d1e2f30415263748596a7b8":             "3F2A-91BC", // before store.NewID
+		"abc":                                          "ABC",
+	}
+	for id, want := range cases {
+		if got := Ref(id); got != want {
+			t.Errorf("Ref(%q) = %q, want %q", id, got, want)
+		}
+	}
+}
