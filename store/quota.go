@@ -6,8 +6,8 @@ import "context"
 // summed size of every copy it sent whose ciphertext is still held (not yet
 // purged after recall, denial or expiry), quarantined copies included. The
 // per-account stored quota (issue 8.5) is checked against it; it is
-// computed from the store, so every node sees the same figure. The
-// messages_sender index (migration 00006) finds the rows.
+// computed from the store, so every node sees the same figure, from the
+// messages_sender index alone (migration 00019).
 func (s *SQL) StoredBytes(ctx context.Context, senderID string) (int64, error) {
 	var n int64
 	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(size), 0) FROM messages
