@@ -72,7 +72,7 @@ func OpenPostgres(ctx context.Context, url string) (*SQL, error) {
 		db.Close()
 		return nil, err
 	}
-	if err := migrate(ctx, db, goose.DialectPostgres, postgresMigrations, "migrations/postgres", goose.WithSessionLocker(locker)); err != nil {
+	if err := migrate(ctx, db, goose.DialectPostgres, postgresMigrations, "migrations/postgres", 0, goose.WithSessionLocker(locker)); err != nil {
 		db.Close()
 		return nil, err
 	}

@@ -85,7 +85,11 @@ type SQL struct {
 // OpenSQLite opens (creating if needed) the database file at path and runs
 // migrations. WAL with synchronous=FULL: a committed transaction survives a
 // crash or kill -9, which is what lets intake answer 250.
-func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
+func OpenSQLite(ctx context.Context, path string) (*SQL, error) { return openSQLite(ctx, path, 0) }
+
+// openSQLite is OpenSQLite with the migrations stopped at version upTo
+// (0: all of them), for tests of what a migration does to stored rows.
+func openSQLite(ctx context.Context, path string, upTo int64) (*SQL, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
@@ -127,7 +131,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQL, error) {
 	for _, f := range []string{path, path + "-wal", path + "-shm"} {
 		_ = os.Chmod(f, 0o600)
 	}
-	if err := migrate(ctx, db, goose.DialectSQLite3, sqliteMigrations, "migrations/sqlite"); err != nil {
+	if err := migrate(ctx, db, goose.DialectSQLite3, sqliteMigrations, "migrations/sqlite", upTo); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -202,7 +206,8 @@ func (s *SQL) flushDeleted(ctx context.Context) {
 	}
 }
 
-func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, fsys embed.FS, dir string, opts ...goose.ProviderOption) error {
+// migrate runs the migrations in fsys/dir up to version upTo (0: all).
+func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, fsys embed.FS, dir string, upTo int64, opts ...goose.ProviderOption) error {
 	sub, err := fs.Sub(fsys, dir)
 	if err != nil {
 		return err
@@ -211,7 +216,12 @@ func migrate(ctx context.Context, db *sql.DB, d goose.Dialect, fsys embed.FS, di
 	if err != nil {
 		return err
 	}
-	if _, err := p.Up(ctx); err != nil {
+	if upTo > 0 {
+		_, err = p.UpTo(ctx, upTo)
+	} else {
+		_, err = p.Up(ctx)
+	}
+	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil

@@ -518,3 +518,58 @@ func TestSQLiteBackgroundCheckpoint(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Migration 00020 copies the messages table with the ciphertext last:
+// every row keeps every column, and the copies, which dropping the old
+// table cascades away, are put back.
+func TestSQLiteBodyLastMigrationKeepsRows(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "m.db")
+	old, err := openSQLite(ctx, path, 19)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, rcpt := mkUser(t, old, RoleStaff, StatusActive), mkUser(t, old, RolePatient, StatusActive)
+	held, plain := mkMsg(rcpt, sender, t0), mkMsg(rcpt, sender, t0.Add(time.Second))
+	held.State, held.Body = StateQuarantined, randBytes(t, 20<<10) // overflow pages
+	plain.State, plain.PasscodeHash = StateDelivered, randBytes(t, 32)
+	copies := []MessageCopy{mkCopy(held.ID, CopySender, 2), mkCopy(held.ID, CopyReview, 2), mkCopy(plain.ID, CopySender, 0)}
+	deliver(t, old, Delivery{Messages: []Message{held, plain}, Copies: copies})
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s := openSQLiteAt(t, path)
+	defer s.Close()
+	for _, want := range []Message{held, plain} {
+		got, err := s.GetMessage(ctx, want.ID)
+		if err != nil {
+			t.Fatalf("message %s after the migration: %v", want.ID, err)
+		}
+		if !bytes.Equal(got.Body, want.Body) || !bytes.Equal(got.KeyPackets, want.KeyPackets) ||
+			!bytes.Equal(got.Summary, want.Summary) || !bytes.Equal(got.SummaryKeys, want.SummaryKeys) ||
+			!bytes.Equal(got.PasscodeHash, want.PasscodeHash) || got.State != want.State ||
+			got.SenderID != want.SenderID || got.RecipientID != want.RecipientID || !got.CreatedAt.Equal(want.CreatedAt) {
+			t.Errorf("message %s changed in the migration", want.ID)
+		}
+	}
+	for _, kind := range []string{CopySender, CopyReview} {
+		got, err := s.MessageCopies(ctx, kind, held.ID, plain.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range copies {
+			if g, ok := got[c.MessageID]; c.Kind == kind && (!ok || !bytes.Equal(g.Data, c.Data) || g.Attachments != c.Attachments) {
+				t.Errorf("copy %s/%s lost or changed in the migration: %+v", c.MessageID, kind, g)
+			}
+		}
+	}
+	var last string
+	if err := s.DB().QueryRowContext(ctx, `SELECT name FROM pragma_table_info('messages') ORDER BY cid DESC LIMIT 1`).Scan(&last); err != nil || last != "body" {
+		t.Errorf("last column of messages: %q, %v; want body", last, err)
+	}
+	var fk int
+	if err := s.DB().QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_foreign_key_check`).Scan(&fk); err != nil || fk != 0 {
+		t.Errorf("foreign key check: %d rows, %v", fk, err)
+	}
+}
